@@ -1,0 +1,183 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Decision, RequestFacts, Respond } from '../../core/decisions.ts'
+import type { Gatehouse } from '../../core/gatehouse.ts'
+import type { Logger } from '../../core/ports.ts'
+import type { Metrics } from '../../admin/metrics.ts'
+import { buildUpstreamHeaders } from './forward-headers.ts'
+import type { Upstream } from './upstream.ts'
+
+export interface GatewayServerOptions {
+  gatehouse: Gatehouse
+  upstream: Upstream
+  /** Added to every response when absent (the http_headers function). */
+  securityHeaders: ReadonlyArray<readonly [string, string]>
+  publicUrl: URL
+  metrics: Metrics
+  log: Logger
+  /** Requests under these path prefixes bypass the gateway (the embedded provider in dev mode). */
+  mounts?: ReadonlyArray<{ prefix: string; handler: (req: IncomingMessage, res: ServerResponse) => void }>
+}
+
+export interface GatewayServer {
+  server: Server
+  /** Stop accepting, let requests in flight finish for up to `drainMs`, then close what is left. */
+  drain(drainMs: number): Promise<void>
+}
+
+function factsOf(req: IncomingMessage): RequestFacts {
+  const headers = req.headers
+  return {
+    method: req.method ?? 'GET',
+    url: req.url ?? '/',
+    header(name) {
+      const v = headers[name]
+      return Array.isArray(v) ? v.join(', ') : v
+    },
+    clientAddress: req.socket.remoteAddress ?? '',
+  }
+}
+
+/**
+ * The Node reverse-proxy adapter: translate the request into facts, ask the core, then either
+ * forward to the upstream (with identity headers, without Gatehouse's cookies) or answer.
+ */
+export function createGatewayServer(options: GatewayServerOptions): GatewayServer {
+  const { gatehouse, upstream, securityHeaders, metrics, log } = options
+  const proto = options.publicUrl.protocol === 'https:' ? 'https' : 'http'
+  const publicHost = options.publicUrl.host
+  const mounts = options.mounts ?? []
+  let inFlight = 0
+  let draining = false
+  let drained: (() => void) | undefined
+
+  const onUpstreamError = (kind: 'connect' | 'timeout' | 'reset' | 'other', err: Error) => {
+    metrics.upstreamErrors.inc({ kind })
+    log.warn({ kind, err: err.message }, 'upstream error')
+  }
+
+  function respond(res: ServerResponse, d: Respond, method: string) {
+    const headers: Record<string, string | string[]> = { ...d.headers }
+    for (const [name, value] of securityHeaders) if (headers[name] === undefined) headers[name] = value
+    if (d.setCookies.length > 0) headers['set-cookie'] = d.setCookies
+    if (draining) headers['connection'] = 'close'
+    if (d.body !== '') headers['content-length'] = String(Buffer.byteLength(d.body))
+    res.writeHead(d.status, headers)
+    res.end(method === 'HEAD' || d.body === '' ? undefined : d.body)
+  }
+
+  function record(decision: Decision, startNs: bigint) {
+    const seconds = Number(process.hrtime.bigint() - startNs) / 1e9
+    metrics.decisions.inc({ decision: decision.kind, code: decision.kind === 'allow' ? 'allow' : decision.code })
+    metrics.decisionSeconds.observe({ decision: decision.kind }, seconds)
+  }
+
+  async function onRequest(req: IncomingMessage, res: ServerResponse) {
+    inFlight++
+    res.once('close', () => {
+      inFlight--
+      if (draining && inFlight === 0) drained?.()
+    })
+    const url = req.url ?? '/'
+    for (const m of mounts) {
+      if (url === m.prefix || url.startsWith(`${m.prefix}/`) || url.startsWith(`${m.prefix}?`)) return m.handler(req, res)
+    }
+    const start = process.hrtime.bigint()
+    let decision: Decision
+    try {
+      decision = await options.gatehouse.handle(factsOf(req))
+    } catch (err) {
+      log.error({ err: (err as Error).message, stack: (err as Error).stack }, 'decision failed')
+      metrics.decisions.inc({ decision: 'respond', code: 'internal_error' })
+      if (!res.headersSent) {
+        res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
+        res.end('Internal error\n')
+      }
+      return
+    }
+    record(decision, start)
+    if (decision.kind === 'respond') return respond(res, decision, req.method ?? 'GET')
+    if (draining) res.setHeader('connection', 'close')
+    const headers = buildUpstreamHeaders(req, {
+      identity: decision.upstreamHeaders,
+      clientAddress: req.socket.remoteAddress ?? '',
+      proto,
+      host: req.headers.host ?? publicHost,
+      cookie: decision.upstreamCookie,
+    })
+    upstream.forward(req, res, {
+      path: decision.path,
+      headers,
+      responseHeaders: {
+        addIfAbsent: securityHeaders as Array<[string, string]>,
+        append: decision.setCookies.map((c): [string, string] => ['set-cookie', c]),
+      },
+      onError: onUpstreamError,
+    })
+  }
+
+  async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
+    socket.on('error', () => socket.destroy())
+    let decision: Decision
+    try {
+      decision = await gatehouse.handle(factsOf(req))
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'decision failed (upgrade)')
+      socket.end('HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
+      return
+    }
+    metrics.decisions.inc({ decision: decision.kind, code: decision.kind === 'allow' ? 'allow' : decision.code })
+    if (decision.kind === 'respond') {
+      // No upgrade: answer with the decision's status and close.
+      const lines = [`HTTP/1.1 ${decision.status} ${decision.status === 401 ? 'Unauthorized' : 'Refused'}`]
+      for (const [k, v] of Object.entries(decision.headers)) lines.push(`${k}: ${v}`)
+      lines.push('connection: close', `content-length: ${Buffer.byteLength(decision.body)}`)
+      socket.end(`${lines.join('\r\n')}\r\n\r\n${decision.body}`)
+      return
+    }
+    const headers = buildUpstreamHeaders(req, {
+      identity: decision.upstreamHeaders,
+      clientAddress: req.socket.remoteAddress ?? '',
+      proto,
+      host: req.headers.host ?? publicHost,
+      cookie: decision.upstreamCookie,
+      upgrade: true,
+    })
+    upstream.upgrade(req, socket, head, { path: decision.path, headers, onError: onUpstreamError })
+  }
+
+  const server = createServer({ requestTimeout: 0 }, (req, res) => {
+    onRequest(req, res).catch((err) => {
+      log.error({ err: (err as Error).message }, 'request failed')
+      res.destroy()
+    })
+  })
+  server.on('upgrade', (req, socket, head) => {
+    onUpgrade(req, socket, head).catch(() => socket.destroy())
+  })
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy()
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
+    socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+  })
+
+  return {
+    server,
+    drain(drainMs) {
+      draining = true
+      return new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer)
+          server.closeAllConnections()
+          resolve()
+        }
+        const timer = setTimeout(done, drainMs)
+        timer.unref()
+        drained = done
+        server.close()
+        server.closeIdleConnections()
+        if (inFlight === 0) done()
+      })
+    },
+  }
+}

@@ -1,0 +1,31 @@
+import { createServer, type Server } from 'node:http'
+import type { Metrics } from './metrics.ts'
+
+export interface AdminOptions {
+  metrics: Metrics
+  /** Readiness with a short description of each dependency. */
+  ready: () => Promise<{ ready: boolean; checks: Record<string, string> }>
+}
+
+/** The admin port: `/healthz` (the process answers), `/readyz` (it can serve), `/metrics` (Prometheus). */
+export function createAdminServer(options: AdminOptions): Server {
+  return createServer(async (req, res) => {
+    const path = (req.url ?? '/').split('?')[0]
+    const send = (status: number, type: string, body: string) => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' })
+      res.end(req.method === 'HEAD' ? undefined : body)
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n')
+    try {
+      if (path === '/healthz') return send(200, 'application/json', '{"status":"ok"}\n')
+      if (path === '/readyz') {
+        const r = await options.ready()
+        return send(r.ready ? 200 : 503, 'application/json', JSON.stringify({ status: r.ready ? 'ready' : 'not_ready', checks: r.checks }) + '\n')
+      }
+      if (path === '/metrics') return send(200, options.metrics.registry.contentType, await options.metrics.registry.metrics())
+      return send(404, 'text/plain', 'not found\n')
+    } catch {
+      return send(500, 'text/plain', 'internal error\n')
+    }
+  })
+}

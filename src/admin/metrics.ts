@@ -1,0 +1,36 @@
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client'
+
+export interface Metrics {
+  registry: Registry
+  decisions: Counter<'decision' | 'code'>
+  decisionSeconds: Histogram<'decision'>
+  upstreamErrors: Counter<'kind'>
+}
+
+/** Prometheus metrics for one gateway, in their own registry (tests may start several gateways). */
+export function createMetrics(): Metrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'gatehouse_' })
+  return {
+    registry,
+    decisions: new Counter({
+      name: 'gatehouse_requests_total',
+      help: 'Requests by decision (allow, respond) and reason code',
+      labelNames: ['decision', 'code'],
+      registers: [registry],
+    }),
+    decisionSeconds: new Histogram({
+      name: 'gatehouse_decision_seconds',
+      help: 'Time spent deciding a request (check, refresh, callback), excluding the upstream',
+      labelNames: ['decision'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5],
+      registers: [registry],
+    }),
+    upstreamErrors: new Counter({
+      name: 'gatehouse_upstream_errors_total',
+      help: 'Upstream failures by kind (connect, timeout, reset, other)',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
+  }
+}

@@ -1,0 +1,215 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import pino from 'pino'
+import { createAdminServer } from './admin/admin-server.ts'
+import { createMetrics, type Metrics } from './admin/metrics.ts'
+import { createServer as createNetServer } from 'node:net'
+import { createGatewayServer, type GatewayServer } from './adapters/node-proxy/server.ts'
+import { createUpstream, type Upstream } from './adapters/node-proxy/upstream.ts'
+import { createBearerVerifier } from './core/bearer.ts'
+import { type Clock, systemClock } from './core/clock.ts'
+import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
+import { createSecurityHeaders, defaultSecurityHeaders } from './core/http-headers.ts'
+import { createMemoryOneTimeStore } from './core/one-time-store.ts'
+import type { Logger } from './core/ports.ts'
+import type { Access } from './core/route-policy.ts'
+import { createSessionCodec } from './core/session-codec.ts'
+import { resolveSecret } from './config/load.ts'
+import type { Config } from './config/schema.ts'
+import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
+
+export interface GatewayOptions {
+  /** Directory relative paths in the config (secret files, data_dir) are resolved against. */
+  baseDir: string
+  clock?: Clock
+  log?: Logger
+  env?: NodeJS.ProcessEnv
+  /** Paths served by something else on the same port (the embedded provider in dev). */
+  mounts?: ReadonlyArray<{ prefix: string; handler: (req: IncomingMessage, res: ServerResponse) => void }>
+  /** Listen on these instead of the config's (tests pass port 0). */
+  listen?: { host: string; port: number }
+  admin?: { host: string; port: number } | false
+  /** Also accept connections on ::1 (dev: `localhost` may resolve to either). */
+  alsoIPv6Loopback?: boolean
+  fetch?: typeof fetch
+}
+
+export interface Gateway {
+  gatehouse: Gatehouse
+  oidc: OIDCClient
+  metrics: Metrics
+  server: Server
+  admin: Server | undefined
+  /** `http://host:port` the data port listens on. */
+  url: string
+  adminUrl: string | undefined
+  /** Drain in-flight requests (config `shutdown.drain`), then close everything. */
+  close(): Promise<void>
+}
+
+function accessOf(allow: Config['routes'][number]['allow']): Access {
+  if (allow === 'anonymous') return { kind: 'anonymous' }
+  if (allow === 'authenticated') return { kind: 'authenticated' }
+  return { kind: 'restricted', groups: allow.groups, emails: allow.emails }
+}
+
+function listen(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolveListen, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      const address = server.address()
+      resolveListen(typeof address === 'object' && address !== null ? address.port : port)
+    })
+  })
+}
+
+export function createLogger(level: string): Logger {
+  return pino({ level, base: { service: 'gatehouse' }, redact: ['req.headers.cookie', 'req.headers.authorization'] })
+}
+
+/**
+ * Builds and starts a gateway from a validated config: the data port (proxy + /oauth2 endpoints)
+ * and the admin port (health, readiness, metrics).
+ */
+export async function startGateway(config: Config, options: GatewayOptions): Promise<Gateway> {
+  const clock = options.clock ?? systemClock
+  const log = options.log ?? createLogger(config.log.level)
+  const env = options.env ?? process.env
+  const publicUrl = new URL(config.public_url)
+  const secure = publicUrl.protocol === 'https:'
+  const secrets = config.session.secrets.map((ref, i) => resolveSecret(ref, `session.secrets[${i}]`, options.baseDir, env))
+  const clientSecret = resolveSecret(config.provider.client_secret, 'provider.client_secret', options.baseDir, env)
+  const cognito = config.provider.preset === 'cognito'
+  const mapping = {
+    userClaim: config.identity.user_claim,
+    groupsClaim: config.identity.groups_claim ?? (cognito ? 'cognito:groups' : 'groups'),
+  }
+  const codec = await createSessionCodec({
+    secrets,
+    // RFC 6265bis §4.1.3.2: __Host- pins the cookie to this host, path / and Secure.
+    cookieName: secure ? `__Host-${config.session.cookie_name}` : config.session.cookie_name,
+    secure,
+    clock,
+  })
+  const oidc = createOIDCClient({
+    issuer: config.provider.issuer,
+    clientId: config.provider.client_id,
+    clientSecret,
+    redirectUri: new URL('/oauth2/callback', publicUrl).href,
+    scopes: config.provider.scopes,
+    preset: config.provider.preset,
+    endSessionUrl: config.provider.end_session_url,
+    algorithms: config.provider.algorithms,
+    timeoutMs: config.provider.timeout * 1000,
+    clock,
+    fetch: options.fetch,
+  })
+  const bearer = createBearerVerifier(
+    {
+      issuer: config.provider.issuer,
+      audiences: config.provider.audiences ?? [config.provider.client_id],
+      audienceClaim: cognito ? 'client_id' : 'aud',
+      algorithms: config.provider.algorithms,
+      leewaySeconds: config.provider.leeway,
+      mapping,
+      clock,
+      requiredClaims: cognito ? { token_use: 'access' } : undefined,
+    },
+    async (header, token) => (await oidc.keys())(header, token),
+  )
+  const gatehouse = createGatehouse(
+    {
+      publicUrl: publicUrl.origin,
+      routes: config.routes.map((r) => ({ path: r.path, methods: r.methods, access: accessOf(r.allow) })),
+      session: {
+        ttlSeconds: config.session.ttl,
+        maxTtlSeconds: config.session.max_ttl,
+        refreshBeforeSeconds: config.session.refresh_before,
+      },
+      signInTtlSeconds: config.sign_in.ttl,
+      mapping,
+      passAccessToken: config.identity.pass_access_token,
+      signOutRedirectPath: config.sign_out.redirect,
+    },
+    { clock, oidc, codec, oneTime: createMemoryOneTimeStore(clock), bearer, log },
+  )
+  const h = config.headers
+  const securityHeaders = createSecurityHeaders(
+    {
+      hsts:
+        h.hsts === false
+          ? false
+          : h.hsts === undefined
+            ? defaultSecurityHeaders.hsts
+            : { maxAgeSeconds: h.hsts.max_age, includeSubDomains: h.hsts.include_subdomains, preload: h.hsts.preload },
+      contentSecurityPolicy: h.content_security_policy ?? defaultSecurityHeaders.contentSecurityPolicy,
+      frameOptions: h.frame_options ?? defaultSecurityHeaders.frameOptions,
+      referrerPolicy: h.referrer_policy ?? defaultSecurityHeaders.referrerPolicy,
+      contentTypeOptions: h.content_type_options ?? defaultSecurityHeaders.contentTypeOptions,
+    },
+    secure,
+  )
+  const upstream: Upstream = createUpstream({
+    url: config.upstream,
+    connectTimeoutMs: config.upstream_timeouts.connect * 1000,
+    headersTimeoutMs: config.upstream_timeouts.headers * 1000,
+    bodyTimeoutMs: config.upstream_timeouts.body * 1000,
+  })
+  const metrics = createMetrics()
+  const gateway: GatewayServer = createGatewayServer({
+    gatehouse,
+    upstream,
+    securityHeaders,
+    publicUrl,
+    metrics,
+    log,
+    mounts: options.mounts,
+  })
+  const listenOn = options.listen ?? config.listen
+  const port = await listen(gateway.server, listenOn.host, listenOn.port)
+  let v6: ReturnType<typeof createNetServer> | undefined
+  if (options.alsoIPv6Loopback) {
+    // Same server, second address: `localhost` resolves to ::1 on some systems.
+    v6 = createNetServer((socket) => gateway.server.emit('connection', socket))
+    v6.on('error', () => {})
+    v6.listen(port, '::1')
+  }
+  let admin: Server | undefined
+  let adminUrl: string | undefined
+  const adminListen = options.admin === undefined ? config.admin : options.admin
+  if (adminListen !== false) {
+    admin = createAdminServer({
+      metrics,
+      ready: async () => {
+        try {
+          await oidc.metadata()
+          return { ready: true, checks: { provider: 'ok' } }
+        } catch (err) {
+          // Existing sessions still verify; only new sign-ins need the provider. Say so, stay ready.
+          return { ready: true, checks: { provider: `degraded: ${(err as Error).message}` } }
+        }
+      },
+    })
+    const adminPort = await listen(admin, adminListen.host, adminListen.port)
+    adminUrl = `http://${adminListen.host}:${adminPort}`
+  }
+  // Warm discovery in the background; failures are retried on first use.
+  oidc.metadata().catch((err) => log.warn({ err: (err as Error).message }, 'provider discovery failed at start'))
+  log.info({ url: `http://${listenOn.host}:${port}`, public_url: publicUrl.origin, upstream: config.upstream, admin: adminUrl }, 'gatehouse listening')
+
+  return {
+    gatehouse,
+    oidc,
+    metrics,
+    server: gateway.server,
+    admin,
+    url: `http://${listenOn.host}:${port}`,
+    adminUrl,
+    async close() {
+      await gateway.drain(config.shutdown.drain * 1000)
+      v6?.close()
+      await upstream.close()
+      await new Promise<void>((r) => (admin ? admin.close(() => r()) : r()))
+    },
+  }
+}

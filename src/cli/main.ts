@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+/**
+ * `gatehouse <command>`: dev, start, check, users. One file per command; this one only dispatches.
+ */
+import { GatehouseError } from '../core/errors.ts'
+
+const commands: Record<string, () => Promise<{ run(argv: string[]): Promise<number> }>> = {
+  dev: () => import('./dev.ts'),
+  start: () => import('./start.ts'),
+  check: () => import('./check.ts'),
+  users: () => import('./users.ts'),
+}
+
+const USAGE = `Usage: gatehouse <command> [options]
+
+Commands:
+  dev     everything embedded (provider, demo app, SQLite) on one port   [--port 8080] [--data .gatehouse]
+  start   production mode against any OpenID Connect provider           --config gatehouse.yaml
+  check   validate a config file and print what it would do              --config gatehouse.yaml
+  users   manage the embedded provider's users: add | list | remove      [--data DIR | --config FILE]
+`
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(USAGE)
+    return name === undefined ? 1 : 0
+  }
+  const load = commands[name]
+  if (load === undefined) {
+    process.stderr.write(`gatehouse: unknown command "${name}"\n\n${USAGE}`)
+    return 1
+  }
+  return (await load()).run(rest)
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== 0) process.exitCode = code
+  },
+  (err) => {
+    if (err instanceof GatehouseError) process.stderr.write(`gatehouse: ${err.message}\n`)
+    else process.stderr.write(`gatehouse: ${(err as Error)?.stack ?? String(err)}\n`)
+    process.exitCode = 1
+  },
+)

@@ -1,0 +1,125 @@
+import { readFileSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import type { z } from 'zod'
+import { GatehouseError } from '../core/errors.ts'
+import { type Config, configSchema } from './schema.ts'
+
+/** One problem in a config file: where, what was expected, what was found. */
+export interface ConfigProblem {
+  path: string
+  message: string
+}
+
+export class ConfigError extends GatehouseError {
+  override readonly name = 'ConfigError'
+  readonly problems: ConfigProblem[]
+  constructor(file: string, problems: ConfigProblem[]) {
+    super('ERR_CONFIG', `${file}: ${problems.length} problem(s)\n${problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}`)
+    this.problems = problems
+  }
+}
+
+function pathOf(path: PropertyKey[]): string {
+  let out = ''
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out === '' ? String(p) : `.${String(p)}`
+  return out || '(top level)'
+}
+
+function valueAt(input: unknown, path: PropertyKey[]): unknown {
+  let v: unknown = input
+  for (const p of path) {
+    if (v === null || typeof v !== 'object') return undefined
+    v = (v as Record<PropertyKey, unknown>)[p]
+  }
+  return v
+}
+
+function describeValue(v: unknown): string {
+  if (v === undefined) return 'nothing'
+  const s = JSON.stringify(v)
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s
+}
+
+function toProblems(input: unknown, issues: z.core.$ZodIssue[]): ConfigProblem[] {
+  return issues.map((issue) => {
+    const path = pathOf(issue.path)
+    if (issue.code === 'unrecognized_keys') {
+      return { path, message: `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}` }
+    }
+    if (issue.code === 'invalid_type') {
+      return { path, message: `expected ${issue.expected}, got ${describeValue(valueAt(input, issue.path))}` }
+    }
+    if (issue.code === 'custom') return { path, message: issue.message }
+    return { path, message: `${issue.message}; got ${describeValue(valueAt(input, issue.path))}` }
+  })
+}
+
+/** Validates an already-parsed config object; throws ConfigError listing every problem. The result is frozen. */
+export function validateConfig(input: unknown, file = 'config'): Config {
+  const result = configSchema.safeParse(input)
+  if (!result.success) throw new ConfigError(file, toProblems(input, result.error.issues))
+  const config = result.data
+  const problems: ConfigProblem[] = []
+  if (config.session.max_ttl < config.session.ttl) {
+    problems.push({ path: 'session.max_ttl', message: `expected at least session.ttl (${config.session.ttl}s), got ${config.session.max_ttl}s` })
+  }
+  if (config.session.ttl <= 0) problems.push({ path: 'session.ttl', message: 'expected a positive duration, got 0' })
+  const publicUrl = new URL(config.public_url)
+  if (publicUrl.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(publicUrl.hostname)) {
+    problems.push({ path: 'public_url', message: `expected https (http only for localhost), got ${config.public_url}` })
+  }
+  const issuer = new URL(config.provider.issuer)
+  if (issuer.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(issuer.hostname)) {
+    problems.push({ path: 'provider.issuer', message: `expected https (http only for loopback), got ${config.provider.issuer}` })
+  }
+  if (config.provider.preset === 'cognito' && config.provider.end_session_url === undefined) {
+    problems.push({ path: 'provider.end_session_url', message: 'expected the Cognito hosted UI logout URL (https://<domain>/logout), got nothing' })
+  }
+  config.routes.forEach((r, i) => {
+    if (!(r.path === '*' || (r.path.startsWith('/') && (!r.path.includes('*') || (r.path.endsWith('/*') && r.path.indexOf('*') === r.path.length - 1))))) {
+      problems.push({ path: `routes[${i}].path`, message: `expected "/exact", "/prefix/*" or "*", got ${JSON.stringify(r.path)}` })
+    }
+  })
+  if (problems.length > 0) throw new ConfigError(file, problems)
+  return deepFreeze(config)
+}
+
+/** Reads and validates a YAML config file. */
+export function loadConfigFile(file: string): { config: Config; baseDir: string } {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(file, [{ path: '(file)', message: `cannot read: ${(err as Error).message}` }])
+  }
+  let input: unknown
+  try {
+    input = parseYaml(text)
+  } catch (err) {
+    throw new ConfigError(file, [{ path: '(yaml)', message: (err as Error).message.split('\n')[0] ?? 'invalid YAML' }])
+  }
+  return { config: validateConfig(input, file), baseDir: dirname(resolve(file)) }
+}
+
+/** Reads a secret from its environment variable or file. Throws ConfigError naming the path, never the value. */
+export function resolveSecret(ref: { env: string } | { file: string }, path: string, baseDir: string, env = process.env): string {
+  if ('env' in ref) {
+    const v = env[ref.env]
+    if (v === undefined || v === '') throw new ConfigError('config', [{ path, message: `expected environment variable ${ref.env} to be set, got nothing` }])
+    return v
+  }
+  try {
+    return readFileSync(resolve(baseDir, ref.file), 'utf8').trim()
+  } catch (err) {
+    throw new ConfigError('config', [{ path, message: `cannot read secret file ${ref.file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` }])
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v)
+    Object.freeze(value)
+  }
+  return value
+}

@@ -1,0 +1,138 @@
+import { escapeHtml } from './encoding.ts'
+import type { Identity } from './identity.ts'
+
+/** What the request looked like, as the adapter saw it. Header names are lower-case. */
+export interface RequestFacts {
+  method: string
+  /** The request target as received: path and query. */
+  url: string
+  header(name: string): string | undefined
+  clientAddress: string
+}
+
+/** Pass the request to the upstream. */
+export interface Allow {
+  kind: 'allow'
+  /** The normalised path and query to forward (what the policy was checked against). */
+  path: string
+  identity: Identity | undefined
+  /** Headers to set on the upstream request (identity, optionally the access token, degraded marker). */
+  upstreamHeaders: Record<string, string>
+  /** The Cookie header for the upstream, with Gatehouse's cookies removed. */
+  upstreamCookie: string | undefined
+  /** Set-Cookie values for the client (after a refresh). */
+  setCookies: string[]
+}
+
+/** Gatehouse answers the client itself. `code` is the stable reason, used in logs and metrics. */
+export interface Respond {
+  kind: 'respond'
+  status: number
+  code: string
+  headers: Record<string, string>
+  body: string
+  setCookies: string[]
+}
+
+export type Decision = Allow | Respond
+
+/** A browser navigation (gets redirects and pages) as opposed to an API call (gets JSON and 401s). */
+export function isNavigation(facts: RequestFacts): boolean {
+  if (facts.method !== 'GET' && facts.method !== 'HEAD') return false
+  const mode = facts.header('sec-fetch-mode')
+  if (mode !== undefined) return mode === 'navigate'
+  if (facts.header('x-requested-with') !== undefined) return false
+  return (facts.header('accept') ?? '').includes('text/html')
+}
+
+function wantsHtml(facts: RequestFacts): boolean {
+  return (facts.header('accept') ?? '').includes('text/html')
+}
+
+const NO_STORE = 'no-store'
+
+export function redirect(location: string, setCookies: string[] = [], code = 'redirect', status = 302): Respond {
+  return { kind: 'respond', status, code, headers: { location, 'cache-control': NO_STORE }, body: '', setCookies }
+}
+
+export function json(
+  status: number,
+  code: string,
+  body: Record<string, unknown>,
+  extraHeaders: Record<string, string> = {},
+  setCookies: string[] = [],
+): Respond {
+  return {
+    kind: 'respond',
+    status,
+    code,
+    headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': NO_STORE, ...extraHeaders },
+    body: JSON.stringify(body),
+    setCookies,
+  }
+}
+
+/** A small self-contained HTML page (no scripts, no external resources). */
+export function page(
+  status: number,
+  code: string,
+  title: string,
+  message: string,
+  link?: { href: string; text: string },
+  extraHeaders: Record<string, string> = {},
+  setCookies: string[] = [],
+): Respond {
+  const linkHtml = link ? `<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.text)}</a></p>` : ''
+  const body = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>${escapeHtml(title)}</title>
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.4rem}code{background:#f3f3f3;padding:0 .3em}</style></head>
+<body><main><h1>${escapeHtml(title)}</h1><p>${escapeHtml(message)}</p>${linkHtml}
+<p><small>Gatehouse · <code>${escapeHtml(code)}</code></small></p></main></body></html>
+`
+  return {
+    kind: 'respond',
+    status,
+    code,
+    headers: { 'content-type': 'text/html; charset=utf-8', 'cache-control': NO_STORE, ...extraHeaders },
+    body,
+    setCookies,
+  }
+}
+
+/** An error answer in the form the client reads: a page for browsers, JSON otherwise. */
+export function problem(
+  facts: RequestFacts,
+  status: number,
+  code: string,
+  title: string,
+  message: string,
+  options: { link?: { href: string; text: string }; headers?: Record<string, string>; setCookies?: string[] } = {},
+): Respond {
+  if (wantsHtml(facts)) {
+    return page(status, code, title, message, options.link, options.headers, options.setCookies)
+  }
+  return json(status, code, { error: code, error_description: message }, options.headers, options.setCookies)
+}
+
+function quoteParam(value: string): string {
+  // RFC 6750 §3: error_description uses %x20-21 / %x23-5B / %x5D-7E (no `"` or `\`)
+  return value.replace(/["\\]/g, '').replace(/[^\x20-\x7e]/g, '')
+}
+
+/**
+ * 401 for API clients. With no credentials at all there is no error code (RFC 6750 §3.1); with a bad
+ * or expired one, `error="invalid_token"` and a short description a client can act on.
+ */
+export function unauthorized(
+  realm: string,
+  code: string,
+  description: string,
+  invalidToken: boolean,
+  setCookies: string[] = [],
+): Respond {
+  let challenge = `Bearer realm="${quoteParam(realm)}"`
+  if (invalidToken) challenge += `, error="invalid_token", error_description="${quoteParam(description)}"`
+  return json(401, code, { error: code, error_description: description }, { 'www-authenticate': challenge }, setCookies)
+}

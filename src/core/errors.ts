@@ -1,0 +1,43 @@
+/**
+ * Every error Gatehouse raises carries a stable `code` (never reused, like jose's `ERR_JWT_EXPIRED` or
+ * fastify's `FST_ERR_*`). `expose` is what may be shown to a client; `message` is for the log.
+ */
+export class GatehouseError extends Error {
+  readonly code: string
+  /** Short text safe to show to a client. Never contains a token, secret or cookie. */
+  readonly expose: string
+
+  constructor(code: string, message: string, expose?: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'GatehouseError'
+    this.code = code
+    this.expose = expose ?? message
+  }
+}
+
+/** The identity provider answered, but refused (for example `invalid_grant` on refresh). */
+export class ProviderRejectedError extends GatehouseError {
+  override readonly name = 'ProviderRejectedError'
+  /** The OAuth error code the provider returned, such as `invalid_grant`. */
+  readonly oauthError: string
+  constructor(oauthError: string, message: string, options?: { cause?: unknown }) {
+    super('ERR_PROVIDER_REJECTED', message, 'The identity provider refused the request', options)
+    this.oauthError = oauthError
+  }
+}
+
+/** The identity provider could not be reached, timed out, answered 5xx or something unreadable. */
+export class ProviderUnavailableError extends GatehouseError {
+  override readonly name = 'ProviderUnavailableError'
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PROVIDER_UNAVAILABLE', message, 'The sign-in service is unavailable', options)
+  }
+}
+
+/** The provider's answer failed a check (ID token signature, nonce, issuer, audience...). */
+export class ProviderResponseError extends GatehouseError {
+  override readonly name = 'ProviderResponseError'
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PROVIDER_RESPONSE', message, 'The sign-in answer could not be verified', options)
+  }
+}

@@ -1,0 +1,559 @@
+import type { BearerVerifier } from './bearer.ts'
+import type { Clock } from './clock.ts'
+import { clearCookie, cookieNamesWithPrefix, readCookie, serializeCookie, stripCookies } from './cookies.ts'
+import {
+  type Allow,
+  type Decision,
+  isNavigation,
+  json,
+
+  problem,
+  type RequestFacts,
+  type Respond,
+  redirect,
+  unauthorized,
+} from './decisions.ts'
+import { base64url, randomToken, sha256, timingSafeEqualString } from './encoding.ts'
+import { ProviderRejectedError, ProviderResponseError, ProviderUnavailableError } from './errors.ts'
+import { type Identity, type IdentityMapping, identityFromClaims, identityHeaders } from './identity.ts'
+import type { Logger, OIDCPort, OneTimeStore, TokenResult } from './ports.ts'
+import { safeReturnPath } from './return-to.ts'
+import { type Access, compileRoutePolicy, isAllowed, normalizePath, type RouteRule } from './route-policy.ts'
+import type { Session, SessionCodec } from './session-codec.ts'
+
+/** Options of the decision core. Every lifetime is explicit; nothing here has a hidden default. */
+export interface GatehouseOptions {
+  /** The public origin browsers use, e.g. `https://app.example.com`. */
+  publicUrl: string
+  /** Prefix of Gatehouse's own endpoints. Default `/oauth2`. */
+  prefix?: string
+  routes: readonly RouteRule[]
+  session: {
+    /** A session cookie lives this long after sign-in or its last refresh. */
+    ttlSeconds: number
+    /** Absolute end of a session, counted from sign-in; refreshes never extend past it. */
+    maxTtlSeconds: number
+    /** Refresh the provider's tokens when they expire within this many seconds (seed 004: 10 minutes). */
+    refreshBeforeSeconds: number
+  }
+  /** How long a sign-in attempt (its state cookie) stays valid. */
+  signInTtlSeconds: number
+  mapping: IdentityMapping
+  /** Also send the provider's access token upstream as `X-Auth-Request-Access-Token`. */
+  passAccessToken: boolean
+  /** Where the provider sends the browser after logout; a same-origin path. Default `/`. */
+  signOutRedirectPath?: string
+  /** The realm in `WWW-Authenticate`. Default `gatehouse`. */
+  realm?: string
+}
+
+export interface GatehouseDeps {
+  clock: Clock
+  oidc: OIDCPort
+  codec: SessionCodec
+  oneTime: OneTimeStore
+  bearer?: BearerVerifier | undefined
+  log: Logger
+}
+
+export interface Gatehouse {
+  /** Decide what to do with a request: pass it upstream, or answer it. */
+  handle(facts: RequestFacts): Promise<Decision>
+  /** The cookie name prefix Gatehouse owns (used by adapters to avoid forwarding them). */
+  readonly cookieName: string
+  readonly prefix: string
+}
+
+type RefreshOutcome =
+  | { ok: true; session: Session; setCookies: string[] }
+  | { ok: false; kind: 'rejected' | 'unavailable'; reason: string }
+
+const RECENT_REFRESH_MS = 60_000
+const MAX_STATE_COOKIES = 8
+
+/**
+ * The decision core: seed 004's check_auth, parse_auth, refresh_auth and sign_out behind one
+ * `handle(facts)`. Pure apart from the ports it is given.
+ *
+ * @example
+ * const gatehouse = createGatehouse(options, { clock, oidc, codec, oneTime, log })
+ * const decision = await gatehouse.handle(facts)
+ */
+export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps): Gatehouse {
+  const { clock, oidc, codec, oneTime, bearer, log } = deps
+  const publicUrl = new URL(options.publicUrl)
+  if (publicUrl.pathname !== '/' || publicUrl.search !== '') {
+    throw new TypeError('publicUrl: must be an origin without path or query')
+  }
+  const origin = publicUrl.origin
+  const prefix = options.prefix ?? '/oauth2'
+  if (!/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/.test(prefix)) throw new TypeError(`prefix: invalid path ${prefix}`)
+  const { ttlSeconds, maxTtlSeconds, refreshBeforeSeconds } = options.session
+  if (!(ttlSeconds > 0 && maxTtlSeconds >= ttlSeconds)) {
+    throw new TypeError('session: ttl must be positive and max_ttl at least ttl')
+  }
+  const realm = options.realm ?? 'gatehouse'
+  const signOutRedirect = safeReturnPath(options.signOutRedirectPath ?? '/')
+  const matchRoute = compileRoutePolicy(options.routes)
+  const cookieName = codec.cookieName
+  const stateCookiePrefix = `${cookieName}-state-`
+  const cookieAttrs = { secure: publicUrl.protocol === 'https:' }
+  const isOwnCookie = (name: string) =>
+    name === cookieName || name.startsWith(`${cookieName}.`) || name.startsWith(stateCookiePrefix)
+  const endpoints = {
+    signIn: `${prefix}/sign_in`,
+    callback: `${prefix}/callback`,
+    refresh: `${prefix}/refresh`,
+    signOut: `${prefix}/sign_out`,
+    auth: `${prefix}/auth`,
+    userinfo: `${prefix}/userinfo`,
+  }
+  const ownPrefix = `${prefix}/`
+  const inFlightRefresh = new Map<string, Promise<RefreshOutcome>>()
+  const recentRefresh = new Map<string, { oldRefreshToken: string; outcome: RefreshOutcome; untilMs: number }>()
+
+  const nowSeconds = () => Math.floor(clock.now() / 1000)
+
+  function sessionExpiry(signedInAt: number, tokens: { refreshToken?: string | undefined; accessTokenExpiresAt: number }) {
+    let exp = Math.min(nowSeconds() + ttlSeconds, signedInAt + maxTtlSeconds)
+    // Without a refresh token the session cannot outlive the access token it carries.
+    if (tokens.refreshToken === undefined) exp = Math.min(exp, tokens.accessTokenExpiresAt)
+    return exp
+  }
+
+  function upstreamHeadersFor(identity: Identity | undefined, accessToken?: string): Record<string, string> {
+    if (identity === undefined) return {}
+    const h = identityHeaders(identity)
+    if (options.passAccessToken && accessToken !== undefined) h['x-auth-request-access-token'] = accessToken
+    return h
+  }
+
+  // ---- sign in: start an attempt with its own state, nonce and PKCE verifier -----------------------
+
+  async function startSignIn(facts: RequestFacts, returnTo: string, setCookies: string[] = []): Promise<Respond> {
+    const state = randomToken(32)
+    const nonce = randomToken(32)
+    const codeVerifier = randomToken(32)
+    const codeChallenge = base64url(await sha256(codeVerifier))
+    let location: string
+    try {
+      location = await oidc.authorizationUrl({ state, nonce, codeChallenge })
+    } catch (err) {
+      return providerDown(facts, err)
+    }
+    const expiresAt = nowSeconds() + options.signInTtlSeconds
+    const sealed = await codec.seal({ st: state, n: nonce, v: codeVerifier, r: returnTo }, expiresAt)
+    const cookies = [...setCookies]
+    // Each attempt has its own cookie, so parallel tabs do not clash; old attempts are capped.
+    const existing = cookieNamesWithPrefix(facts.header('cookie'), stateCookiePrefix)
+    for (const name of existing.slice(0, Math.max(0, existing.length - (MAX_STATE_COOKIES - 1)))) {
+      cookies.push(clearCookie(name, cookieAttrs))
+    }
+    cookies.push(
+      serializeCookie(stateCookiePrefix + state.slice(0, 16), sealed, {
+        ...cookieAttrs,
+        maxAgeSeconds: options.signInTtlSeconds,
+      }),
+    )
+    return redirect(location, cookies, 'sign_in')
+  }
+
+  function providerDown(facts: RequestFacts, err: unknown): Respond {
+    log.warn({ err: describe(err) }, 'identity provider unavailable')
+    return problem(
+      facts,
+      503,
+      'idp_unavailable',
+      'Sign-in is unavailable',
+      'The sign-in service is unavailable. Try again in a few minutes.',
+      { headers: { 'retry-after': '30' } },
+    )
+  }
+
+  // ---- parse_auth: the callback ----------------------------------------------------------------------
+
+  async function callback(facts: RequestFacts, query: URLSearchParams): Promise<Respond> {
+    const state = query.get('state')
+    const retry = { href: endpoints.signIn, text: 'Sign in again' }
+    const bad = (code: string, message: string, reason: string, setCookies: string[] = []) => {
+      log.warn({ code, reason }, 'sign-in callback refused')
+      return problem(facts, 400, code, 'Sign-in failed', message, { link: retry, setCookies })
+    }
+    if (state === null || !/^[A-Za-z0-9_-]{43}$/.test(state)) {
+      return bad('invalid_state', 'This sign-in link is not valid. Start again.', 'state missing or malformed')
+    }
+    const name = stateCookiePrefix + state.slice(0, 16)
+    const sealed = readCookie(facts.header('cookie'), name)
+    if (sealed === undefined) {
+      return bad(
+        'invalid_state',
+        'This sign-in attempt expired or was started in another browser. Start again.',
+        'no state cookie for this state',
+      )
+    }
+    const clearState = [clearCookie(name, cookieAttrs)]
+    const data = await codec.unseal(sealed)
+    const st = data?.['st']
+    if (data === undefined || typeof st !== 'string' || !timingSafeEqualString(st, state)) {
+      return bad('invalid_state', 'This sign-in attempt is not valid. Start again.', 'state cookie invalid or foreign', clearState)
+    }
+    const returnTo = safeReturnPath(typeof data['r'] === 'string' ? data['r'] : '/')
+    const providerError = query.get('error')
+    if (providerError !== null) {
+      // RFC 6749 §4.1.2.1: the provider refused or the user cancelled.
+      const safeCode = providerError.replace(/[^\w.-]/g, '').slice(0, 64)
+      log.warn({ code: 'provider_error', providerError: safeCode }, 'provider returned an error to the callback')
+      return problem(
+        facts,
+        400,
+        'provider_error',
+        'Sign-in was not completed',
+        `The identity provider did not sign you in (${safeCode}).`,
+        { link: retry, setCookies: clearState },
+      )
+    }
+    if (!query.get('code')) return bad('missing_code', 'The sign-in answer had no code. Start again.', 'no code', clearState)
+    // Single use: a replayed callback (same state) is refused even with the cookie still present.
+    const fresh = await oneTime.consume(`state:${state}`, (nowSeconds() + options.signInTtlSeconds) * 1000)
+    if (!fresh) return bad('invalid_state', 'This sign-in link was already used. Start again.', 'state replayed', clearState)
+
+    let tokens: TokenResult
+    try {
+      tokens = await oidc.exchangeCode(query, {
+        state,
+        nonce: String(data['n']),
+        codeVerifier: String(data['v']),
+      })
+    } catch (err) {
+      if (err instanceof ProviderUnavailableError) {
+        const r = providerDown(facts, err)
+        r.setCookies.push(...clearState)
+        return r
+      }
+      if (err instanceof ProviderRejectedError) {
+        return bad('code_rejected', 'The identity provider refused this sign-in. Start again.', describe(err), clearState)
+      }
+      return bad('id_token_invalid', 'The sign-in answer could not be verified. Start again.', describe(err), clearState)
+    }
+    const identity = tokens.claims ? identityFromClaims(tokens.claims, options.mapping) : undefined
+    if (identity === undefined) {
+      return bad('id_token_invalid', 'The sign-in answer had no identity. Start again.', 'ID token missing or without sub', clearState)
+    }
+    const signedInAt = nowSeconds()
+    const session: Session = {
+      sid: randomToken(16),
+      identity,
+      signedInAt,
+      expiresAt: sessionExpiry(signedInAt, tokens),
+      maxExpiresAt: signedInAt + maxTtlSeconds,
+      accessToken: tokens.accessToken,
+      accessTokenExpiresAt: tokens.accessTokenExpiresAt,
+      refreshToken: tokens.refreshToken,
+      idToken: tokens.idToken,
+    }
+    const cookies = await codec.write(session, facts.header('cookie'))
+    log.info({ event: 'sign_in', sid: session.sid, sub: identity.sub }, 'signed in')
+    return redirect(returnTo, [...clearState, ...cookies], 'signed_in')
+  }
+
+  // ---- refresh_auth: once per session, even under concurrency ----------------------------------------
+
+  function refreshSession(session: Session, cookieHeader: string | undefined): Promise<RefreshOutcome> {
+    const rt = session.refreshToken!
+    const recent = recentRefresh.get(session.sid)
+    if (recent !== undefined && recent.untilMs > clock.now() && recent.oldRefreshToken === rt) {
+      return Promise.resolve(recent.outcome)
+    }
+    const pending = inFlightRefresh.get(session.sid)
+    if (pending !== undefined) return pending
+    const run = (async (): Promise<RefreshOutcome> => {
+      let tokens: TokenResult
+      try {
+        tokens = await oidc.refresh(rt)
+      } catch (err) {
+        const kind = err instanceof ProviderRejectedError || err instanceof ProviderResponseError ? 'rejected' : 'unavailable'
+        log.warn({ event: 'refresh_failed', sid: session.sid, kind, err: describe(err) }, 'refresh failed')
+        return { ok: false, kind, reason: describe(err) }
+      }
+      let identity = session.identity
+      if (tokens.claims !== undefined) {
+        const next = identityFromClaims(tokens.claims, options.mapping)
+        if (next === undefined || next.sub !== identity.sub) {
+          log.warn({ event: 'refresh_failed', sid: session.sid }, 'refreshed ID token names another subject')
+          return { ok: false, kind: 'rejected', reason: 'subject changed on refresh' }
+        }
+        identity = next
+      }
+      const refreshToken = tokens.refreshToken ?? rt
+      const next: Session = {
+        ...session,
+        identity,
+        accessToken: tokens.accessToken,
+        accessTokenExpiresAt: tokens.accessTokenExpiresAt,
+        refreshToken,
+        idToken: tokens.idToken ?? session.idToken,
+        expiresAt: sessionExpiry(session.signedInAt, { refreshToken, accessTokenExpiresAt: tokens.accessTokenExpiresAt }),
+      }
+      const setCookies = await codec.write(next, cookieHeader)
+      log.info({ event: 'refresh', sid: session.sid }, 'session refreshed')
+      return { ok: true, session: next, setCookies }
+    })()
+    inFlightRefresh.set(session.sid, run)
+    run.then((outcome) => {
+      inFlightRefresh.delete(session.sid)
+      // Requests still carrying the old cookie (sent before the browser saw the new one) reuse this outcome
+      // instead of presenting the already-rotated refresh token again.
+      const now = clock.now()
+      for (const [k, v] of recentRefresh) if (v.untilMs <= now) recentRefresh.delete(k)
+      recentRefresh.set(session.sid, { oldRefreshToken: rt, outcome, untilMs: now + RECENT_REFRESH_MS })
+    })
+    return run
+  }
+
+  // ---- check_auth ----------------------------------------------------------------------------------------
+
+  type Authenticated =
+    | { ok: true; identity: Identity; accessToken?: string | undefined; setCookies: string[]; session?: Session; token?: string }
+    | { ok: false; response: (facts: RequestFacts, returnTo: string, allowRedirect: boolean) => Promise<Respond> }
+
+  const notSignedIn =
+    (code: string, description: string, invalidToken: boolean, setCookies: string[] = []) =>
+    async (facts: RequestFacts, returnTo: string, allowRedirect: boolean): Promise<Respond> => {
+      if (allowRedirect && isNavigation(facts)) return startSignIn(facts, returnTo, setCookies)
+      return unauthorized(realm, code, description, invalidToken, setCookies)
+    }
+
+  async function authenticate(facts: RequestFacts, mayRefresh: boolean): Promise<Authenticated> {
+    const authorization = facts.header('authorization')
+    if (authorization !== undefined) {
+      const m = /^Bearer +([^\s]+) *$/i.exec(authorization)
+      if (m === null) {
+        log.info({ code: 'invalid_request' }, 'malformed Authorization header')
+        return { ok: false, response: notSignedIn('invalid_token', 'Malformed Authorization header', true) }
+      }
+      if (bearer === undefined) {
+        return { ok: false, response: notSignedIn('invalid_token', 'Bearer tokens are not accepted here', true) }
+      }
+      const result = await bearer.verify(m[1]!)
+      if (!result.ok) {
+        log.info({ code: result.code, reason: result.reason }, 'bearer token refused')
+        const text = result.code === 'token_expired' ? 'The access token expired' : 'The access token is not valid'
+        return { ok: false, response: notSignedIn(result.code, text, true) }
+      }
+      return { ok: true, identity: result.identity, accessToken: result.token, setCookies: [] }
+    }
+
+    const cookieHeader = facts.header('cookie')
+    const read = await codec.read(cookieHeader)
+    if (!read.ok) {
+      if (read.reason === 'missing') {
+        return { ok: false, response: notSignedIn('missing_credentials', 'Sign-in required', false) }
+      }
+      log.info({ code: 'invalid_session', reason: read.reason }, 'session cookie refused')
+      const text = read.reason === 'expired' ? 'The session expired' : 'The session cookie is not valid'
+      const code = read.reason === 'expired' ? 'session_expired' : 'invalid_session'
+      return { ok: false, response: notSignedIn(code, text, true, codec.clear(cookieHeader)) }
+    }
+    const { session } = read
+    const now = nowSeconds()
+    const ate = session.accessTokenExpiresAt ?? Number.POSITIVE_INFINITY
+    if (mayRefresh && session.refreshToken !== undefined && ate - now <= refreshBeforeSeconds) {
+      const outcome = await refreshSession(session, cookieHeader)
+      if (outcome.ok) {
+        return {
+          ok: true,
+          identity: outcome.session.identity,
+          accessToken: outcome.session.accessToken,
+          setCookies: outcome.setCookies,
+          session: outcome.session,
+        }
+      }
+      if (outcome.kind === 'rejected') {
+        // invalid_grant: the provider ended this session. Clear it; a browser signs in afresh (no loop:
+        // the new session carries a fresh refresh token).
+        codec.forget(read.token)
+        return { ok: false, response: notSignedIn('session_expired', 'The session ended', true, codec.clear(cookieHeader)) }
+      }
+      if (ate <= now) {
+        return {
+          ok: false,
+          response: async (f) =>
+            problem(f, 503, 'idp_unavailable', 'Sign-in is unavailable', 'The sign-in service is unavailable. Try again in a few minutes.', {
+              headers: { 'retry-after': '30' },
+            }),
+        }
+      }
+      // The provider is unreachable but the access token still lives: serve, retry on a later request.
+    }
+    return { ok: true, identity: session.identity, accessToken: session.accessToken, setCookies: [], session, token: read.token }
+  }
+
+  function forbidden(facts: RequestFacts, identity: Identity, setCookies: string[]): Respond {
+    log.info({ code: 'forbidden', sub: identity.sub }, 'authenticated but not allowed')
+    return problem(facts, 403, 'forbidden', 'Access denied', 'You are signed in, but not allowed to see this page.', {
+      setCookies,
+      link: { href: endpoints.signOut, text: 'Sign in as someone else' },
+    })
+  }
+
+  async function checkAuth(facts: RequestFacts, path: string, access: Access): Promise<Decision> {
+    const upstreamCookie = stripCookies(facts.header('cookie'), cookieName, isOwnCookie)
+    if (access.kind === 'anonymous') {
+      // Identity is passed when a valid session is at hand, but an anonymous route never redirects or refreshes.
+      const auth = facts.header('cookie') !== undefined || facts.header('authorization') !== undefined
+        ? await authenticate(facts, false)
+        : undefined
+      const identity = auth?.ok ? auth.identity : undefined
+      return allow(path, identity, auth?.ok ? auth.accessToken : undefined, upstreamCookie, [])
+    }
+    const auth = await authenticate(facts, true)
+    if (!auth.ok) return auth.response(facts, path, true)
+    if (!isAllowed(access, auth.identity)) return forbidden(facts, auth.identity, auth.setCookies)
+    return allow(path, auth.identity, auth.accessToken, upstreamCookie, auth.setCookies)
+  }
+
+  function allow(
+    path: string,
+    identity: Identity | undefined,
+    accessToken: string | undefined,
+    upstreamCookie: string | undefined,
+    setCookies: string[],
+  ): Allow {
+    return {
+      kind: 'allow',
+      path,
+      identity,
+      upstreamHeaders: upstreamHeadersFor(identity, accessToken),
+      upstreamCookie,
+      setCookies,
+    }
+  }
+
+  // ---- sign_out --------------------------------------------------------------------------------------------
+
+  async function signOut(facts: RequestFacts, query: URLSearchParams): Promise<Respond> {
+    const cookieHeader = facts.header('cookie')
+    const read = await codec.read(cookieHeader)
+    const cookies = codec.clear(cookieHeader)
+    for (const name of cookieNamesWithPrefix(cookieHeader, stateCookiePrefix)) cookies.push(clearCookie(name, cookieAttrs))
+    const returnTo = safeReturnPath(query.get('rd'), signOutRedirect)
+    let location = returnTo
+    if (read.ok) {
+      codec.forget(read.token)
+      log.info({ event: 'sign_out', sid: read.session.sid, sub: read.session.identity.sub }, 'signed out')
+      const rt = read.session.refreshToken
+      if (rt !== undefined) {
+        // Best effort; sign-out never waits on a slow provider for more than the revoke call's own timeout.
+        oidc.revoke(rt).catch((err) => log.info({ err: describe(err) }, 'refresh token revocation failed'))
+      }
+      try {
+        const end = await oidc.endSessionUrl({ idTokenHint: read.session.idToken, postLogoutRedirectUri: origin + returnTo })
+        if (end !== undefined) location = end
+      } catch (err) {
+        log.warn({ err: describe(err) }, 'no end-session URL: provider unavailable')
+      }
+    }
+    return redirect(location, cookies, 'signed_out')
+  }
+
+  // ---- the router ----------------------------------------------------------------------------------------
+
+  async function ownEndpoint(facts: RequestFacts, pathname: string, search: string): Promise<Decision> {
+    const query = new URLSearchParams(search)
+    const method = facts.method
+    const isGet = method === 'GET' || method === 'HEAD'
+    switch (pathname) {
+      case endpoints.signIn:
+        if (!isGet) break
+        return startSignIn(facts, safeReturnPath(query.get('rd')))
+      case endpoints.callback:
+        if (!isGet) break
+        return callback(facts, query)
+      case endpoints.signOut:
+        if (!isGet && method !== 'POST') break
+        return signOut(facts, query)
+      case endpoints.refresh: {
+        if (!isGet && method !== 'POST') break
+        const read = await codec.read(facts.header('cookie'))
+        if (!read.ok || read.session.refreshToken === undefined) {
+          return unauthorized(realm, 'missing_credentials', 'No session to refresh', false)
+        }
+        const outcome = await refreshSession(read.session, facts.header('cookie'))
+        if (!outcome.ok) {
+          if (outcome.kind === 'unavailable') return providerDown(facts, new Error(outcome.reason))
+          return unauthorized(realm, 'session_expired', 'The session ended', true, codec.clear(facts.header('cookie')))
+        }
+        if (isNavigation(facts)) return redirect(safeReturnPath(query.get('rd')), outcome.setCookies, 'refreshed')
+        return json(200, 'refreshed', { expires_at: outcome.session.expiresAt }, {}, outcome.setCookies)
+      }
+      case endpoints.userinfo: {
+        if (!isGet) break
+        const auth = await authenticate(facts, true)
+        if (!auth.ok) return auth.response(facts, '/', false)
+        const id = auth.identity
+        return json(
+          200,
+          'userinfo',
+          {
+            sub: id.sub,
+            user: id.user,
+            email: id.email,
+            groups: id.groups,
+            preferred_username: id.preferredUsername,
+            name: id.name,
+          },
+          {},
+          auth.setCookies,
+        )
+      }
+      case endpoints.auth: {
+        // Forward-auth (nginx auth_request, Traefik, Caddy): 202 with identity headers, or 401. Never a redirect.
+        const forwardedUri = facts.header('x-forwarded-uri')
+        const target = forwardedUri !== undefined ? normalizePath(forwardedUri) : { pathname: '/', search: '' }
+        if (target === undefined) return json(400, 'bad_path', { error: 'bad_path', error_description: 'X-Forwarded-Uri is not a valid path' })
+        const { access } = matchRoute(facts.header('x-forwarded-method') ?? 'GET', target.pathname)
+        const auth = await authenticate(facts, true)
+        if (!auth.ok) {
+          if (access.kind === 'anonymous') return { kind: 'respond', status: 202, code: 'anonymous', headers: {}, body: '', setCookies: [] }
+          return auth.response(facts, '/', false)
+        }
+        if (!isAllowed(access, auth.identity)) return json(403, 'forbidden', { error: 'forbidden' }, {}, auth.setCookies)
+        return {
+          kind: 'respond',
+          status: 202,
+          code: 'authorized',
+          headers: upstreamHeadersFor(auth.identity, auth.accessToken),
+          body: '',
+          setCookies: auth.setCookies,
+        }
+      }
+    }
+    return problem(facts, 404, 'not_found', 'Not found', 'There is no such Gatehouse endpoint.')
+  }
+
+  return {
+    cookieName,
+    prefix,
+    async handle(facts) {
+      const target = normalizePath(facts.url)
+      if (target === undefined) {
+        log.info({ code: 'bad_path' }, 'request path refused')
+        return problem(facts, 400, 'bad_path', 'Bad request', 'The request path is not valid.')
+      }
+      const { pathname, search } = target
+      if (pathname.startsWith(ownPrefix)) return ownEndpoint(facts, pathname, search)
+      const { access } = matchRoute(facts.method, pathname)
+      return checkAuth(facts, pathname + search, access)
+    },
+  }
+}
+
+/** An error's class, code and message for the log: never a token (ours never put one in a message). */
+function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code
+    return `${err.name}${typeof code === 'string' ? ` ${code}` : ''}: ${err.message}`
+  }
+  return String(err)
+}
+

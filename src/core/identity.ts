@@ -1,0 +1,59 @@
+/** Who a verified request belongs to: what the upstream learns through the identity headers. */
+export interface Identity {
+  /** The provider's subject identifier. */
+  sub: string
+  /** The value of the configured user claim (default `sub`). */
+  user: string
+  email?: string | undefined
+  groups: readonly string[]
+  preferredUsername?: string | undefined
+  name?: string | undefined
+}
+
+export interface IdentityMapping {
+  /** Claim that becomes X-Auth-Request-User. Default `sub`. */
+  userClaim: string
+  /** Claim holding group names. Default `groups` (`cognito:groups` for the Cognito preset). */
+  groupsClaim: string
+}
+
+function optionalString(v: unknown): string | undefined {
+  return typeof v === 'string' && v !== '' ? v : undefined
+}
+
+/** Maps verified token claims to an Identity. Returns undefined when `sub` is missing. */
+export function identityFromClaims(claims: Record<string, unknown>, mapping: IdentityMapping): Identity | undefined {
+  const sub = optionalString(claims['sub'])
+  if (sub === undefined) return undefined
+  const rawGroups = claims[mapping.groupsClaim]
+  const groups = Array.isArray(rawGroups)
+    ? rawGroups.filter((g): g is string => typeof g === 'string')
+    : typeof rawGroups === 'string'
+      ? [rawGroups]
+      : []
+  return {
+    sub,
+    user: optionalString(claims[mapping.userClaim]) ?? sub,
+    email: optionalString(claims['email']),
+    groups,
+    preferredUsername: optionalString(claims['preferred_username']) ?? optionalString(claims['username']),
+    name: optionalString(claims['name']),
+  }
+}
+
+// Header values must not carry control characters (CR/LF would split headers).
+function headerSafe(value: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping control characters is the point
+  return value.replace(/[\u0000-\u001f\u007f]/g, '')
+}
+
+/** The identity headers sent upstream (the convention of nginx auth_request and oauth2-proxy). */
+export function identityHeaders(identity: Identity): Record<string, string> {
+  const h: Record<string, string> = { 'x-auth-request-user': headerSafe(identity.user) }
+  if (identity.email !== undefined) h['x-auth-request-email'] = headerSafe(identity.email)
+  if (identity.groups.length > 0) h['x-auth-request-groups'] = headerSafe(identity.groups.join(','))
+  if (identity.preferredUsername !== undefined) {
+    h['x-auth-request-preferred-username'] = headerSafe(identity.preferredUsername)
+  }
+  return h
+}

@@ -1,0 +1,48 @@
+/**
+ * The ports the core talks through. The core never does I/O itself: adapters and `src/oidc`,
+ * `src/store` implement these.
+ */
+
+/** Tokens from the provider after a code exchange or a refresh. Times in seconds since the epoch. */
+export interface TokenResult {
+  accessToken: string
+  accessTokenExpiresAt: number
+  refreshToken?: string | undefined
+  idToken?: string | undefined
+  /** Claims of the verified ID token; undefined when a refresh returned no ID token. */
+  claims?: Record<string, unknown> | undefined
+}
+
+/**
+ * The relying-party side of OpenID Connect. Implementations throw `ProviderRejectedError` when the
+ * provider refused (invalid_grant…), `ProviderUnavailableError` when it could not be reached or
+ * answered 5xx, `ProviderResponseError` when its answer failed a check (nonce, signature…).
+ */
+export interface OIDCPort {
+  authorizationUrl(params: { state: string; nonce: string; codeChallenge: string }): Promise<string>
+  exchangeCode(
+    callbackParams: URLSearchParams,
+    expected: { state: string; nonce: string; codeVerifier: string },
+  ): Promise<TokenResult>
+  refresh(refreshToken: string): Promise<TokenResult>
+  /** Where to send the browser after Gatehouse's own sign-out, or undefined when the provider has no logout. */
+  endSessionUrl(params: { idTokenHint?: string | undefined; postLogoutRedirectUri: string }): Promise<string | undefined>
+  /** Best effort token revocation (RFC 7009); resolves whether or not the provider supports it. */
+  revoke(token: string): Promise<void>
+}
+
+/** Remembers one-time values (sign-in `state`) until they expire. */
+export interface OneTimeStore {
+  /** True the first time `key` is consumed before `expiresAtMs`; false on every later try. */
+  consume(key: string, expiresAtMs: number): Promise<boolean>
+}
+
+/** A pino-compatible logger subset. Never pass a token, secret or cookie value. */
+export interface Logger {
+  debug(obj: object, msg?: string): void
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+  error(obj: object, msg?: string): void
+}
+
+export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} }

@@ -1,0 +1,258 @@
+import { EncryptJWT, jwtDecrypt } from 'jose'
+import type { Clock } from './clock.ts'
+import { clearCookie, readCookie, serializeCookie } from './cookies.ts'
+import { base64url, utf8 } from './encoding.ts'
+import type { Identity } from './identity.ts'
+
+/** A signed-in browser's session, kept encrypted in its cookie. Times are in seconds since the epoch. */
+export interface Session {
+  /** Random id: lets a session be revoked or single-flighted without reading its tokens. */
+  sid: string
+  identity: Identity
+  signedInAt: number
+  /** When this cookie stops being accepted. */
+  expiresAt: number
+  /** The absolute end of the session (sign-in + session max_ttl); refreshes never extend past it. */
+  maxExpiresAt: number
+  accessToken?: string | undefined
+  accessTokenExpiresAt?: number | undefined
+  refreshToken?: string | undefined
+  idToken?: string | undefined
+}
+
+export type SessionReadResult =
+  | { ok: true; session: Session; token: string }
+  | { ok: false; reason: 'missing' | 'malformed' | 'undecryptable' | 'expired' }
+
+export interface SessionCodecOptions {
+  /** Cookie secrets, at least 32 characters each. The first encrypts; all decrypt (rotation). */
+  secrets: readonly string[]
+  /** Base cookie name; chunks are `<name>.1`, `<name>.2`, … */
+  cookieName: string
+  secure: boolean
+  clock: Clock
+  /** Decrypted sessions kept in memory, keyed by the exact cookie value. Default 10,000. */
+  cacheEntries?: number
+  /** Characters per cookie before chunking. Default 3,800 (browsers allow ~4,096 bytes per cookie). */
+  chunkSize?: number
+  /** Most chunks accepted; more is rejected as malformed. Default 5. */
+  maxChunks?: number
+}
+
+export interface SessionCodec {
+  readonly cookieName: string
+  read(cookieHeader: string | undefined): Promise<SessionReadResult>
+  /** Set-Cookie values for `session`; also clears chunk cookies the previous value used and this one does not. */
+  write(session: Session, cookieHeader?: string): Promise<string[]>
+  /** Set-Cookie values that delete the session cookie and every chunk present in the header. */
+  clear(cookieHeader: string | undefined): string[]
+  /** Drop a cached session (after sign-out or revocation). */
+  forget(token: string): void
+  /** Encrypt arbitrary short-lived data (the per-attempt sign-in state). */
+  seal(payload: Record<string, unknown>, expiresAt: number): Promise<string>
+  unseal(value: string): Promise<Record<string, unknown> | undefined>
+}
+
+const CHUNK_SEPARATOR = '~'
+
+async function deriveKey(secret: string, purpose: string): Promise<{ kid: string; key: Uint8Array }> {
+  const ikm = await crypto.subtle.importKey('raw', utf8(secret), 'HKDF', false, ['deriveBits'])
+  const bits = await crypto.subtle.deriveBits(
+    { name: 'HKDF', hash: 'SHA-256', salt: utf8('gatehouse'), info: utf8(purpose) },
+    ikm,
+    256,
+  )
+  const key = new Uint8Array(bits)
+  const id = new Uint8Array(await crypto.subtle.digest('SHA-256', key))
+  return { kid: base64url(id.subarray(0, 6)), key }
+}
+
+function isStringArray(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((x) => typeof x === 'string')
+}
+
+function toSession(p: Record<string, unknown>): Session | undefined {
+  if (p['v'] !== 1) return undefined
+  const { sid, sub, usr, sia, exp, mx } = p
+  if (typeof sid !== 'string' || typeof sub !== 'string' || typeof usr !== 'string') return undefined
+  if (typeof sia !== 'number' || typeof exp !== 'number' || typeof mx !== 'number') return undefined
+  const grp = p['grp'] ?? []
+  if (!isStringArray(grp)) return undefined
+  const str = (k: string) => (typeof p[k] === 'string' ? (p[k] as string) : undefined)
+  return {
+    sid,
+    identity: { sub, user: usr, email: str('em'), groups: grp, preferredUsername: str('pun'), name: str('nm') },
+    signedInAt: sia,
+    expiresAt: exp,
+    maxExpiresAt: mx,
+    accessToken: str('at'),
+    accessTokenExpiresAt: typeof p['ate'] === 'number' ? (p['ate'] as number) : undefined,
+    refreshToken: str('rt'),
+    idToken: str('it'),
+  }
+}
+
+/**
+ * Sessions as encrypted, authenticated cookies (JWE, `dir` + `A256GCM`, keys derived with HKDF from
+ * the configured secrets). Decrypted sessions are cached by the exact cookie value, so a browser's
+ * second request costs a Map lookup and an expiry check.
+ *
+ * @example
+ * const codec = await createSessionCodec({ secrets: [process.env.SECRET], cookieName: '__Host-gatehouse', secure: true, clock })
+ */
+export async function createSessionCodec(options: SessionCodecOptions): Promise<SessionCodec> {
+  if (options.secrets.length === 0) throw new TypeError('session secrets: at least one is required')
+  for (const s of options.secrets) {
+    if (typeof s !== 'string' || s.length < 32) throw new TypeError('session secrets: each must be at least 32 characters')
+  }
+  const { cookieName, secure, clock } = options
+  const cacheEntries = options.cacheEntries ?? 10_000
+  const chunkSize = options.chunkSize ?? 3_800
+  const maxChunks = options.maxChunks ?? 5
+  const sessionKeys = await Promise.all(options.secrets.map((s) => deriveKey(s, 'session cookie v1')))
+  const stateKeys = await Promise.all(options.secrets.map((s) => deriveKey(s, 'sign-in state v1')))
+  const byKid = (keys: typeof sessionKeys) => new Map(keys.map((k) => [k.kid, k.key]))
+  const sessionKeyByKid = byKid(sessionKeys)
+  const stateKeyByKid = byKid(stateKeys)
+  const cache = new Map<string, Session>()
+
+  const keyGetter = (map: Map<string, Uint8Array>) => (header: { kid?: string | undefined }) => {
+    const key = header.kid === undefined ? undefined : map.get(header.kid)
+    if (key === undefined) throw new Error('unknown key id')
+    return key
+  }
+  const getSessionKey = keyGetter(sessionKeyByKid)
+  const getStateKey = keyGetter(stateKeyByKid)
+  const decryptOptions = () => ({
+    keyManagementAlgorithms: ['dir'],
+    contentEncryptionAlgorithms: ['A256GCM'],
+    currentDate: new Date(clock.now()),
+  })
+
+  function readToken(header: string | undefined): string | undefined | null {
+    const first = readCookie(header, cookieName)
+    if (first === undefined || first === '') return undefined
+    const sep = first.indexOf(CHUNK_SEPARATOR)
+    if (sep === -1) return first.length <= chunkSize ? first : null
+    const count = Number(first.slice(0, sep))
+    if (!Number.isInteger(count) || count < 2 || count > maxChunks) return null
+    let token = first.slice(sep + 1)
+    for (let i = 1; i < count; i++) {
+      const part = readCookie(header, `${cookieName}.${i}`)
+      if (part === undefined || part.length > chunkSize) return null
+      token += part
+    }
+    return token
+  }
+
+  function remember(token: string, session: Session) {
+    if (cache.size >= cacheEntries) {
+      // Maps iterate in insertion order: drop the oldest entry.
+      const oldest = cache.keys().next().value
+      if (oldest !== undefined) cache.delete(oldest)
+    }
+    cache.set(token, session)
+  }
+
+  const attrs = { secure }
+
+  return {
+    cookieName,
+
+    async read(header) {
+      const token = readToken(header)
+      if (token === undefined) return { ok: false, reason: 'missing' }
+      if (token === null) return { ok: false, reason: 'malformed' }
+      const nowSeconds = clock.now() / 1000
+      const hit = cache.get(token)
+      if (hit !== undefined) {
+        if (hit.expiresAt > nowSeconds) return { ok: true, session: hit, token }
+        cache.delete(token)
+        return { ok: false, reason: 'expired' }
+      }
+      if (token.split('.').length !== 5) return { ok: false, reason: 'malformed' }
+      let payload: Record<string, unknown>
+      try {
+        payload = (await jwtDecrypt(token, getSessionKey, decryptOptions())).payload
+      } catch (err) {
+        const code = (err as { code?: string }).code
+        return { ok: false, reason: code === 'ERR_JWT_EXPIRED' ? 'expired' : 'undecryptable' }
+      }
+      const session = toSession(payload)
+      if (session === undefined) return { ok: false, reason: 'malformed' }
+      if (session.expiresAt <= nowSeconds) return { ok: false, reason: 'expired' }
+      remember(token, session)
+      return { ok: true, session, token }
+    },
+
+    async write(session, header) {
+      const { identity: id } = session
+      const claims: Record<string, unknown> = { v: 1, sid: session.sid, sub: id.sub, usr: id.user }
+      if (id.email !== undefined) claims['em'] = id.email
+      if (id.groups.length > 0) claims['grp'] = id.groups
+      if (id.preferredUsername !== undefined) claims['pun'] = id.preferredUsername
+      if (id.name !== undefined) claims['nm'] = id.name
+      claims['sia'] = session.signedInAt
+      claims['mx'] = session.maxExpiresAt
+      if (session.accessToken !== undefined) claims['at'] = session.accessToken
+      if (session.accessTokenExpiresAt !== undefined) claims['ate'] = session.accessTokenExpiresAt
+      if (session.refreshToken !== undefined) claims['rt'] = session.refreshToken
+      if (session.idToken !== undefined) claims['it'] = session.idToken
+      const current = sessionKeys[0]!
+      const token = await new EncryptJWT(claims)
+        .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: current.kid })
+        .setIssuedAt(Math.floor(clock.now() / 1000))
+        .setExpirationTime(session.expiresAt)
+        .encrypt(current.key)
+      const maxAgeSeconds = session.expiresAt - Math.floor(clock.now() / 1000)
+      const out: string[] = []
+      let count = 1
+      if (token.length <= chunkSize) {
+        out.push(serializeCookie(cookieName, token, { ...attrs, maxAgeSeconds }))
+      } else {
+        count = Math.ceil(token.length / chunkSize)
+        if (count > maxChunks) throw new RangeError(`session too large: ${count} chunks (max ${maxChunks})`)
+        for (let i = 0; i < count; i++) {
+          const part = token.slice(i * chunkSize, (i + 1) * chunkSize)
+          const name = i === 0 ? cookieName : `${cookieName}.${i}`
+          const value = i === 0 ? `${count}${CHUNK_SEPARATOR}${part}` : part
+          out.push(serializeCookie(name, value, { ...attrs, maxAgeSeconds }))
+        }
+      }
+      for (let i = count; i < maxChunks; i++) {
+        if (readCookie(header, `${cookieName}.${i}`) !== undefined) out.push(clearCookie(`${cookieName}.${i}`, attrs))
+      }
+      remember(token, session)
+      return out
+    },
+
+    clear(header) {
+      const out = [clearCookie(cookieName, attrs)]
+      for (let i = 1; i < maxChunks; i++) {
+        if (readCookie(header, `${cookieName}.${i}`) !== undefined) out.push(clearCookie(`${cookieName}.${i}`, attrs))
+      }
+      return out
+    },
+
+    forget(token) {
+      cache.delete(token)
+    },
+
+    async seal(payload, expiresAt) {
+      const current = stateKeys[0]!
+      return new EncryptJWT(payload)
+        .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: current.kid })
+        .setExpirationTime(expiresAt)
+        .encrypt(current.key)
+    },
+
+    async unseal(value) {
+      if (value.length > chunkSize || value.split('.').length !== 5) return undefined
+      try {
+        return (await jwtDecrypt(value, getStateKey, decryptOptions())).payload
+      } catch {
+        return undefined
+      }
+    },
+  }
+}

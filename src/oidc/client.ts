@@ -1,0 +1,244 @@
+import type { JWTVerifyGetKey } from 'jose'
+import { jwtVerify } from 'jose'
+import * as oauth from 'oauth4webapi'
+import type { Clock } from '../core/clock.ts'
+import { ProviderRejectedError, ProviderResponseError, ProviderUnavailableError } from '../core/errors.ts'
+import type { OIDCPort, TokenResult } from '../core/ports.ts'
+import { createProviderKeys } from '../keys/provider-keys.ts'
+
+export type ProviderPreset = 'generic' | 'cognito'
+
+export interface OIDCClientOptions {
+  issuer: string
+  clientId: string
+  clientSecret: string
+  /** Gatehouse's callback URL, registered at the provider (exact match, RFC 9700 §4.1.3). */
+  redirectUri: string
+  scopes: readonly string[]
+  preset: ProviderPreset
+  /** Cognito: the hosted UI domain's logout URL (`https://<domain>/logout`); overrides discovery. */
+  endSessionUrl?: string | undefined
+  /** ID token algorithms accepted. */
+  algorithms: readonly string[]
+  /** Every call to the provider gives up after this long. */
+  timeoutMs: number
+  clock: Clock
+  /** Injected for tests; defaults to the global fetch. */
+  fetch?: typeof fetch
+}
+
+export interface OIDCClient extends OIDCPort {
+  /** The provider's metadata (discovered on first use, then kept). */
+  metadata(): Promise<oauth.AuthorizationServer>
+  /** The provider's signing keys, shared with the bearer-token verifier. */
+  keys(): Promise<JWTVerifyGetKey>
+}
+
+function isLoopback(url: URL): boolean {
+  return url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]'
+}
+
+function toProviderError(err: unknown, what: string): Error {
+  if (err instanceof ProviderRejectedError || err instanceof ProviderUnavailableError || err instanceof ProviderResponseError) {
+    return err
+  }
+  if (err instanceof oauth.ResponseBodyError) {
+    if (err.status >= 500) return new ProviderUnavailableError(`${what}: provider answered ${err.status}`, { cause: err })
+    return new ProviderRejectedError(err.error, `${what}: provider refused with ${err.error}`, { cause: err })
+  }
+  if (err instanceof oauth.WWWAuthenticateChallengeError) {
+    return new ProviderRejectedError('invalid_client', `${what}: provider challenged the client (${err.status})`, { cause: err })
+  }
+  if (err instanceof oauth.OperationProcessingError) {
+    return new ProviderResponseError(`${what}: ${err.code ?? 'check failed'}: ${err.message}`, { cause: err })
+  }
+  const name = (err as Error)?.name
+  if (name === 'TimeoutError' || name === 'AbortError' || err instanceof TypeError) {
+    return new ProviderUnavailableError(`${what}: ${name === 'TimeoutError' ? 'timed out' : (err as Error).message}`, { cause: err })
+  }
+  return new ProviderResponseError(`${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+}
+
+/** A 5xx, or a body that is not what a provider sends, means "unavailable", not "refused". */
+function assertAvailable(response: Response, what: string): Response {
+  if (response.status >= 500) throw new ProviderUnavailableError(`${what}: provider answered ${response.status}`)
+  return response
+}
+
+/**
+ * The relying-party half of OpenID Connect on oauth4webapi: discovery, authorization URL, code
+ * exchange with PKCE, refresh, revocation, end-session. Each exchange is split the oauth4webapi way
+ * (`xxxRequest` sends, `processXxxResponse` checks); the ID token's signature is also verified with
+ * jose against the provider's JWKS.
+ */
+export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
+  const issuer = new URL(options.issuer)
+  const insecure = issuer.protocol === 'http:'
+  if (insecure && !isLoopback(issuer)) throw new TypeError('issuer: must be https (http only for loopback)')
+  const client: oauth.Client = { client_id: options.clientId }
+  const clientAuth = oauth.ClientSecretBasic(options.clientSecret)
+  const fetchImpl = options.fetch ?? fetch
+  // One options object shape for every call; `as never` because oauth4webapi types customFetch per call kind.
+  const http = () => ({
+    signal: AbortSignal.timeout(options.timeoutMs),
+    [oauth.customFetch]: fetchImpl as never,
+    [oauth.allowInsecureRequests]: insecure,
+  })
+  let metadataPromise: Promise<oauth.AuthorizationServer> | undefined
+  let keysGetter: JWTVerifyGetKey | undefined
+
+  async function metadata(): Promise<oauth.AuthorizationServer> {
+    if (metadataPromise === undefined) {
+      metadataPromise = (async () => {
+        try {
+          const response = assertAvailable(await oauth.discoveryRequest(issuer, http()), 'discovery')
+          return await oauth.processDiscoveryResponse(issuer, response)
+        } catch (err) {
+          throw toProviderError(err, 'discovery')
+        }
+      })()
+      // A failed discovery is retried on the next call instead of being cached.
+      metadataPromise.catch(() => {
+        metadataPromise = undefined
+      })
+    }
+    return metadataPromise
+  }
+
+  async function keys(): Promise<JWTVerifyGetKey> {
+    if (keysGetter === undefined) {
+      const as = await metadata()
+      if (as.jwks_uri === undefined) throw new ProviderResponseError('discovery: no jwks_uri')
+      keysGetter = createProviderKeys({ jwksUri: as.jwks_uri, timeoutMs: options.timeoutMs })
+    }
+    return keysGetter
+  }
+
+  async function verifyIdToken(idToken: string | undefined, required: boolean): Promise<Record<string, unknown> | undefined> {
+    if (idToken === undefined) {
+      if (required) throw new ProviderResponseError('token response has no id_token')
+      return undefined
+    }
+    try {
+      const { payload } = await jwtVerify(idToken, await keys(), {
+        issuer: (await metadata()).issuer,
+        audience: options.clientId,
+        algorithms: [...options.algorithms],
+      })
+      return payload
+    } catch (err) {
+      if (err instanceof ProviderUnavailableError) throw err
+      const code = (err as { code?: string }).code
+      if (code === 'ERR_JWKS_TIMEOUT') throw new ProviderUnavailableError('JWKS fetch timed out', { cause: err })
+      throw new ProviderResponseError(`ID token signature: ${code ?? ''} ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  function tokenResult(r: oauth.TokenEndpointResponse, claims: Record<string, unknown> | undefined): TokenResult {
+    const now = Math.floor(options.clock.now() / 1000)
+    // Without expires_in the access token is treated as short-lived (5 minutes), never as eternal.
+    const expiresIn = typeof r.expires_in === 'number' && r.expires_in > 0 ? r.expires_in : 300
+    return {
+      accessToken: r.access_token,
+      accessTokenExpiresAt: now + expiresIn,
+      refreshToken: r.refresh_token,
+      idToken: r.id_token,
+      claims,
+    }
+  }
+
+  return {
+    metadata,
+    keys,
+
+    async authorizationUrl({ state, nonce, codeChallenge }) {
+      const as = await metadata()
+      if (as.authorization_endpoint === undefined) throw new ProviderResponseError('discovery: no authorization_endpoint')
+      const url = new URL(as.authorization_endpoint)
+      url.searchParams.set('client_id', options.clientId)
+      url.searchParams.set('redirect_uri', options.redirectUri)
+      url.searchParams.set('response_type', 'code')
+      url.searchParams.set('scope', options.scopes.join(' '))
+      url.searchParams.set('state', state)
+      url.searchParams.set('nonce', nonce)
+      url.searchParams.set('code_challenge', codeChallenge)
+      url.searchParams.set('code_challenge_method', 'S256')
+      return url.href
+    },
+
+    async exchangeCode(params, expected) {
+      try {
+        const as = await metadata()
+        const validated = oauth.validateAuthResponse(as, client, params, expected.state)
+        const response = assertAvailable(
+          await oauth.authorizationCodeGrantRequest(
+            as,
+            client,
+            clientAuth,
+            validated,
+            options.redirectUri,
+            expected.codeVerifier,
+            http(),
+          ),
+          'code exchange',
+        )
+        const result = await oauth.processAuthorizationCodeResponse(as, client, response, {
+          expectedNonce: expected.nonce,
+          requireIdToken: true,
+        })
+        return tokenResult(result, await verifyIdToken(result.id_token, true))
+      } catch (err) {
+        throw toProviderError(err, 'code exchange')
+      }
+    },
+
+    async refresh(refreshToken) {
+      try {
+        const as = await metadata()
+        const response = assertAvailable(
+          await oauth.refreshTokenGrantRequest(as, client, clientAuth, refreshToken, http()),
+          'refresh',
+        )
+        const result = await oauth.processRefreshTokenResponse(as, client, response)
+        return tokenResult(result, await verifyIdToken(result.id_token, false))
+      } catch (err) {
+        throw toProviderError(err, 'refresh')
+      }
+    },
+
+    async endSessionUrl({ idTokenHint, postLogoutRedirectUri }) {
+      if (options.preset === 'cognito' || options.endSessionUrl !== undefined) {
+        if (options.endSessionUrl === undefined) return undefined
+        const url = new URL(options.endSessionUrl)
+        // Cognito's non-standard logout: /logout?client_id=&logout_uri=
+        if (options.preset === 'cognito') {
+          url.searchParams.set('client_id', options.clientId)
+          url.searchParams.set('logout_uri', postLogoutRedirectUri)
+        } else {
+          url.searchParams.set('client_id', options.clientId)
+          url.searchParams.set('post_logout_redirect_uri', postLogoutRedirectUri)
+          if (idTokenHint !== undefined) url.searchParams.set('id_token_hint', idTokenHint)
+        }
+        return url.href
+      }
+      const as = await metadata()
+      if (as.end_session_endpoint === undefined) return undefined
+      const url = new URL(as.end_session_endpoint)
+      url.searchParams.set('client_id', options.clientId)
+      url.searchParams.set('post_logout_redirect_uri', postLogoutRedirectUri)
+      if (idTokenHint !== undefined) url.searchParams.set('id_token_hint', idTokenHint)
+      return url.href
+    },
+
+    async revoke(token) {
+      try {
+        const as = await metadata()
+        if (as.revocation_endpoint === undefined) return
+        const response = await oauth.revocationRequest(as, client, clientAuth, token, http())
+        await oauth.processRevocationResponse(response)
+      } catch (err) {
+        throw toProviderError(err, 'revocation')
+      }
+    },
+  }
+}
