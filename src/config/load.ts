@@ -44,6 +44,13 @@ function describeValue(v: unknown): string {
 function toProblems(input: unknown, issues: z.core.$ZodIssue[]): ConfigProblem[] {
   return issues.map((issue) => {
     const path = pathOf(issue.path)
+    const found = valueAt(input, issue.path)
+    if (found === undefined && issue.code !== 'unrecognized_keys' && issue.code !== 'custom') {
+      const expected = issue.code === 'invalid_type' ? issue.expected : 'a value'
+      return { path, message: `required: expected ${expected}, got nothing` }
+    }
+    // A value given where a secret belongs is never echoed back.
+    if (/secret/i.test(path)) return { path, message: issue.message }
     if (issue.code === 'unrecognized_keys') {
       return { path, message: `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}` }
     }

@@ -1,0 +1,213 @@
+// A real embedded IdP on a random loopback port, with one client and a demo user, for tests.
+
+import { randomBytes } from 'node:crypto'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { DatabaseSync } from 'node:sqlite'
+
+import { createEmbeddedIdP, type EmbeddedIdP } from '../../src/idp/embedded-idp.ts'
+import type { UserStore } from '../../src/idp/users.ts'
+import type { CookieClient } from './cookie-client.ts'
+
+export const DEMO_USER = Object.freeze({
+  username: 'alice',
+  password: 'correct horse',
+  email: 'alice@example.com',
+  name: 'Alice Example',
+  groups: Object.freeze(['admins', 'staff']),
+})
+
+export interface TestIdPOptions {
+  redirectUris: string[]
+  postLogoutRedirectUris?: string[]
+  /** Default `'gatehouse-test'`. */
+  clientId?: string
+  /** Default: random. */
+  clientSecret?: string
+  /** Default: the client id. */
+  accessTokenAudience?: string
+  accessTokenTtlSeconds?: number
+  idTokenTtlSeconds?: number
+  refreshTokenTtlSeconds?: number
+  sessionTtlSeconds?: number
+  /** Default: a fresh `':memory:'` database, closed by `close()`. A given one is left open. */
+  db?: DatabaseSync
+  /** Default 0 (random). Pass the port of a stopped IdP to restart it under the same issuer. */
+  port?: number
+}
+
+export interface TestIdP {
+  /** `http://127.0.0.1:<port>/_idp` */
+  readonly issuer: string
+  readonly clientId: string
+  readonly clientSecret: string
+  readonly port: number
+  readonly idp: EmbeddedIdP
+  readonly users: UserStore
+  readonly db: DatabaseSync
+  close(): Promise<void>
+}
+
+// Cheap scrypt for tests only: the cost is a parameter, not behaviour under test.
+const TEST_SCRYPT = { N: 2 ** 10, r: 8, p: 1 }
+
+/** Starts an IdP at `http://127.0.0.1:<port>/_idp` with one client and the demo user `alice`. */
+export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
+  const clientId = options.clientId ?? 'gatehouse-test'
+  const clientSecret = options.clientSecret ?? randomBytes(24).toString('base64url')
+  const ownsDb = options.db === undefined
+  const db = options.db ?? new DatabaseSync(':memory:')
+
+  let idp: EmbeddedIdP | undefined
+  const server: Server = createServer((req, res) => {
+    if (idp && (req.url === '/_idp' || req.url?.startsWith('/_idp/') || req.url?.startsWith('/_idp?'))) {
+      idp.handler(req, res)
+      return
+    }
+    res.writeHead(404).end()
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(options.port ?? 0, '127.0.0.1', () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const { port } = server.address() as AddressInfo
+  const issuer = `http://127.0.0.1:${port}/_idp`
+
+  try {
+    idp = await createEmbeddedIdP({
+      issuer,
+      db,
+      clients: [
+        {
+          client_id: clientId,
+          client_secret: clientSecret,
+          redirect_uris: options.redirectUris,
+          post_logout_redirect_uris: options.postLogoutRedirectUris ?? [],
+        },
+      ],
+      accessTokenAudience: options.accessTokenAudience ?? clientId,
+      ...ttlOptions(options),
+      users: { scrypt: TEST_SCRYPT },
+    })
+    if (!idp.users.find(DEMO_USER.username)) {
+      await idp.users.add(DEMO_USER.username, DEMO_USER.password, {
+        email: DEMO_USER.email,
+        emailVerified: true,
+        name: DEMO_USER.name,
+        groups: DEMO_USER.groups,
+      })
+    }
+  } catch (error) {
+    server.close()
+    if (ownsDb) db.close()
+    throw error
+  }
+
+  const started = idp
+  return {
+    issuer,
+    clientId,
+    clientSecret,
+    port,
+    idp: started,
+    users: started.users,
+    db,
+    async close() {
+      await started.close()
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      })
+      if (ownsDb) db.close()
+    },
+  }
+}
+
+function ttlOptions(options: TestIdPOptions) {
+  const result: {
+    accessTokenTtlSeconds?: number
+    idTokenTtlSeconds?: number
+    refreshTokenTtlSeconds?: number
+    sessionTtlSeconds?: number
+  } = {}
+  if (options.accessTokenTtlSeconds !== undefined) result.accessTokenTtlSeconds = options.accessTokenTtlSeconds
+  if (options.idTokenTtlSeconds !== undefined) result.idTokenTtlSeconds = options.idTokenTtlSeconds
+  if (options.refreshTokenTtlSeconds !== undefined) result.refreshTokenTtlSeconds = options.refreshTokenTtlSeconds
+  if (options.sessionTtlSeconds !== undefined) result.sessionTtlSeconds = options.sessionTtlSeconds
+  return result
+}
+
+/**
+ * Signs in through the IdP's own pages like a browser: follows `authorizeUrl` to the sign-in form, posts
+ * `username` and `password` to the form's action, then follows redirects while they stay on the issuer.
+ * Returns the first Location outside the issuer (the client's redirect_uri with `code` and `state`) without
+ * requesting it. Throws, with the status and page, when the flow stops at a page instead (e.g. wrong password).
+ * With a live IdP session the sign-in form is skipped.
+ */
+export async function signIn(
+  client: CookieClient,
+  authorizeUrl: string | URL,
+  username: string,
+  password: string,
+): Promise<URL> {
+  const start = new URL(authorizeUrl)
+  const issuerPrefix = issuerPrefixOf(start)
+  let url = start
+  let response = await client.request(url)
+  for (let hops = 0; hops < 20; hops += 1) {
+    const location = response.headers.get('location')
+    if (response.status >= 300 && response.status < 400 && location !== null) {
+      await response.body?.cancel()
+      const next = new URL(location, url)
+      if (!next.href.startsWith(issuerPrefix)) return next
+      url = next
+      response = await client.request(url)
+      continue
+    }
+    const html = await response.text()
+    const action = response.status === 200 ? formAction(html) : undefined
+    if (action === undefined || !html.includes('name="password"')) {
+      throw new Error(`sign-in stopped at ${url.href} with status ${response.status}: ${html.slice(0, 500)}`)
+    }
+    url = new URL(action, url)
+    response = await client.postForm(url, { username, password })
+  }
+  throw new Error('too many redirects while signing in')
+}
+
+// The authorization endpoint is <issuer>/auth, so the issuer is everything before the last path segment.
+function issuerPrefixOf(authorizeUrl: URL): string {
+  const path = authorizeUrl.pathname.slice(0, authorizeUrl.pathname.lastIndexOf('/'))
+  return `${authorizeUrl.origin}${path}/`
+}
+
+/** The `action` of the first `<form>` in `html`, HTML entities decoded. */
+export function formAction(html: string): string | undefined {
+  const match = /<form\b[^>]*\baction="([^"]*)"/i.exec(html)
+  return match ? decodeEntities(match[1]!) : undefined
+}
+
+/** Hidden input values of the first form, e.g. oidc-provider's logout `xsrf`. */
+export function hiddenInputs(html: string): Record<string, string> {
+  const fields: Record<string, string> = {}
+  for (const match of html.matchAll(/<input\b[^>]*>/gi)) {
+    const tag = match[0]
+    if (!/type="hidden"/i.test(tag)) continue
+    const name = /\bname="([^"]*)"/i.exec(tag)?.[1]
+    const value = /\bvalue="([^"]*)"/i.exec(tag)?.[1]
+    if (name !== undefined) fields[decodeEntities(name)] = decodeEntities(value ?? '')
+  }
+  return fields
+}
+
+function decodeEntities(value: string): string {
+  return value
+    .replaceAll('&quot;', '"')
+    .replaceAll('&#39;', "'")
+    .replaceAll('&lt;', '<')
+    .replaceAll('&gt;', '>')
+    .replaceAll('&amp;', '&')
+}
