@@ -93,7 +93,12 @@ export async function startDev(options: DevOptions): Promise<DevServer> {
       upstream,
       data_dir: dataDir,
       listen: { host: '127.0.0.1', port },
-      provider: { issuer: `${origin}/_idp`, client_id: CLIENT_ID, client_secret: { file: 'client-secret' } },
+      provider: {
+        issuer: `${origin}/_idp`,
+        client_id: CLIENT_ID,
+        client_secret: { file: 'client-secret' },
+        scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
+      },
       session: { secrets: [{ file: 'session-secret' }], ttl: '12h', max_ttl: '7d', refresh_before: '10m' },
       shutdown: { drain: '5s' },
       log: { level: options.logLevel ?? 'info' },
