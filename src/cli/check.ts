@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util'
-import { ConfigError, loadConfigFile } from '../config/load.ts'
 import { formatDuration } from '../config/duration.ts'
+import { ConfigError, loadConfigFile } from '../config/load.ts'
 import type { Config } from '../config/schema.ts'
 
 /** The human report of what a config would do: endpoints, lifetimes, routes. */
@@ -10,23 +10,50 @@ export function describeConfig(config: Config): string {
   const secure = publicUrl.protocol === 'https:'
   lines.push(`public URL     ${publicUrl.origin}  (callback ${publicUrl.origin}/oauth2/callback)`)
   lines.push(`upstream       ${config.upstream}`)
-  lines.push(`provider       ${config.provider.issuer}  (preset ${config.provider.preset}, client ${config.provider.client_id})`)
-  lines.push(`listen         ${config.listen.host}:${config.listen.port}   admin ${config.admin.host}:${config.admin.port}`)
-  lines.push(`session cookie ${secure ? `__Host-${config.session.cookie_name}` : config.session.cookie_name}  (HttpOnly, SameSite=Lax${secure ? ', Secure' : ', not Secure: http only for localhost'})`)
+  lines.push(
+    `provider       ${config.provider.issuer}  (preset ${config.provider.preset}, client ${config.provider.client_id})`,
+  )
+  lines.push(
+    `listen         ${config.listen.host}:${config.listen.port}   admin ${config.admin.host}:${config.admin.port}`,
+  )
+  lines.push(
+    `session cookie ${secure ? `__Host-${config.session.cookie_name}` : config.session.cookie_name}  (HttpOnly, SameSite=Lax${secure ? ', Secure' : ', not Secure: http only for localhost'})`,
+  )
   lines.push('')
   lines.push('Lifetimes (explicit; nothing inherited silently)')
   const rows: Array<[string, string, string, string]> = [
     ['credential', 'ttl', 'max_ttl', 'notes'],
-    ['session', formatDuration(config.session.ttl), formatDuration(config.session.max_ttl), `refresh ${formatDuration(config.session.refresh_before)} before the access token expires; never past max_ttl`],
-    ['sign-in attempt', formatDuration(config.sign_in.ttl), formatDuration(config.sign_in.ttl), 'state cookie, single use'],
-    ['access token', 'provider', 'session max_ttl', 'from the provider (expires_in); a session without a refresh token ends with it'],
+    [
+      'session',
+      formatDuration(config.session.ttl),
+      formatDuration(config.session.max_ttl),
+      `refresh ${formatDuration(config.session.refresh_before)} before the access token expires; never past max_ttl`,
+    ],
+    [
+      'sign-in attempt',
+      formatDuration(config.sign_in.ttl),
+      formatDuration(config.sign_in.ttl),
+      'state cookie, single use',
+    ],
+    [
+      'access token',
+      'provider',
+      'session max_ttl',
+      'from the provider (expires_in); a session without a refresh token ends with it',
+    ],
   ]
   const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]!.length)))
-  for (const r of rows) lines.push(`  ${r[0].padEnd(widths[0]!)}  ${r[1].padEnd(widths[1]!)}  ${r[2].padEnd(widths[2]!)}  ${r[3]}`)
+  for (const r of rows)
+    lines.push(
+      `  ${r[0].padEnd(widths[0]!)}  ${r[1].padEnd(widths[1]!)}  ${r[2].padEnd(widths[2]!)}  ${r[3]}`,
+    )
   lines.push('')
   lines.push('Routes (first match wins)')
   config.routes.forEach((r, i) => {
-    const allow = typeof r.allow === 'string' ? r.allow : `groups [${r.allow.groups.join(', ')}] or emails [${r.allow.emails.join(', ')}]`
+    const allow =
+      typeof r.allow === 'string'
+        ? r.allow
+        : `groups [${r.allow.groups.join(', ')}] or emails [${r.allow.emails.join(', ')}]`
     lines.push(`  ${i + 1}. ${(r.methods?.join(',') ?? '*').padEnd(8)} ${r.path.padEnd(24)} ${allow}`)
   })
   lines.push(`  -  ${'*'.padEnd(8)} ${'(everything else)'.padEnd(24)} authenticated`)

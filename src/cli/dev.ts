@@ -72,12 +72,18 @@ export async function startDev(options: DevOptions): Promise<DevServer> {
 
   // The demo user: password from --demo-password, else the one kept in the data dir, else a new one.
   const passwordFile = resolve(dataDir, 'demo-password')
-  let demoPassword = options.demoPassword ?? (existsSync(passwordFile) ? readFileSync(passwordFile, 'utf8').trim() : '')
+  let demoPassword =
+    options.demoPassword ?? (existsSync(passwordFile) ? readFileSync(passwordFile, 'utf8').trim() : '')
   if (demoPassword === '') demoPassword = randomBytes(9).toString('base64url')
   const existing = idp.users.find('demo')
   if (existing === undefined || (await idp.users.verify('demo', demoPassword)) === null) {
     if (existing !== undefined) idp.users.remove('demo')
-    await idp.users.add('demo', demoPassword, { email: 'demo@example.com', name: 'Demo User', groups: ['demo'] })
+    await idp.users.add('demo', demoPassword, {
+      email: 'demo@example.com',
+      emailVerified: true,
+      name: 'Demo User',
+      groups: ['demo'],
+    })
   }
   writeFileSync(passwordFile, demoPassword + '\n', { mode: 0o600 })
 

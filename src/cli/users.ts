@@ -14,7 +14,9 @@ Without --password-stdin a random password is generated and printed once.
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = []
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '')
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -45,7 +47,9 @@ export async function run(argv: string[]): Promise<number> {
         process.stdout.write(JSON.stringify(list, null, 2) + '\n')
       } else {
         for (const u of list) {
-          process.stdout.write(`${u.username.padEnd(20)} ${(u.email ?? '-').padEnd(28)} ${u.groups.join(',') || '-'}\n`)
+          process.stdout.write(
+            `${u.username.padEnd(20)} ${(u.email ?? '-').padEnd(28)} ${u.groups.join(',') || '-'}\n`,
+          )
         }
         if (list.length === 0) process.stdout.write('(no users)\n')
       }
@@ -69,7 +73,12 @@ export async function run(argv: string[]): Promise<number> {
       await users.add(username, password, {
         email: values.email,
         name: values.name,
-        groups: values.groups ? values.groups.split(',').map((g) => g.trim()).filter(Boolean) : [],
+        groups: values.groups
+          ? values.groups
+              .split(',')
+              .map((g) => g.trim())
+              .filter(Boolean)
+          : [],
       })
     } catch (err) {
       const code = (err as { code?: string }).code
@@ -79,7 +88,9 @@ export async function run(argv: string[]): Promise<number> {
       }
       throw err
     }
-    process.stdout.write(`added ${username}${generated ? `\npassword: ${password}\n(shown once; it is stored only as a scrypt hash)` : ''}\n`)
+    process.stdout.write(
+      `added ${username}${generated ? `\npassword: ${password}\n(shown once; it is stored only as a scrypt hash)` : ''}\n`,
+    )
     return 0
   } finally {
     db.close()

@@ -28,7 +28,19 @@ export interface BearerVerifier {
   forget(token: string): void
 }
 
-const ALLOWED = new Set(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'])
+const ALLOWED = new Set([
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+])
 
 /** A JWT's compact form: three base64url parts. Anything else is rejected before any crypto. */
 const JWT_SHAPE = /^[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}$/
@@ -39,9 +51,13 @@ const JWT_SHAPE = /^[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}$/
  * @example
  * const verifier = createBearerVerifier({ issuer, audiences: [clientId], audienceClaim: 'aud', algorithms: ['RS256'], … }, getKey)
  */
-export function createBearerVerifier(options: BearerVerifierOptions, getKey: JWTVerifyGetKey): BearerVerifier {
+export function createBearerVerifier(
+  options: BearerVerifierOptions,
+  getKey: JWTVerifyGetKey,
+): BearerVerifier {
   for (const alg of options.algorithms) {
-    if (!ALLOWED.has(alg)) throw new TypeError(`bearer algorithms: ${alg} is not an accepted asymmetric algorithm`)
+    if (!ALLOWED.has(alg))
+      throw new TypeError(`bearer algorithms: ${alg} is not an accepted asymmetric algorithm`)
   }
   if (options.algorithms.length === 0) throw new TypeError('bearer algorithms: at least one is required')
   const { clock, mapping } = options

@@ -43,7 +43,7 @@ export function stripCookies(
   hint: string,
   isOwn: (name: string) => boolean,
 ): string | undefined {
-  if (!header || !header.includes(hint)) return header
+  if (!header?.includes(hint)) return header
   const kept: string[] = []
   for (const part of header.split(';')) {
     const trimmed = part.trim()

@@ -51,8 +51,20 @@ function wantsHtml(facts: RequestFacts): boolean {
 
 const NO_STORE = 'no-store'
 
-export function redirect(location: string, setCookies: string[] = [], code = 'redirect', status = 302): Respond {
-  return { kind: 'respond', status, code, headers: { location, 'cache-control': NO_STORE }, body: '', setCookies }
+export function redirect(
+  location: string,
+  setCookies: string[] = [],
+  code = 'redirect',
+  status = 302,
+): Respond {
+  return {
+    kind: 'respond',
+    status,
+    code,
+    headers: { location, 'cache-control': NO_STORE },
+    body: '',
+    setCookies,
+  }
 }
 
 export function json(
@@ -66,7 +78,11 @@ export function json(
     kind: 'respond',
     status,
     code,
-    headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': NO_STORE, ...extraHeaders },
+    headers: {
+      'content-type': 'application/json; charset=utf-8',
+      'cache-control': NO_STORE,
+      ...extraHeaders,
+    },
     body: JSON.stringify(body),
     setCookies,
   }
@@ -108,7 +124,11 @@ export function problem(
   code: string,
   title: string,
   message: string,
-  options: { link?: { href: string; text: string }; headers?: Record<string, string>; setCookies?: string[] } = {},
+  options: {
+    link?: { href: string; text: string }
+    headers?: Record<string, string>
+    setCookies?: string[]
+  } = {},
 ): Respond {
   if (wantsHtml(facts)) {
     return page(status, code, title, message, options.link, options.headers, options.setCookies)
@@ -134,5 +154,11 @@ export function unauthorized(
 ): Respond {
   let challenge = `Bearer realm="${quoteParam(realm)}"`
   if (invalidToken) challenge += `, error="invalid_token", error_description="${quoteParam(description)}"`
-  return json(401, code, { error: code, error_description: description }, { 'www-authenticate': challenge }, setCookies)
+  return json(
+    401,
+    code,
+    { error: code, error_description: description },
+    { 'www-authenticate': challenge },
+    setCookies,
+  )
 }

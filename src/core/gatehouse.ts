@@ -6,7 +6,6 @@ import {
   type Decision,
   isNavigation,
   json,
-
   problem,
   type RequestFacts,
   type Respond,
@@ -87,7 +86,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   }
   const origin = publicUrl.origin
   const prefix = options.prefix ?? '/oauth2'
-  if (!/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/.test(prefix)) throw new TypeError(`prefix: invalid path ${prefix}`)
+  if (!/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/.test(prefix))
+    throw new TypeError(`prefix: invalid path ${prefix}`)
   const { ttlSeconds, maxTtlSeconds, refreshBeforeSeconds } = options.session
   if (!(ttlSeconds > 0 && maxTtlSeconds >= ttlSeconds)) {
     throw new TypeError('session: ttl must be positive and max_ttl at least ttl')
@@ -110,11 +110,17 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   }
   const ownPrefix = `${prefix}/`
   const inFlightRefresh = new Map<string, Promise<RefreshOutcome>>()
-  const recentRefresh = new Map<string, { oldRefreshToken: string; outcome: RefreshOutcome; untilMs: number }>()
+  const recentRefresh = new Map<
+    string,
+    { oldRefreshToken: string; outcome: RefreshOutcome; untilMs: number }
+  >()
 
   const nowSeconds = () => Math.floor(clock.now() / 1000)
 
-  function sessionExpiry(signedInAt: number, tokens: { refreshToken?: string | undefined; accessTokenExpiresAt: number }) {
+  function sessionExpiry(
+    signedInAt: number,
+    tokens: { refreshToken?: string | undefined; accessTokenExpiresAt: number },
+  ) {
     let exp = Math.min(nowSeconds() + ttlSeconds, signedInAt + maxTtlSeconds)
     // Without a refresh token the session cannot outlive the access token it carries.
     if (tokens.refreshToken === undefined) exp = Math.min(exp, tokens.accessTokenExpiresAt)
@@ -130,7 +136,11 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
 
   // ---- sign in: start an attempt with its own state, nonce and PKCE verifier -----------------------
 
-  async function startSignIn(facts: RequestFacts, returnTo: string, setCookies: string[] = []): Promise<Respond> {
+  async function startSignIn(
+    facts: RequestFacts,
+    returnTo: string,
+    setCookies: string[] = [],
+  ): Promise<Respond> {
     const state = randomToken(32)
     const nonce = randomToken(32)
     const codeVerifier = randomToken(32)
@@ -180,7 +190,11 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       return problem(facts, 400, code, 'Sign-in failed', message, { link: retry, setCookies })
     }
     if (state === null || !/^[A-Za-z0-9_-]{43}$/.test(state)) {
-      return bad('invalid_state', 'This sign-in link is not valid. Start again.', 'state missing or malformed')
+      return bad(
+        'invalid_state',
+        'This sign-in link is not valid. Start again.',
+        'state missing or malformed',
+      )
     }
     const name = stateCookiePrefix + state.slice(0, 16)
     const sealed = readCookie(facts.header('cookie'), name)
@@ -195,14 +209,22 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const data = await codec.unseal(sealed)
     const st = data?.['st']
     if (data === undefined || typeof st !== 'string' || !timingSafeEqualString(st, state)) {
-      return bad('invalid_state', 'This sign-in attempt is not valid. Start again.', 'state cookie invalid or foreign', clearState)
+      return bad(
+        'invalid_state',
+        'This sign-in attempt is not valid. Start again.',
+        'state cookie invalid or foreign',
+        clearState,
+      )
     }
     const returnTo = safeReturnPath(typeof data['r'] === 'string' ? data['r'] : '/')
     const providerError = query.get('error')
     if (providerError !== null) {
       // RFC 6749 §4.1.2.1: the provider refused or the user cancelled.
       const safeCode = providerError.replace(/[^\w.-]/g, '').slice(0, 64)
-      log.warn({ code: 'provider_error', providerError: safeCode }, 'provider returned an error to the callback')
+      log.warn(
+        { code: 'provider_error', providerError: safeCode },
+        'provider returned an error to the callback',
+      )
       return problem(
         facts,
         400,
@@ -212,10 +234,17 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         { link: retry, setCookies: clearState },
       )
     }
-    if (!query.get('code')) return bad('missing_code', 'The sign-in answer had no code. Start again.', 'no code', clearState)
+    if (!query.get('code'))
+      return bad('missing_code', 'The sign-in answer had no code. Start again.', 'no code', clearState)
     // Single use: a replayed callback (same state) is refused even with the cookie still present.
     const fresh = await oneTime.consume(`state:${state}`, (nowSeconds() + options.signInTtlSeconds) * 1000)
-    if (!fresh) return bad('invalid_state', 'This sign-in link was already used. Start again.', 'state replayed', clearState)
+    if (!fresh)
+      return bad(
+        'invalid_state',
+        'This sign-in link was already used. Start again.',
+        'state replayed',
+        clearState,
+      )
 
     let tokens: TokenResult
     try {
@@ -231,13 +260,28 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         return r
       }
       if (err instanceof ProviderRejectedError) {
-        return bad('code_rejected', 'The identity provider refused this sign-in. Start again.', describe(err), clearState)
+        return bad(
+          'code_rejected',
+          'The identity provider refused this sign-in. Start again.',
+          describe(err),
+          clearState,
+        )
       }
-      return bad('id_token_invalid', 'The sign-in answer could not be verified. Start again.', describe(err), clearState)
+      return bad(
+        'id_token_invalid',
+        'The sign-in answer could not be verified. Start again.',
+        describe(err),
+        clearState,
+      )
     }
     const identity = tokens.claims ? identityFromClaims(tokens.claims, options.mapping) : undefined
     if (identity === undefined) {
-      return bad('id_token_invalid', 'The sign-in answer had no identity. Start again.', 'ID token missing or without sub', clearState)
+      return bad(
+        'id_token_invalid',
+        'The sign-in answer had no identity. Start again.',
+        'ID token missing or without sub',
+        clearState,
+      )
     }
     const signedInAt = nowSeconds()
     const session: Session = {
@@ -271,7 +315,10 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       try {
         tokens = await oidc.refresh(rt)
       } catch (err) {
-        const kind = err instanceof ProviderRejectedError || err instanceof ProviderResponseError ? 'rejected' : 'unavailable'
+        const kind =
+          err instanceof ProviderRejectedError || err instanceof ProviderResponseError
+            ? 'rejected'
+            : 'unavailable'
         log.warn({ event: 'refresh_failed', sid: session.sid, kind, err: describe(err) }, 'refresh failed')
         return { ok: false, kind, reason: describe(err) }
       }
@@ -292,7 +339,10 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         accessTokenExpiresAt: tokens.accessTokenExpiresAt,
         refreshToken,
         idToken: tokens.idToken ?? session.idToken,
-        expiresAt: sessionExpiry(session.signedInAt, { refreshToken, accessTokenExpiresAt: tokens.accessTokenExpiresAt }),
+        expiresAt: sessionExpiry(session.signedInAt, {
+          refreshToken,
+          accessTokenExpiresAt: tokens.accessTokenExpiresAt,
+        }),
       }
       const setCookies = await codec.write(next, cookieHeader)
       log.info({ event: 'refresh', sid: session.sid }, 'session refreshed')
@@ -313,8 +363,18 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   // ---- check_auth ----------------------------------------------------------------------------------------
 
   type Authenticated =
-    | { ok: true; identity: Identity; accessToken?: string | undefined; setCookies: string[]; session?: Session; token?: string }
-    | { ok: false; response: (facts: RequestFacts, returnTo: string, allowRedirect: boolean) => Promise<Respond> }
+    | {
+        ok: true
+        identity: Identity
+        accessToken?: string | undefined
+        setCookies: string[]
+        session?: Session
+        token?: string
+      }
+    | {
+        ok: false
+        response: (facts: RequestFacts, returnTo: string, allowRedirect: boolean) => Promise<Respond>
+      }
 
   const notSignedIn =
     (code: string, description: string, invalidToken: boolean, setCookies: string[] = []) =>
@@ -332,12 +392,16 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         return { ok: false, response: notSignedIn('invalid_token', 'Malformed Authorization header', true) }
       }
       if (bearer === undefined) {
-        return { ok: false, response: notSignedIn('invalid_token', 'Bearer tokens are not accepted here', true) }
+        return {
+          ok: false,
+          response: notSignedIn('invalid_token', 'Bearer tokens are not accepted here', true),
+        }
       }
       const result = await bearer.verify(m[1]!)
       if (!result.ok) {
         log.info({ code: result.code, reason: result.reason }, 'bearer token refused')
-        const text = result.code === 'token_expired' ? 'The access token expired' : 'The access token is not valid'
+        const text =
+          result.code === 'token_expired' ? 'The access token expired' : 'The access token is not valid'
         return { ok: false, response: notSignedIn(result.code, text, true) }
       }
       return { ok: true, identity: result.identity, accessToken: result.token, setCookies: [] }
@@ -372,37 +436,62 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         // invalid_grant: the provider ended this session. Clear it; a browser signs in afresh (no loop:
         // the new session carries a fresh refresh token).
         codec.forget(read.token)
-        return { ok: false, response: notSignedIn('session_expired', 'The session ended', true, codec.clear(cookieHeader)) }
+        return {
+          ok: false,
+          response: notSignedIn('session_expired', 'The session ended', true, codec.clear(cookieHeader)),
+        }
       }
       if (ate <= now) {
         return {
           ok: false,
           response: async (f) =>
-            problem(f, 503, 'idp_unavailable', 'Sign-in is unavailable', 'The sign-in service is unavailable. Try again in a few minutes.', {
-              headers: { 'retry-after': '30' },
-            }),
+            problem(
+              f,
+              503,
+              'idp_unavailable',
+              'Sign-in is unavailable',
+              'The sign-in service is unavailable. Try again in a few minutes.',
+              {
+                headers: { 'retry-after': '30' },
+              },
+            ),
         }
       }
       // The provider is unreachable but the access token still lives: serve, retry on a later request.
     }
-    return { ok: true, identity: session.identity, accessToken: session.accessToken, setCookies: [], session, token: read.token }
+    return {
+      ok: true,
+      identity: session.identity,
+      accessToken: session.accessToken,
+      setCookies: [],
+      session,
+      token: read.token,
+    }
   }
 
   function forbidden(facts: RequestFacts, identity: Identity, setCookies: string[]): Respond {
     log.info({ code: 'forbidden', sub: identity.sub }, 'authenticated but not allowed')
-    return problem(facts, 403, 'forbidden', 'Access denied', 'You are signed in, but not allowed to see this page.', {
-      setCookies,
-      link: { href: endpoints.signOut, text: 'Sign in as someone else' },
-    })
+    return problem(
+      facts,
+      403,
+      'forbidden',
+      'Access denied',
+      'You are signed in, but not allowed to see this page.',
+      {
+        setCookies,
+        link: { href: endpoints.signOut, text: 'Sign in as someone else' },
+      },
+    )
   }
 
   async function checkAuth(facts: RequestFacts, path: string, access: Access): Promise<Decision> {
     const upstreamCookie = stripCookies(facts.header('cookie'), cookieName, isOwnCookie)
     if (access.kind === 'anonymous') {
       // Identity is passed when a valid session is at hand, but an anonymous route never redirects or refreshes.
-      const auth = facts.header('cookie') !== undefined || facts.header('authorization') !== undefined
-        ? await authenticate(facts, false)
-        : undefined
+      const auth =
+        facts.header('cookie') !== undefined || facts.header('authorization') !== undefined
+          ? await authenticate(facts, false)
+          : undefined
       const identity = auth?.ok ? auth.identity : undefined
       return allow(path, identity, auth?.ok ? auth.accessToken : undefined, upstreamCookie, [])
     }
@@ -435,7 +524,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const cookieHeader = facts.header('cookie')
     const read = await codec.read(cookieHeader)
     const cookies = codec.clear(cookieHeader)
-    for (const name of cookieNamesWithPrefix(cookieHeader, stateCookiePrefix)) cookies.push(clearCookie(name, cookieAttrs))
+    for (const name of cookieNamesWithPrefix(cookieHeader, stateCookiePrefix))
+      cookies.push(clearCookie(name, cookieAttrs))
     const returnTo = safeReturnPath(query.get('rd'), signOutRedirect)
     let location = returnTo
     if (read.ok) {
@@ -447,7 +537,10 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         oidc.revoke(rt).catch((err) => log.info({ err: describe(err) }, 'refresh token revocation failed'))
       }
       try {
-        const end = await oidc.endSessionUrl({ idTokenHint: read.session.idToken, postLogoutRedirectUri: origin + returnTo })
+        const end = await oidc.endSessionUrl({
+          idTokenHint: read.session.idToken,
+          postLogoutRedirectUri: origin + returnTo,
+        })
         if (end !== undefined) location = end
       } catch (err) {
         log.warn({ err: describe(err) }, 'no end-session URL: provider unavailable')
@@ -481,9 +574,16 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         const outcome = await refreshSession(read.session, facts.header('cookie'))
         if (!outcome.ok) {
           if (outcome.kind === 'unavailable') return providerDown(facts, new Error(outcome.reason))
-          return unauthorized(realm, 'session_expired', 'The session ended', true, codec.clear(facts.header('cookie')))
+          return unauthorized(
+            realm,
+            'session_expired',
+            'The session ended',
+            true,
+            codec.clear(facts.header('cookie')),
+          )
         }
-        if (isNavigation(facts)) return redirect(safeReturnPath(query.get('rd')), outcome.setCookies, 'refreshed')
+        if (isNavigation(facts))
+          return redirect(safeReturnPath(query.get('rd')), outcome.setCookies, 'refreshed')
         return json(200, 'refreshed', { expires_at: outcome.session.expiresAt }, {}, outcome.setCookies)
       }
       case endpoints.userinfo: {
@@ -509,15 +609,22 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       case endpoints.auth: {
         // Forward-auth (nginx auth_request, Traefik, Caddy): 202 with identity headers, or 401. Never a redirect.
         const forwardedUri = facts.header('x-forwarded-uri')
-        const target = forwardedUri !== undefined ? normalizePath(forwardedUri) : { pathname: '/', search: '' }
-        if (target === undefined) return json(400, 'bad_path', { error: 'bad_path', error_description: 'X-Forwarded-Uri is not a valid path' })
+        const target =
+          forwardedUri !== undefined ? normalizePath(forwardedUri) : { pathname: '/', search: '' }
+        if (target === undefined)
+          return json(400, 'bad_path', {
+            error: 'bad_path',
+            error_description: 'X-Forwarded-Uri is not a valid path',
+          })
         const { access } = matchRoute(facts.header('x-forwarded-method') ?? 'GET', target.pathname)
         const auth = await authenticate(facts, true)
         if (!auth.ok) {
-          if (access.kind === 'anonymous') return { kind: 'respond', status: 202, code: 'anonymous', headers: {}, body: '', setCookies: [] }
+          if (access.kind === 'anonymous')
+            return { kind: 'respond', status: 202, code: 'anonymous', headers: {}, body: '', setCookies: [] }
           return auth.response(facts, '/', false)
         }
-        if (!isAllowed(access, auth.identity)) return json(403, 'forbidden', { error: 'forbidden' }, {}, auth.setCookies)
+        if (!isAllowed(access, auth.identity))
+          return json(403, 'forbidden', { error: 'forbidden' }, {}, auth.setCookies)
         return {
           kind: 'respond',
           status: 202,
@@ -556,4 +663,3 @@ function describe(err: unknown): string {
   }
   return String(err)
 }
-

@@ -22,7 +22,10 @@ function optionalString(v: unknown): string | undefined {
 }
 
 /** Maps verified token claims to an Identity. Returns undefined when `sub` is missing. */
-export function identityFromClaims(claims: Record<string, unknown>, mapping: IdentityMapping): Identity | undefined {
+export function identityFromClaims(
+  claims: Record<string, unknown>,
+  mapping: IdentityMapping,
+): Identity | undefined {
   const sub = optionalString(claims['sub'])
   if (sub === undefined) return undefined
   const rawGroups = claims[mapping.groupsClaim]

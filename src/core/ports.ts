@@ -26,7 +26,10 @@ export interface OIDCPort {
   ): Promise<TokenResult>
   refresh(refreshToken: string): Promise<TokenResult>
   /** Where to send the browser after Gatehouse's own sign-out, or undefined when the provider has no logout. */
-  endSessionUrl(params: { idTokenHint?: string | undefined; postLogoutRedirectUri: string }): Promise<string | undefined>
+  endSessionUrl(params: {
+    idTokenHint?: string | undefined
+    postLogoutRedirectUri: string
+  }): Promise<string | undefined>
   /** Best effort token revocation (RFC 7009); resolves whether or not the provider supports it. */
   revoke(token: string): Promise<void>
 }

@@ -25,6 +25,7 @@ export function safeReturnPath(candidate: string | null | undefined, fallback = 
   if (decoded !== candidate) {
     const d2 = decoded.charCodeAt(1)
     if (d2 === 0x2f || d2 === 0x5c) return fallback
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
     if (/[\u0000-\u001f\u007f\\]/.test(decoded)) return fallback
   }
   // Resolve against a dummy origin: the result must stay on it and keep the same path.

@@ -32,7 +32,8 @@ function compilePath(pattern: string): (path: string) => boolean {
     const withSlash = base + '/'
     return (path) => path === base || path.startsWith(withSlash)
   }
-  if (pattern.includes('*')) throw new TypeError(`route path: "*" is only allowed at the end, as "/*": ${pattern}`)
+  if (pattern.includes('*'))
+    throw new TypeError(`route path: "*" is only allowed at the end, as "/*": ${pattern}`)
   return (path) => path === pattern
 }
 
@@ -83,9 +84,16 @@ export function isAllowed(access: Access, identity: Identity): boolean {
 export function normalizePath(rawPath: string): { pathname: string; search: string } | undefined {
   if (rawPath.charCodeAt(0) !== 0x2f) return undefined
   // Fast path: nothing to resolve.
-  if (!rawPath.includes('.') && !rawPath.includes('\\') && !rawPath.includes('%') && !rawPath.includes('//')) {
+  if (
+    !rawPath.includes('.') &&
+    !rawPath.includes('\\') &&
+    !rawPath.includes('%') &&
+    !rawPath.includes('//')
+  ) {
     const q = rawPath.indexOf('?')
-    return q === -1 ? { pathname: rawPath, search: '' } : { pathname: rawPath.slice(0, q), search: rawPath.slice(q) }
+    return q === -1
+      ? { pathname: rawPath, search: '' }
+      : { pathname: rawPath.slice(0, q), search: rawPath.slice(q) }
   }
   const q0 = rawPath.indexOf('?')
   const rawPathname = q0 === -1 ? rawPath : rawPath.slice(0, q0)

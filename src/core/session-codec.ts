@@ -81,7 +81,14 @@ function toSession(p: Record<string, unknown>): Session | undefined {
   const str = (k: string) => (typeof p[k] === 'string' ? (p[k] as string) : undefined)
   return {
     sid,
-    identity: { sub, user: usr, email: str('em'), groups: grp, preferredUsername: str('pun'), name: str('nm') },
+    identity: {
+      sub,
+      user: usr,
+      email: str('em'),
+      groups: grp,
+      preferredUsername: str('pun'),
+      name: str('nm'),
+    },
     signedInAt: sia,
     expiresAt: exp,
     maxExpiresAt: mx,
@@ -103,7 +110,8 @@ function toSession(p: Record<string, unknown>): Session | undefined {
 export async function createSessionCodec(options: SessionCodecOptions): Promise<SessionCodec> {
   if (options.secrets.length === 0) throw new TypeError('session secrets: at least one is required')
   for (const s of options.secrets) {
-    if (typeof s !== 'string' || s.length < 32) throw new TypeError('session secrets: each must be at least 32 characters')
+    if (typeof s !== 'string' || s.length < 32)
+      throw new TypeError('session secrets: each must be at least 32 characters')
   }
   const { cookieName, secure, clock } = options
   const cacheEntries = options.cacheEntries ?? 10_000
@@ -220,7 +228,8 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
         }
       }
       for (let i = count; i < maxChunks; i++) {
-        if (readCookie(header, `${cookieName}.${i}`) !== undefined) out.push(clearCookie(`${cookieName}.${i}`, attrs))
+        if (readCookie(header, `${cookieName}.${i}`) !== undefined)
+          out.push(clearCookie(`${cookieName}.${i}`, attrs))
       }
       remember(token, session)
       return out
@@ -229,7 +238,8 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
     clear(header) {
       const out = [clearCookie(cookieName, attrs)]
       for (let i = 1; i < maxChunks; i++) {
-        if (readCookie(header, `${cookieName}.${i}`) !== undefined) out.push(clearCookie(`${cookieName}.${i}`, attrs))
+        if (readCookie(header, `${cookieName}.${i}`) !== undefined)
+          out.push(clearCookie(`${cookieName}.${i}`, attrs))
       }
       return out
     },

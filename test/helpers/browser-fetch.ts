@@ -12,7 +12,8 @@ export const browserFetch: typeof fetch = async (input, init = {}) => {
   new Headers(init.headers).forEach((v, k) => {
     headers[k] = v
   })
-  if (method === 'GET' && (headers['accept'] ?? '').includes('text/html')) headers['sec-fetch-mode'] = 'navigate'
+  if (method === 'GET' && (headers['accept'] ?? '').includes('text/html'))
+    headers['sec-fetch-mode'] = 'navigate'
   let body: string | undefined
   if (init.body instanceof URLSearchParams) {
     body = init.body.toString()

@@ -120,7 +120,10 @@ export function createCookieClient(options: CookieClientOptions = {}): CookieCli
         if (redirects >= maxHops) throw new Error(`more than ${maxHops} redirects: ${hops.join(' -> ')}`)
         await response.body?.cancel()
         const method = (currentInit.method ?? 'GET').toUpperCase()
-        if (response.status === 303 || ((response.status === 301 || response.status === 302) && method === 'POST')) {
+        if (
+          response.status === 303 ||
+          ((response.status === 301 || response.status === 302) && method === 'POST')
+        ) {
           const headers = new Headers(currentInit.headers)
           headers.delete('content-type')
           headers.delete('content-length')

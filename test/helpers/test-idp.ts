@@ -34,6 +34,11 @@ export interface TestIdPOptions {
   db?: DatabaseSync
   /** Default 0 (random). Pass the port of a stopped IdP to restart it under the same issuer. */
   port?: number
+  /**
+   * Default true. Pass false for an IdP that will be restarted on the same port: fetch's pool would otherwise
+   * send the next request down a kept-alive socket of the stopped server.
+   */
+  keepAlive?: boolean
 }
 
 export interface TestIdP {
@@ -59,7 +64,9 @@ export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
   const db = options.db ?? new DatabaseSync(':memory:')
 
   let idp: EmbeddedIdP | undefined
+  const keepAlive = options.keepAlive ?? true
   const server: Server = createServer((req, res) => {
+    if (!keepAlive) res.setHeader('connection', 'close')
     if (idp && (req.url === '/_idp' || req.url?.startsWith('/_idp/') || req.url?.startsWith('/_idp?'))) {
       idp.handler(req, res)
       return
@@ -133,9 +140,11 @@ function ttlOptions(options: TestIdPOptions) {
     refreshTokenTtlSeconds?: number
     sessionTtlSeconds?: number
   } = {}
-  if (options.accessTokenTtlSeconds !== undefined) result.accessTokenTtlSeconds = options.accessTokenTtlSeconds
+  if (options.accessTokenTtlSeconds !== undefined)
+    result.accessTokenTtlSeconds = options.accessTokenTtlSeconds
   if (options.idTokenTtlSeconds !== undefined) result.idTokenTtlSeconds = options.idTokenTtlSeconds
-  if (options.refreshTokenTtlSeconds !== undefined) result.refreshTokenTtlSeconds = options.refreshTokenTtlSeconds
+  if (options.refreshTokenTtlSeconds !== undefined)
+    result.refreshTokenTtlSeconds = options.refreshTokenTtlSeconds
   if (options.sessionTtlSeconds !== undefined) result.sessionTtlSeconds = options.sessionTtlSeconds
   return result
 }
@@ -145,16 +154,18 @@ function ttlOptions(options: TestIdPOptions) {
  * `username` and `password` to the form's action, then follows redirects while they stay on the issuer.
  * Returns the first Location outside the issuer (the client's redirect_uri with `code` and `state`) without
  * requesting it. Throws, with the status and page, when the flow stops at a page instead (e.g. wrong password).
- * With a live IdP session the sign-in form is skipped.
+ * With a live IdP session the sign-in form is skipped. `issuer` defaults to `authorizeUrl` without its last path
+ * segment (`<issuer>/auth`); pass it when `authorizeUrl` is elsewhere, e.g. a gateway's login route.
  */
 export async function signIn(
   client: CookieClient,
   authorizeUrl: string | URL,
   username: string,
   password: string,
+  issuer?: string,
 ): Promise<URL> {
   const start = new URL(authorizeUrl)
-  const issuerPrefix = issuerPrefixOf(start)
+  const issuerPrefix = issuer === undefined ? issuerPrefixOf(start) : `${issuer.replace(/\/+$/, '')}/`
   let url = start
   let response = await client.request(url)
   for (let hops = 0; hops < 20; hops += 1) {
