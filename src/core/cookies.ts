@@ -44,14 +44,24 @@ export function stripCookies(
   isOwn: (name: string) => boolean,
 ): string | undefined {
   if (!header?.includes(hint)) return header
-  const kept: string[] = []
-  for (const part of header.split(';')) {
-    const trimmed = part.trim()
-    if (trimmed === '') continue
-    const eq = trimmed.indexOf('=')
-    if (!isOwn(eq === -1 ? trimmed : trimmed.slice(0, eq))) kept.push(trimmed)
+  // One pass over the header, copying the spans of cookies that are not ours.
+  let out = ''
+  let start = 0
+  const n = header.length
+  while (start < n) {
+    while (start < n && (header.charCodeAt(start) === 0x20 || header.charCodeAt(start) === 0x3b)) start++
+    if (start >= n) break
+    let end = header.indexOf(';', start)
+    if (end === -1) end = n
+    const eq = header.indexOf('=', start)
+    const name = header.slice(start, eq === -1 || eq > end ? end : eq).trim()
+    if (!isOwn(name)) {
+      const pair = header.slice(start, end).trim()
+      out = out === '' ? pair : `${out}; ${pair}`
+    }
+    start = end + 1
   }
-  return kept.length > 0 ? kept.join('; ') : undefined
+  return out === '' ? undefined : out
 }
 
 export interface CookieAttributes {

@@ -17,7 +17,7 @@ export interface Allow {
   path: string
   identity: Identity | undefined
   /** Headers to set on the upstream request (identity, optionally the access token, degraded marker). */
-  upstreamHeaders: Record<string, string>
+  upstreamHeaders: Readonly<Record<string, string>>
   /** The Cookie header for the upstream, with Gatehouse's cookies removed. */
   upstreamCookie: string | undefined
   /** Set-Cookie values for the client (after a refresh). */

@@ -127,10 +127,15 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     return exp
   }
 
-  function upstreamHeadersFor(identity: Identity | undefined, accessToken?: string): Record<string, string> {
-    if (identity === undefined) return {}
+  const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
+  function upstreamHeadersFor(
+    identity: Identity | undefined,
+    accessToken?: string,
+  ): Readonly<Record<string, string>> {
+    if (identity === undefined) return noHeaders
     const h = identityHeaders(identity)
-    if (options.passAccessToken && accessToken !== undefined) h['x-auth-request-access-token'] = accessToken
+    if (options.passAccessToken && accessToken !== undefined)
+      return { ...h, 'x-auth-request-access-token': accessToken }
     return h
   }
 
@@ -629,7 +634,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
           kind: 'respond',
           status: 202,
           code: 'authorized',
-          headers: upstreamHeadersFor(auth.identity, auth.accessToken),
+          headers: { ...upstreamHeadersFor(auth.identity, auth.accessToken) },
           body: '',
           setCookies: auth.setCookies,
         }

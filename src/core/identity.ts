@@ -50,8 +50,23 @@ function headerSafe(value: string): string {
   return value.replace(/[\u0000-\u001f\u007f]/g, '')
 }
 
-/** The identity headers sent upstream (the convention of nginx auth_request and oauth2-proxy). */
-export function identityHeaders(identity: Identity): Record<string, string> {
+const headersOf = new WeakMap<Identity, Readonly<Record<string, string>>>()
+
+/**
+ * The identity headers sent upstream (the convention of nginx auth_request and oauth2-proxy).
+ * Computed once per identity object (sessions and tokens are cached, so their identity is too);
+ * the result is frozen: copy it before adding to it.
+ */
+export function identityHeaders(identity: Identity): Readonly<Record<string, string>> {
+  let h = headersOf.get(identity)
+  if (h === undefined) {
+    h = Object.freeze(buildIdentityHeaders(identity))
+    headersOf.set(identity, h)
+  }
+  return h
+}
+
+function buildIdentityHeaders(identity: Identity): Record<string, string> {
   const h: Record<string, string> = { 'x-auth-request-user': headerSafe(identity.user) }
   if (identity.email !== undefined) h['x-auth-request-email'] = headerSafe(identity.email)
   if (identity.groups.length > 0) h['x-auth-request-groups'] = headerSafe(identity.groups.join(','))

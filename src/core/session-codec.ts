@@ -122,7 +122,10 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
   const byKid = (keys: typeof sessionKeys) => new Map(keys.map((k) => [k.kid, k.key]))
   const sessionKeyByKid = byKid(sessionKeys)
   const stateKeyByKid = byKid(stateKeys)
-  const cache = new Map<string, Session>()
+  // Keyed by the JWE's authentication tag (its last 22 characters: unique per encryption, and cheap
+  // to hash, where the whole ~1.5 KB cookie is not); a hit still compares the whole token.
+  const cache = new Map<string, { token: string; session: Session }>()
+  const cacheKey = (token: string) => token.slice(-22)
 
   const keyGetter = (map: Map<string, Uint8Array>) => (header: { kid?: string | undefined }) => {
     const key = header.kid === undefined ? undefined : map.get(header.kid)
@@ -159,7 +162,7 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
       const oldest = cache.keys().next().value
       if (oldest !== undefined) cache.delete(oldest)
     }
-    cache.set(token, session)
+    cache.set(cacheKey(token), { token, session })
   }
 
   const attrs = { secure }
@@ -172,10 +175,11 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
       if (token === undefined) return { ok: false, reason: 'missing' }
       if (token === null) return { ok: false, reason: 'malformed' }
       const nowSeconds = clock.now() / 1000
-      const hit = cache.get(token)
-      if (hit !== undefined) {
-        if (hit.expiresAt > nowSeconds) return { ok: true, session: hit, token }
-        cache.delete(token)
+      const key = cacheKey(token)
+      const hit = cache.get(key)
+      if (hit !== undefined && hit.token === token) {
+        if (hit.session.expiresAt > nowSeconds) return { ok: true, session: hit.session, token }
+        cache.delete(key)
         return { ok: false, reason: 'expired' }
       }
       if (token.split('.').length !== 5) return { ok: false, reason: 'malformed' }
@@ -245,7 +249,8 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
     },
 
     forget(token) {
-      cache.delete(token)
+      const key = cacheKey(token)
+      if (cache.get(key)?.token === token) cache.delete(key)
     },
 
     async seal(payload, expiresAt) {
