@@ -33,7 +33,11 @@ test('a minimal config validates, gets explicit defaults, and is frozen', () => 
 })
 
 test('errors name the path, what was expected and what was found', () => {
-  const p = problems({ ...good, session: { ...good.session, max_ttl: undefined }, listen: { port: 'eighty' } })
+  const p = problems({
+    ...good,
+    session: { ...good.session, max_ttl: undefined },
+    listen: { port: 'eighty' },
+  })
   const byPath = Object.fromEntries(p.map((x) => [x.path, x.message]))
   assert.match(byPath['session.max_ttl']!, /expected .*got nothing/)
   assert.match(byPath['listen.port']!, /expected number, got "eighty"/)
@@ -55,7 +59,11 @@ test('inline secrets, unknown keys, http issuers and bad durations are refused',
 })
 
 test('max_ttl below ttl and bad route patterns are refused', () => {
-  const p = problems({ ...good, session: { ...good.session, ttl: '7d', max_ttl: '1d' }, routes: [{ path: '/a*b', allow: 'anonymous' }] })
+  const p = problems({
+    ...good,
+    session: { ...good.session, ttl: '7d', max_ttl: '1d' },
+    routes: [{ path: '/a*b', allow: 'anonymous' }],
+  })
   assert.deepEqual(p.map((x) => x.path).sort(), ['routes[0].path', 'session.max_ttl'])
 })
 
@@ -81,7 +89,8 @@ routes:
   )
   const bad = join(dir, 'bad.yaml')
   writeFileSync(bad, 'public_url: ftp://x\nupstream: http://127.0.0.1:3000\n')
-  const run = (file: string) => spawnSync(process.execPath, ['src/cli/main.ts', 'check', '--config', file], { encoding: 'utf8' })
+  const run = (file: string) =>
+    spawnSync(process.execPath, ['src/cli/main.ts', 'check', '--config', file], { encoding: 'utf8' })
   const a = run(ok)
   assert.equal(a.status, 0, a.stderr)
   assert.match(a.stdout, /session\s+12h\s+7d/)
@@ -91,4 +100,11 @@ routes:
   assert.equal(b.status, 1)
   assert.match(b.stderr, /public_url: expected an http\(s\) URL/)
   assert.match(b.stderr, /provider: required: expected object, got nothing/)
+})
+
+test('the example configs in examples/ validate', () => {
+  for (const file of ['examples/gatehouse.yaml', 'examples/cognito.yaml']) {
+    const r = spawnSync(process.execPath, ['src/cli/main.ts', 'check', '--config', file], { encoding: 'utf8' })
+    assert.equal(r.status, 0, `${file}: ${r.stderr}`)
+  }
 })
