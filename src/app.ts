@@ -1,10 +1,12 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import pino from 'pino'
-import { createAdminServer } from './admin/admin-server.ts'
-import { createMetrics, type Metrics } from './admin/metrics.ts'
 import { createServer as createNetServer } from 'node:net'
+import pino from 'pino'
 import { createGatewayServer, type GatewayServer } from './adapters/node-proxy/server.ts'
 import { createUpstream, type Upstream } from './adapters/node-proxy/upstream.ts'
+import { createAdminServer } from './admin/admin-server.ts'
+import { createMetrics, type Metrics } from './admin/metrics.ts'
+import { resolveSecret } from './config/load.ts'
+import type { Config } from './config/schema.ts'
 import { createBearerVerifier } from './core/bearer.ts'
 import { type Clock, systemClock } from './core/clock.ts'
 import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
@@ -13,8 +15,6 @@ import { createMemoryOneTimeStore } from './core/one-time-store.ts'
 import type { Logger } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
 import { createSessionCodec } from './core/session-codec.ts'
-import { resolveSecret } from './config/load.ts'
-import type { Config } from './config/schema.ts'
 import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
 
 export interface GatewayOptions {
@@ -64,7 +64,11 @@ function listen(server: Server, host: string, port: number): Promise<number> {
 }
 
 export function createLogger(level: string): Logger {
-  return pino({ level, base: { service: 'gatehouse' }, redact: ['req.headers.cookie', 'req.headers.authorization'] })
+  return pino({
+    level,
+    base: { service: 'gatehouse' },
+    redact: ['req.headers.cookie', 'req.headers.authorization'],
+  })
 }
 
 /**
@@ -77,8 +81,15 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   const env = options.env ?? process.env
   const publicUrl = new URL(config.public_url)
   const secure = publicUrl.protocol === 'https:'
-  const secrets = config.session.secrets.map((ref, i) => resolveSecret(ref, `session.secrets[${i}]`, options.baseDir, env))
-  const clientSecret = resolveSecret(config.provider.client_secret, 'provider.client_secret', options.baseDir, env)
+  const secrets = config.session.secrets.map((ref, i) =>
+    resolveSecret(ref, `session.secrets[${i}]`, options.baseDir, env),
+  )
+  const clientSecret = resolveSecret(
+    config.provider.client_secret,
+    'provider.client_secret',
+    options.baseDir,
+    env,
+  )
   const cognito = config.provider.preset === 'cognito'
   const mapping = {
     userClaim: config.identity.user_claim,
@@ -141,7 +152,11 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
           ? false
           : h.hsts === undefined
             ? defaultSecurityHeaders.hsts
-            : { maxAgeSeconds: h.hsts.max_age, includeSubDomains: h.hsts.include_subdomains, preload: h.hsts.preload },
+            : {
+                maxAgeSeconds: h.hsts.max_age,
+                includeSubDomains: h.hsts.include_subdomains,
+                preload: h.hsts.preload,
+              },
       contentSecurityPolicy: h.content_security_policy ?? defaultSecurityHeaders.contentSecurityPolicy,
       frameOptions: h.frame_options ?? defaultSecurityHeaders.frameOptions,
       referrerPolicy: h.referrer_policy ?? defaultSecurityHeaders.referrerPolicy,
@@ -194,8 +209,18 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     adminUrl = `http://${adminListen.host}:${adminPort}`
   }
   // Warm discovery in the background; failures are retried on first use.
-  oidc.metadata().catch((err) => log.warn({ err: (err as Error).message }, 'provider discovery failed at start'))
-  log.info({ url: `http://${listenOn.host}:${port}`, public_url: publicUrl.origin, upstream: config.upstream, admin: adminUrl }, 'gatehouse listening')
+  oidc
+    .metadata()
+    .catch((err) => log.warn({ err: (err as Error).message }, 'provider discovery failed at start'))
+  log.info(
+    {
+      url: `http://${listenOn.host}:${port}`,
+      public_url: publicUrl.origin,
+      upstream: config.upstream,
+      admin: adminUrl,
+    },
+    'gatehouse listening',
+  )
 
   return {
     gatehouse,

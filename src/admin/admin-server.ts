@@ -12,7 +12,11 @@ export function createAdminServer(options: AdminOptions): Server {
   return createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     const send = (status: number, type: string, body: string) => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' })
+      res.writeHead(status, {
+        'content-type': type,
+        'cache-control': 'no-store',
+        'x-content-type-options': 'nosniff',
+      })
       res.end(req.method === 'HEAD' ? undefined : body)
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n')
@@ -20,9 +24,14 @@ export function createAdminServer(options: AdminOptions): Server {
       if (path === '/healthz') return send(200, 'application/json', '{"status":"ok"}\n')
       if (path === '/readyz') {
         const r = await options.ready()
-        return send(r.ready ? 200 : 503, 'application/json', JSON.stringify({ status: r.ready ? 'ready' : 'not_ready', checks: r.checks }) + '\n')
+        return send(
+          r.ready ? 200 : 503,
+          'application/json',
+          JSON.stringify({ status: r.ready ? 'ready' : 'not_ready', checks: r.checks }) + '\n',
+        )
       }
-      if (path === '/metrics') return send(200, options.metrics.registry.contentType, await options.metrics.registry.metrics())
+      if (path === '/metrics')
+        return send(200, options.metrics.registry.contentType, await options.metrics.registry.metrics())
       return send(404, 'text/plain', 'not found\n')
     } catch {
       return send(500, 'text/plain', 'internal error\n')

@@ -11,7 +11,11 @@ export function parseDurationSeconds(value: unknown): number | undefined {
 
 /** `7d`, `12h`, `10m`, `45s`: the largest unit up to days that divides evenly. */
 export function formatDuration(seconds: number): string {
-  for (const [unit, size] of [['d', 86_400], ['h', 3600], ['m', 60]] as const) {
+  for (const [unit, size] of [
+    ['d', 86_400],
+    ['h', 3600],
+    ['m', 60],
+  ] as const) {
     if (seconds >= size && seconds % size === 0) return `${seconds / size}${unit}`
   }
   return `${seconds}s`

@@ -15,7 +15,10 @@ export class ConfigError extends GatehouseError {
   override readonly name = 'ConfigError'
   readonly problems: ConfigProblem[]
   constructor(file: string, problems: ConfigProblem[]) {
-    super('ERR_CONFIG', `${file}: ${problems.length} problem(s)\n${problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}`)
+    super(
+      'ERR_CONFIG',
+      `${file}: ${problems.length} problem(s)\n${problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}`,
+    )
     this.problems = problems
   }
 }
@@ -69,23 +72,45 @@ export function validateConfig(input: unknown, file = 'config'): Config {
   const config = result.data
   const problems: ConfigProblem[] = []
   if (config.session.max_ttl < config.session.ttl) {
-    problems.push({ path: 'session.max_ttl', message: `expected at least session.ttl (${config.session.ttl}s), got ${config.session.max_ttl}s` })
+    problems.push({
+      path: 'session.max_ttl',
+      message: `expected at least session.ttl (${config.session.ttl}s), got ${config.session.max_ttl}s`,
+    })
   }
-  if (config.session.ttl <= 0) problems.push({ path: 'session.ttl', message: 'expected a positive duration, got 0' })
+  if (config.session.ttl <= 0)
+    problems.push({ path: 'session.ttl', message: 'expected a positive duration, got 0' })
   const publicUrl = new URL(config.public_url)
   if (publicUrl.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(publicUrl.hostname)) {
-    problems.push({ path: 'public_url', message: `expected https (http only for localhost), got ${config.public_url}` })
+    problems.push({
+      path: 'public_url',
+      message: `expected https (http only for localhost), got ${config.public_url}`,
+    })
   }
   const issuer = new URL(config.provider.issuer)
   if (issuer.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(issuer.hostname)) {
-    problems.push({ path: 'provider.issuer', message: `expected https (http only for loopback), got ${config.provider.issuer}` })
+    problems.push({
+      path: 'provider.issuer',
+      message: `expected https (http only for loopback), got ${config.provider.issuer}`,
+    })
   }
   if (config.provider.preset === 'cognito' && config.provider.end_session_url === undefined) {
-    problems.push({ path: 'provider.end_session_url', message: 'expected the Cognito hosted UI logout URL (https://<domain>/logout), got nothing' })
+    problems.push({
+      path: 'provider.end_session_url',
+      message: 'expected the Cognito hosted UI logout URL (https://<domain>/logout), got nothing',
+    })
   }
   config.routes.forEach((r, i) => {
-    if (!(r.path === '*' || (r.path.startsWith('/') && (!r.path.includes('*') || (r.path.endsWith('/*') && r.path.indexOf('*') === r.path.length - 1))))) {
-      problems.push({ path: `routes[${i}].path`, message: `expected "/exact", "/prefix/*" or "*", got ${JSON.stringify(r.path)}` })
+    if (
+      !(
+        r.path === '*' ||
+        (r.path.startsWith('/') &&
+          (!r.path.includes('*') || (r.path.endsWith('/*') && r.path.indexOf('*') === r.path.length - 1)))
+      )
+    ) {
+      problems.push({
+        path: `routes[${i}].path`,
+        message: `expected "/exact", "/prefix/*" or "*", got ${JSON.stringify(r.path)}`,
+      })
     }
   })
   if (problems.length > 0) throw new ConfigError(file, problems)
@@ -104,22 +129,37 @@ export function loadConfigFile(file: string): { config: Config; baseDir: string 
   try {
     input = parseYaml(text)
   } catch (err) {
-    throw new ConfigError(file, [{ path: '(yaml)', message: (err as Error).message.split('\n')[0] ?? 'invalid YAML' }])
+    throw new ConfigError(file, [
+      { path: '(yaml)', message: (err as Error).message.split('\n')[0] ?? 'invalid YAML' },
+    ])
   }
   return { config: validateConfig(input, file), baseDir: dirname(resolve(file)) }
 }
 
 /** Reads a secret from its environment variable or file. Throws ConfigError naming the path, never the value. */
-export function resolveSecret(ref: { env: string } | { file: string }, path: string, baseDir: string, env = process.env): string {
+export function resolveSecret(
+  ref: { env: string } | { file: string },
+  path: string,
+  baseDir: string,
+  env = process.env,
+): string {
   if ('env' in ref) {
     const v = env[ref.env]
-    if (v === undefined || v === '') throw new ConfigError('config', [{ path, message: `expected environment variable ${ref.env} to be set, got nothing` }])
+    if (v === undefined || v === '')
+      throw new ConfigError('config', [
+        { path, message: `expected environment variable ${ref.env} to be set, got nothing` },
+      ])
     return v
   }
   try {
     return readFileSync(resolve(baseDir, ref.file), 'utf8').trim()
   } catch (err) {
-    throw new ConfigError('config', [{ path, message: `cannot read secret file ${ref.file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` }])
+    throw new ConfigError('config', [
+      {
+        path,
+        message: `cannot read secret file ${ref.file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+      },
+    ])
   }
 }
 

@@ -1,16 +1,17 @@
 import { z } from 'zod'
 import { parseDurationSeconds } from './duration.ts'
 
-const duration = z
-  .union([z.string(), z.number()])
-  .transform((v, ctx) => {
-    const s = parseDurationSeconds(v)
-    if (s === undefined) {
-      ctx.addIssue({ code: 'custom', message: `expected a duration such as 90s, 10m, 12h or 7d, got ${JSON.stringify(v)}` })
-      return z.NEVER
-    }
-    return s
-  })
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const s = parseDurationSeconds(v)
+  if (s === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a duration such as 90s, 10m, 12h or 7d, got ${JSON.stringify(v)}`,
+    })
+    return z.NEVER
+  }
+  return s
+})
 
 /** A secret is never inline: it comes from an environment variable or a file. */
 const secretRef = z.union(
@@ -34,15 +35,24 @@ const access = z.union(
 
 export const configSchema = z.strictObject({
   /** The origin browsers use; the callback is `<public_url>/oauth2/callback`. */
-  public_url: httpUrl.refine((u) => new URL(u).pathname === '/' && !new URL(u).search, 'expected an origin without a path'),
+  public_url: httpUrl.refine(
+    (u) => new URL(u).pathname === '/' && !new URL(u).search,
+    'expected an origin without a path',
+  ),
   upstream: httpUrl,
   /** Where Gatehouse keeps its state (SQLite); relative paths are relative to the config file. */
   data_dir: z.string().min(1).default('.gatehouse'),
   listen: z
-    .strictObject({ host: z.string().default('0.0.0.0'), port: z.number().int().min(0).max(65_535).default(8080) })
+    .strictObject({
+      host: z.string().default('0.0.0.0'),
+      port: z.number().int().min(0).max(65_535).default(8080),
+    })
     .default({ host: '0.0.0.0', port: 8080 }),
   admin: z
-    .strictObject({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65_535).default(9090) })
+    .strictObject({
+      host: z.string().default('127.0.0.1'),
+      port: z.number().int().min(0).max(65_535).default(9090),
+    })
     .default({ host: '127.0.0.1', port: 9090 }),
   provider: z.strictObject({
     preset: z.enum(['generic', 'cognito']).default('generic'),
@@ -52,7 +62,12 @@ export const configSchema = z.strictObject({
     scopes: z.array(z.string()).default(['openid', 'email', 'profile', 'offline_access']),
     /** Cognito: the hosted UI logout URL, e.g. https://auth.example.com/logout */
     end_session_url: httpUrl.optional(),
-    algorithms: z.array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'])).min(1).default(['RS256', 'ES256', 'EdDSA', 'PS256']),
+    algorithms: z
+      .array(
+        z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']),
+      )
+      .min(1)
+      .default(['RS256', 'ES256', 'EdDSA', 'PS256']),
     leeway: duration.default(30),
     timeout: duration.default(5),
     /** Accepted `aud` values of provider access tokens; default: the client id. */
@@ -63,7 +78,10 @@ export const configSchema = z.strictObject({
     ttl: duration,
     max_ttl: duration,
     refresh_before: duration.default(600),
-    cookie_name: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/).default('gatehouse'),
+    cookie_name: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,32}$/)
+      .default('gatehouse'),
   }),
   sign_in: z.strictObject({ ttl: duration.default(600) }).default({ ttl: 600 }),
   sign_out: z.strictObject({ redirect: z.string().startsWith('/').default('/') }).default({ redirect: '/' }),
@@ -85,7 +103,16 @@ export const configSchema = z.strictObject({
     .default({ user_claim: 'sub', pass_access_token: false }),
   headers: z
     .strictObject({
-      hsts: z.union([z.literal(false), z.strictObject({ max_age: duration.default(31_536_000), include_subdomains: z.boolean().default(false), preload: z.boolean().default(false) })]).optional(),
+      hsts: z
+        .union([
+          z.literal(false),
+          z.strictObject({
+            max_age: duration.default(31_536_000),
+            include_subdomains: z.boolean().default(false),
+            preload: z.boolean().default(false),
+          }),
+        ])
+        .optional(),
       content_security_policy: z.union([z.literal(false), z.string()]).optional(),
       frame_options: z.union([z.literal(false), z.enum(['DENY', 'SAMEORIGIN'])]).optional(),
       referrer_policy: z.union([z.literal(false), z.string()]).optional(),
@@ -93,10 +120,16 @@ export const configSchema = z.strictObject({
     })
     .default({}),
   upstream_timeouts: z
-    .strictObject({ connect: duration.default(5), headers: duration.default(60), body: duration.default(300) })
+    .strictObject({
+      connect: duration.default(5),
+      headers: duration.default(60),
+      body: duration.default(300),
+    })
     .default({ connect: 5, headers: 60, body: 300 }),
   shutdown: z.strictObject({ drain: duration.default(15) }).default({ drain: 15 }),
-  log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).default({ level: 'info' }),
+  log: z
+    .strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') })
+    .default({ level: 'info' }),
 })
 
 export type ConfigInput = z.input<typeof configSchema>

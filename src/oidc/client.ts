@@ -39,29 +39,42 @@ function isLoopback(url: URL): boolean {
 }
 
 function toProviderError(err: unknown, what: string): Error {
-  if (err instanceof ProviderRejectedError || err instanceof ProviderUnavailableError || err instanceof ProviderResponseError) {
+  if (
+    err instanceof ProviderRejectedError ||
+    err instanceof ProviderUnavailableError ||
+    err instanceof ProviderResponseError
+  ) {
     return err
   }
   if (err instanceof oauth.ResponseBodyError) {
-    if (err.status >= 500) return new ProviderUnavailableError(`${what}: provider answered ${err.status}`, { cause: err })
+    if (err.status >= 500)
+      return new ProviderUnavailableError(`${what}: provider answered ${err.status}`, { cause: err })
     return new ProviderRejectedError(err.error, `${what}: provider refused with ${err.error}`, { cause: err })
   }
   if (err instanceof oauth.WWWAuthenticateChallengeError) {
-    return new ProviderRejectedError('invalid_client', `${what}: provider challenged the client (${err.status})`, { cause: err })
+    return new ProviderRejectedError(
+      'invalid_client',
+      `${what}: provider challenged the client (${err.status})`,
+      { cause: err },
+    )
   }
   if (err instanceof oauth.OperationProcessingError) {
     return new ProviderResponseError(`${what}: ${err.code ?? 'check failed'}: ${err.message}`, { cause: err })
   }
   const name = (err as Error)?.name
   if (name === 'TimeoutError' || name === 'AbortError' || err instanceof TypeError) {
-    return new ProviderUnavailableError(`${what}: ${name === 'TimeoutError' ? 'timed out' : (err as Error).message}`, { cause: err })
+    return new ProviderUnavailableError(
+      `${what}: ${name === 'TimeoutError' ? 'timed out' : (err as Error).message}`,
+      { cause: err },
+    )
   }
   return new ProviderResponseError(`${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
 }
 
 /** A 5xx, or a body that is not what a provider sends, means "unavailable", not "refused". */
 function assertAvailable(response: Response, what: string): Response {
-  if (response.status >= 500) throw new ProviderUnavailableError(`${what}: provider answered ${response.status}`)
+  if (response.status >= 500)
+    throw new ProviderUnavailableError(`${what}: provider answered ${response.status}`)
   return response
 }
 
@@ -114,7 +127,10 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
     return keysGetter
   }
 
-  async function verifyIdToken(idToken: string | undefined, required: boolean): Promise<Record<string, unknown> | undefined> {
+  async function verifyIdToken(
+    idToken: string | undefined,
+    required: boolean,
+  ): Promise<Record<string, unknown> | undefined> {
     if (idToken === undefined) {
       if (required) throw new ProviderResponseError('token response has no id_token')
       return undefined
@@ -129,12 +145,18 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
     } catch (err) {
       if (err instanceof ProviderUnavailableError) throw err
       const code = (err as { code?: string }).code
-      if (code === 'ERR_JWKS_TIMEOUT') throw new ProviderUnavailableError('JWKS fetch timed out', { cause: err })
-      throw new ProviderResponseError(`ID token signature: ${code ?? ''} ${(err as Error).message}`, { cause: err })
+      if (code === 'ERR_JWKS_TIMEOUT')
+        throw new ProviderUnavailableError('JWKS fetch timed out', { cause: err })
+      throw new ProviderResponseError(`ID token signature: ${code ?? ''} ${(err as Error).message}`, {
+        cause: err,
+      })
     }
   }
 
-  function tokenResult(r: oauth.TokenEndpointResponse, claims: Record<string, unknown> | undefined): TokenResult {
+  function tokenResult(
+    r: oauth.TokenEndpointResponse,
+    claims: Record<string, unknown> | undefined,
+  ): TokenResult {
     const now = Math.floor(options.clock.now() / 1000)
     // Without expires_in the access token is treated as short-lived (5 minutes), never as eternal.
     const expiresIn = typeof r.expires_in === 'number' && r.expires_in > 0 ? r.expires_in : 300
@@ -153,7 +175,8 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
 
     async authorizationUrl({ state, nonce, codeChallenge }) {
       const as = await metadata()
-      if (as.authorization_endpoint === undefined) throw new ProviderResponseError('discovery: no authorization_endpoint')
+      if (as.authorization_endpoint === undefined)
+        throw new ProviderResponseError('discovery: no authorization_endpoint')
       const url = new URL(as.authorization_endpoint)
       url.searchParams.set('client_id', options.clientId)
       url.searchParams.set('redirect_uri', options.redirectUri)

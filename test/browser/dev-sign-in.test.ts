@@ -11,16 +11,36 @@ import { startDev } from '../../src/cli/dev.ts'
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium'
 const missing = !existsSync(CHROMIUM)
-if (missing && process.env['CI'] === 'true') throw new Error(`Chromium is required under CI but ${CHROMIUM} is missing`)
-if (missing) console.warn(`\n*** SKIPPING the browser test: no Chromium at ${CHROMIUM} (apt-get install -y chromium) ***\n`)
+if (missing && process.env['CI'] === 'true')
+  throw new Error(`Chromium is required under CI but ${CHROMIUM} is missing`)
+if (missing)
+  console.warn(
+    `\n*** SKIPPING the browser test: no Chromium at ${CHROMIUM} (apt-get install -y chromium) ***\n`,
+  )
 
-test('sign in, reload and sign out in Chromium on gatehouse dev', { skip: missing ? `no Chromium at ${CHROMIUM}` : false }, async () => {
+test('sign in, reload and sign out in Chromium on gatehouse dev', {
+  skip: missing ? `no Chromium at ${CHROMIUM}` : false,
+}, async () => {
   const { chromium } = await import('playwright-core')
   const dataDir = mkdtempSync(join(tmpdir(), 'gh-dev-'))
-  const dev = await startDev({ port: 0, dataDir, demoPassword: 'browser-test-password', adminPort: false, logLevel: 'warn' })
+  const dev = await startDev({
+    port: 0,
+    dataDir,
+    demoPassword: 'browser-test-password',
+    adminPort: false,
+    logLevel: 'warn',
+  })
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+      '--disable-sync',
+    ],
   })
   const errors: string[] = []
   try {

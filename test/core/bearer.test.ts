@@ -31,7 +31,11 @@ function verifier(jwks: ReturnType<typeof createLocalJWKSet>, clock = createFroz
 }
 
 const now = Math.floor(START / 1000)
-function sign(privateKey: CryptoKey, claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}) {
+function sign(
+  privateKey: CryptoKey,
+  claims: Record<string, unknown> = {},
+  header: Record<string, unknown> = {},
+) {
   const payload = { sub: 'u1', groups: ['a'], iss: ISS, aud: AUD, iat: now, exp: now + 300, ...claims }
   return new SignJWT(payload).setProtectedHeader({ alg: 'RS256', kid: 'k1', ...header }).sign(privateKey)
 }
@@ -57,7 +61,11 @@ test('refusals: expired, not yet valid, wrong audience, wrong issuer, unknown ki
     .setAudience(AUD)
     .setExpirationTime(now + 300)
     .sign(new TextEncoder().encode(pem))
-  const none = new UnsecuredJWT({ sub: 'u1' }).setIssuer(ISS).setAudience(AUD).setExpirationTime(now + 300).encode()
+  const none = new UnsecuredJWT({ sub: 'u1' })
+    .setIssuer(ISS)
+    .setAudience(AUD)
+    .setExpirationTime(now + 300)
+    .encode()
   const cases: Record<string, [string, string]> = {
     expired: [await sign(k.privateKey, { exp: now - 31 }), 'token_expired'],
     notYet: [await sign(k.privateKey, { nbf: now + 120 }), 'invalid_token'],
@@ -90,7 +98,10 @@ test('a cached token stops passing once it expires', async () => {
 
 test('Cognito access tokens: client_id instead of aud, token_use must be access', async () => {
   const k = await keys()
-  const v = verifier(k.jwks, createFrozenClock(START), { audienceClaim: 'client_id', requiredClaims: { token_use: 'access' } })
+  const v = verifier(k.jwks, createFrozenClock(START), {
+    audienceClaim: 'client_id',
+    requiredClaims: { token_use: 'access' },
+  })
   const make = (claims: Record<string, unknown>) =>
     new SignJWT({ sub: 'u1', 'cognito:groups': ['x'], ...claims })
       .setProtectedHeader({ alg: 'RS256', kid: 'k1' })

@@ -17,7 +17,12 @@ export function createScriptedProvider() {
   const calls = { authorize: 0, exchange: 0, refresh: 0, revoke: 0, endSession: 0 }
   let lastExpected: { state: string; nonce: string; codeVerifier: string } | undefined
   const state = {
-    claims: { sub: 'user-1', email: 'alice@example.com', groups: ['staff'], preferred_username: 'alice' } as Record<string, unknown>,
+    claims: {
+      sub: 'user-1',
+      email: 'alice@example.com',
+      groups: ['staff'],
+      preferred_username: 'alice',
+    } as Record<string, unknown>,
     accessTtl: 3600,
     exchange: undefined as undefined | ((expected: { nonce: string }) => Promise<TokenResult>),
     refresh: undefined as undefined | (() => Promise<TokenResult>),
@@ -45,7 +50,8 @@ export function createScriptedProvider() {
     async refresh(rt) {
       calls.refresh++
       if (state.refresh) return state.refresh()
-      if (!rt.startsWith('refresh-')) throw new ProviderRejectedError('invalid_grant', 'unknown refresh token')
+      if (!rt.startsWith('refresh-'))
+        throw new ProviderRejectedError('invalid_grant', 'unknown refresh token')
       state.refreshCount++
       return tokens(state.refreshCount)
     },
@@ -60,7 +66,10 @@ export function createScriptedProvider() {
   return { port, calls, state, lastExpected: () => lastExpected }
 }
 
-export function facts(url: string, init: { method?: string; headers?: Record<string, string>; ip?: string } = {}): RequestFacts {
+export function facts(
+  url: string,
+  init: { method?: string; headers?: Record<string, string>; ip?: string } = {},
+): RequestFacts {
   const headers = Object.fromEntries(Object.entries(init.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]))
   return {
     method: init.method ?? 'GET',
@@ -73,7 +82,10 @@ export function facts(url: string, init: { method?: string; headers?: Record<str
 export const NAV = { accept: 'text/html,application/xhtml+xml', 'sec-fetch-mode': 'navigate' }
 export const API = { accept: 'application/json' }
 
-export async function setup(overrides: Partial<GatehouseOptions> = {}, publicUrl = 'https://app.example.com') {
+export async function setup(
+  overrides: Partial<GatehouseOptions> = {},
+  publicUrl = 'https://app.example.com',
+) {
   const clock = createFrozenClock(START)
   const provider = createScriptedProvider()
   provider.state.now = () => clock.now()
@@ -96,7 +108,10 @@ export async function setup(overrides: Partial<GatehouseOptions> = {}, publicUrl
       publicUrl,
       routes: [
         { path: '/public/*', access: { kind: 'anonymous' } },
-        { path: '/admin/*', access: { kind: 'restricted', groups: ['admins'], emails: ['boss@example.com'] } },
+        {
+          path: '/admin/*',
+          access: { kind: 'restricted', groups: ['admins'], emails: ['boss@example.com'] },
+        },
       ],
       session: { ttlSeconds: 12 * 3600, maxTtlSeconds: 7 * 86400, refreshBeforeSeconds: 600 },
       signInTtlSeconds: 600,

@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
-import { ProviderRejectedError, ProviderResponseError, ProviderUnavailableError } from '../../src/core/errors.ts'
+import {
+  ProviderRejectedError,
+  ProviderResponseError,
+  ProviderUnavailableError,
+} from '../../src/core/errors.ts'
 import { API, cookieHeaderFrom, facts, NAV, setup, signIn } from './fixtures.ts'
 
 function respond(d: Awaited<ReturnType<Awaited<ReturnType<typeof setup>>['gatehouse']['handle']>>) {
@@ -35,7 +39,10 @@ describe('check_auth without a session', () => {
     const g = await setup()
     const a = respond(await g.gatehouse.handle(facts('/a', { headers: NAV })))
     const b = respond(await g.gatehouse.handle(facts('/b', { headers: NAV })))
-    assert.notEqual(new URL(a.headers['location']!).searchParams.get('state'), new URL(b.headers['location']!).searchParams.get('state'))
+    assert.notEqual(
+      new URL(a.headers['location']!).searchParams.get('state'),
+      new URL(b.headers['location']!).searchParams.get('state'),
+    )
     assert.notEqual(a.setCookies[0]!.split('=')[0], b.setCookies[0]!.split('=')[0])
   })
 
@@ -44,17 +51,28 @@ describe('check_auth without a session', () => {
     const d = respond(await g.gatehouse.handle(facts('/api/items', { headers: API })))
     assert.equal(d.status, 401)
     assert.equal(d.headers['www-authenticate'], 'Bearer realm="gatehouse"')
-    assert.deepEqual(JSON.parse(d.body), { error: 'missing_credentials', error_description: 'Sign-in required' })
+    assert.deepEqual(JSON.parse(d.body), {
+      error: 'missing_credentials',
+      error_description: 'Sign-in required',
+    })
     assert.equal(g.provider.calls.authorize, 0)
   })
 
   test('XHR and POST never get a redirect', async () => {
     const g = await setup()
-    const xhr = respond(await g.gatehouse.handle(facts('/x', { headers: { accept: 'text/html', 'x-requested-with': 'XMLHttpRequest' } })))
+    const xhr = respond(
+      await g.gatehouse.handle(
+        facts('/x', { headers: { accept: 'text/html', 'x-requested-with': 'XMLHttpRequest' } }),
+      ),
+    )
     assert.equal(xhr.status, 401)
-    const post = respond(await g.gatehouse.handle(facts('/x', { method: 'POST', headers: { accept: 'text/html' } })))
+    const post = respond(
+      await g.gatehouse.handle(facts('/x', { method: 'POST', headers: { accept: 'text/html' } })),
+    )
     assert.equal(post.status, 401)
-    const fetchMode = respond(await g.gatehouse.handle(facts('/x', { headers: { accept: 'text/html', 'sec-fetch-mode': 'cors' } })))
+    const fetchMode = respond(
+      await g.gatehouse.handle(facts('/x', { headers: { accept: 'text/html', 'sec-fetch-mode': 'cors' } })),
+    )
     assert.equal(fetchMode.status, 401)
   })
 
@@ -84,7 +102,10 @@ describe('parse_auth (callback)', () => {
     const g = await setup()
     const { callback, cookie } = await signIn(g, '/dashboard?tab=2')
     assert.equal(callback.headers['location'], '/dashboard?tab=2')
-    assert.ok(callback.setCookies.some((c) => /^__Host-gatehouse-state-[^=]+=; .*Max-Age=0/.test(c)), 'state cookie cleared')
+    assert.ok(
+      callback.setCookies.some((c) => /^__Host-gatehouse-state-[^=]+=; .*Max-Age=0/.test(c)),
+      'state cookie cleared',
+    )
     const session = callback.setCookies.find((c) => c.startsWith('__Host-gatehouse='))!
     assert.match(session, /HttpOnly; SameSite=Lax; Secure; Max-Age=43200$/)
     const d = allowed(await g.gatehouse.handle(facts('/dashboard', { headers: { ...NAV, cookie } })))
@@ -102,11 +123,15 @@ describe('parse_auth (callback)', () => {
     const first = respond(await g.gatehouse.handle(facts('/', { headers: NAV })))
     const loc = new URL(first.headers['location']!)
     await g.gatehouse.handle(
-      facts(`/oauth2/callback?code=c&state=${loc.searchParams.get('state')}`, { headers: { cookie: cookieHeaderFrom(first.setCookies) } }),
+      facts(`/oauth2/callback?code=c&state=${loc.searchParams.get('state')}`, {
+        headers: { cookie: cookieHeaderFrom(first.setCookies) },
+      }),
     )
     const expected = g.provider.lastExpected()!
     assert.equal(expected.nonce, loc.searchParams.get('nonce'))
-    const challenge = Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(expected.codeVerifier))).toString('base64url')
+    const challenge = Buffer.from(
+      await crypto.subtle.digest('SHA-256', new TextEncoder().encode(expected.codeVerifier)),
+    ).toString('base64url')
     assert.equal(challenge, loc.searchParams.get('code_challenge'))
   })
 
@@ -114,7 +139,9 @@ describe('parse_auth (callback)', () => {
     const g = await setup()
     const { state, stateCookie } = await signIn(g)
     const again = respond(
-      await g.gatehouse.handle(facts(`/oauth2/callback?code=abc&state=${state}`, { headers: { ...NAV, cookie: stateCookie } })),
+      await g.gatehouse.handle(
+        facts(`/oauth2/callback?code=abc&state=${state}`, { headers: { ...NAV, cookie: stateCookie } }),
+      ),
     )
     assert.equal(again.status, 400)
     assert.equal(again.code, 'invalid_state')
@@ -126,7 +153,9 @@ describe('parse_auth (callback)', () => {
     const g = await setup()
     const first = respond(await g.gatehouse.handle(facts('/', { headers: NAV })))
     const state = new URL(first.headers['location']!).searchParams.get('state')
-    const d = respond(await g.gatehouse.handle(facts(`/oauth2/callback?code=abc&state=${state}`, { headers: NAV })))
+    const d = respond(
+      await g.gatehouse.handle(facts(`/oauth2/callback?code=abc&state=${state}`, { headers: NAV })),
+    )
     assert.equal(d.status, 400)
     assert.equal(d.code, 'invalid_state')
     assert.equal(g.provider.calls.exchange, 0)
@@ -140,7 +169,9 @@ describe('parse_auth (callback)', () => {
     // Put B's sealed value under A's cookie name.
     const bValue = b.setCookies[0]!.split(';')[0]!.split('=').slice(1).join('=')
     const cookie = `__Host-gatehouse-state-${stateA.slice(0, 16)}=${bValue}`
-    const d = respond(await g.gatehouse.handle(facts(`/oauth2/callback?code=abc&state=${stateA}`, { headers: { cookie } })))
+    const d = respond(
+      await g.gatehouse.handle(facts(`/oauth2/callback?code=abc&state=${stateA}`, { headers: { cookie } })),
+    )
     assert.equal(d.code, 'invalid_state')
     assert.equal(g.provider.calls.exchange, 0)
   })
@@ -162,7 +193,11 @@ describe('parse_auth (callback)', () => {
     const state = new URL(first.headers['location']!).searchParams.get('state')
     const pair = first.setCookies[0]!.split(';')[0]!
     const tampered = pair.slice(0, -3) + (pair.endsWith('AAA') ? 'BBB' : 'AAA')
-    const d = respond(await g.gatehouse.handle(facts(`/oauth2/callback?code=abc&state=${state}`, { headers: { cookie: tampered } })))
+    const d = respond(
+      await g.gatehouse.handle(
+        facts(`/oauth2/callback?code=abc&state=${state}`, { headers: { cookie: tampered } }),
+      ),
+    )
     assert.equal(d.code, 'invalid_state')
     assert.equal(g.provider.calls.exchange, 0)
   })
@@ -173,18 +208,51 @@ describe('parse_auth (callback)', () => {
     const state = new URL(first.headers['location']!).searchParams.get('state')
     g.clock.advance(601_000)
     const d = respond(
-      await g.gatehouse.handle(facts(`/oauth2/callback?code=abc&state=${state}`, { headers: { cookie: cookieHeaderFrom(first.setCookies) } })),
+      await g.gatehouse.handle(
+        facts(`/oauth2/callback?code=abc&state=${state}`, {
+          headers: { cookie: cookieHeaderFrom(first.setCookies) },
+        }),
+      ),
     )
     assert.equal(d.code, 'invalid_state')
   })
 
   test('missing code, provider error, rejected code, wrong nonce, provider down', async () => {
-    const cases: Array<[string, ((g: Awaited<ReturnType<typeof setup>>) => void) | undefined, string, number]> = [
+    const cases: Array<
+      [string, ((g: Awaited<ReturnType<typeof setup>>) => void) | undefined, string, number]
+    > = [
       ['', undefined, 'missing_code', 400],
       ['error=access_denied', undefined, 'provider_error', 400],
-      ['code=abc', (g) => { g.provider.state.exchange = async () => { throw new ProviderRejectedError('invalid_grant', 'code used') } }, 'code_rejected', 400],
-      ['code=abc', (g) => { g.provider.state.exchange = async () => { throw new ProviderResponseError('unexpected ID Token "nonce" claim value') } }, 'id_token_invalid', 400],
-      ['code=abc', (g) => { g.provider.state.exchange = async () => { throw new ProviderUnavailableError('timed out') } }, 'idp_unavailable', 503],
+      [
+        'code=abc',
+        (g) => {
+          g.provider.state.exchange = async () => {
+            throw new ProviderRejectedError('invalid_grant', 'code used')
+          }
+        },
+        'code_rejected',
+        400,
+      ],
+      [
+        'code=abc',
+        (g) => {
+          g.provider.state.exchange = async () => {
+            throw new ProviderResponseError('unexpected ID Token "nonce" claim value')
+          }
+        },
+        'id_token_invalid',
+        400,
+      ],
+      [
+        'code=abc',
+        (g) => {
+          g.provider.state.exchange = async () => {
+            throw new ProviderUnavailableError('timed out')
+          }
+        },
+        'idp_unavailable',
+        503,
+      ],
     ]
     for (const [query, arrange, code, status] of cases) {
       const g = await setup()
@@ -193,14 +261,19 @@ describe('parse_auth (callback)', () => {
       const state = new URL(first.headers['location']!).searchParams.get('state')
       const d = respond(
         await g.gatehouse.handle(
-          facts(`/oauth2/callback?${query}&state=${state}`, { headers: { ...NAV, cookie: cookieHeaderFrom(first.setCookies) } }),
+          facts(`/oauth2/callback?${query}&state=${state}`, {
+            headers: { ...NAV, cookie: cookieHeaderFrom(first.setCookies) },
+          }),
         ),
       )
       assert.equal(d.code, code, query)
       assert.equal(d.status, status)
       assert.match(d.headers['content-type']!, /text\/html/)
       assert.ok(!d.setCookies.some((c) => c.startsWith('__Host-gatehouse=')), `${code}: no session cookie`)
-      assert.ok(d.setCookies.some((c) => c.includes('-state-') && c.includes('Max-Age=0')), `${code}: state cookie cleared`)
+      assert.ok(
+        d.setCookies.some((c) => c.includes('-state-') && c.includes('Max-Age=0')),
+        `${code}: state cookie cleared`,
+      )
     }
   })
 
@@ -232,10 +305,16 @@ describe('parse_auth (callback)', () => {
     ]
     for (const rd of hostile) {
       const g = await setup()
-      const first = respond(await g.gatehouse.handle(facts(`/oauth2/sign_in?rd=${encodeURIComponent(rd)}`, { headers: NAV })))
+      const first = respond(
+        await g.gatehouse.handle(facts(`/oauth2/sign_in?rd=${encodeURIComponent(rd)}`, { headers: NAV })),
+      )
       const state = new URL(first.headers['location']!).searchParams.get('state')
       const cb = respond(
-        await g.gatehouse.handle(facts(`/oauth2/callback?code=x&state=${state}`, { headers: { cookie: cookieHeaderFrom(first.setCookies) } })),
+        await g.gatehouse.handle(
+          facts(`/oauth2/callback?code=x&state=${state}`, {
+            headers: { cookie: cookieHeaderFrom(first.setCookies) },
+          }),
+        ),
       )
       assert.equal(cb.headers['location'], '/', rd)
     }
@@ -259,7 +338,10 @@ describe('check_auth with a session', () => {
       assert.equal(d.status, 401, name)
       assert.equal(d.code, 'invalid_session', name)
       assert.match(d.headers['www-authenticate']!, /error="invalid_token"/)
-      assert.ok(d.setCookies.some((s) => s.startsWith('__Host-gatehouse=;') && s.includes('Max-Age=0')), `${name}: cleared`)
+      assert.ok(
+        d.setCookies.some((s) => s.startsWith('__Host-gatehouse=;') && s.includes('Max-Age=0')),
+        `${name}: cleared`,
+      )
     }
     assert.ok(!JSON.stringify(g.logs).includes(value.slice(0, 40)), 'the cookie never appears in a log')
   })
@@ -271,7 +353,10 @@ describe('check_auth with a session', () => {
     g.clock.advance(3601_000)
     const d = respond(await g.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
     assert.equal(d.code, 'session_expired')
-    assert.match(d.headers['www-authenticate']!, /error="invalid_token", error_description="The session expired"/)
+    assert.match(
+      d.headers['www-authenticate']!,
+      /error="invalid_token", error_description="The session expired"/,
+    )
   })
 
   test('restricted routes: 403 when signed in but not allowed, allow by group or email', async () => {
@@ -291,9 +376,13 @@ describe('check_auth with a session', () => {
   test('dot segments are resolved before matching and forwarding', async () => {
     const g = await setup()
     const { cookie } = await signIn(g)
-    const d = respond(await g.gatehouse.handle(facts('/public/../admin/users', { headers: { ...NAV, cookie } })))
+    const d = respond(
+      await g.gatehouse.handle(facts('/public/../admin/users', { headers: { ...NAV, cookie } })),
+    )
     assert.equal(d.status, 403)
-    const e = respond(await g.gatehouse.handle(facts('/public/%2e%2e/admin/users', { headers: { ...NAV, cookie } })))
+    const e = respond(
+      await g.gatehouse.handle(facts('/public/%2e%2e/admin/users', { headers: { ...NAV, cookie } })),
+    )
     assert.equal(e.status, 403)
     const ok = allowed(await g.gatehouse.handle(facts('/a/./b/../c?q=1', { headers: { ...NAV, cookie } })))
     assert.equal(ok.path, '/a/c?q=1')
@@ -312,7 +401,11 @@ describe('check_auth with a session', () => {
     const g = await setup()
     const { cookie } = await signIn(g)
     const d = allowed(
-      await g.gatehouse.handle(facts('/x', { headers: { ...NAV, cookie: `theme=dark; ${cookie}; __Host-gatehouse-state-abc=1; lang=en` } })),
+      await g.gatehouse.handle(
+        facts('/x', {
+          headers: { ...NAV, cookie: `theme=dark; ${cookie}; __Host-gatehouse-state-abc=1; lang=en` },
+        }),
+      ),
     )
     assert.equal(d.upstreamCookie, 'theme=dark; lang=en')
   })
@@ -323,11 +416,16 @@ describe('refresh_auth', () => {
     const g = await setup()
     const { cookie } = await signIn(g)
     g.clock.advance((3600 - 500) * 1000)
-    const results = await Promise.all(Array.from({ length: 20 }, () => g.gatehouse.handle(facts('/x', { headers: { ...API, cookie } }))))
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => g.gatehouse.handle(facts('/x', { headers: { ...API, cookie } }))),
+    )
     assert.equal(g.provider.calls.refresh, 1)
     for (const r of results) {
       const d = allowed(r)
-      assert.ok(d.setCookies.some((c) => c.startsWith('__Host-gatehouse=')), 'each response carries the new cookie')
+      assert.ok(
+        d.setCookies.some((c) => c.startsWith('__Host-gatehouse=')),
+        'each response carries the new cookie',
+      )
     }
     // A request that still carries the old cookie a few seconds later reuses the result.
     g.clock.advance(5_000)
@@ -390,7 +488,9 @@ describe('refresh_auth', () => {
   test('the refresh endpoint refreshes on demand', async () => {
     const g = await setup()
     const { cookie } = await signIn(g)
-    const d = respond(await g.gatehouse.handle(facts('/oauth2/refresh', { method: 'POST', headers: { ...API, cookie } })))
+    const d = respond(
+      await g.gatehouse.handle(facts('/oauth2/refresh', { method: 'POST', headers: { ...API, cookie } })),
+    )
     assert.equal(d.status, 200)
     assert.equal(g.provider.calls.refresh, 1)
     assert.ok(d.setCookies.some((c) => c.startsWith('__Host-gatehouse=')))
@@ -401,14 +501,20 @@ describe('sign_out', () => {
   test('clears every Gatehouse cookie, revokes the refresh token and goes to the provider logout', async () => {
     const g = await setup()
     const { cookie } = await signIn(g)
-    const d = respond(await g.gatehouse.handle(facts('/oauth2/sign_out', { headers: { ...NAV, cookie: `${cookie}; __Host-gatehouse-state-zzz=1` } })))
+    const d = respond(
+      await g.gatehouse.handle(
+        facts('/oauth2/sign_out', { headers: { ...NAV, cookie: `${cookie}; __Host-gatehouse-state-zzz=1` } }),
+      ),
+    )
     assert.equal(d.status, 302)
     const location = new URL(d.headers['location']!)
     assert.equal(location.origin + location.pathname, 'https://idp.example/logout')
     assert.equal(location.searchParams.get('id_token_hint'), 'id-0')
     assert.equal(location.searchParams.get('post_logout_redirect_uri'), 'https://app.example.com/')
     assert.ok(d.setCookies.includes('__Host-gatehouse=; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=0'))
-    assert.ok(d.setCookies.includes('__Host-gatehouse-state-zzz=; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=0'))
+    assert.ok(
+      d.setCookies.includes('__Host-gatehouse-state-zzz=; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=0'),
+    )
     await new Promise((r) => setImmediate(r))
     assert.equal(g.provider.calls.revoke, 1)
     // The old cookie no longer passes the cache by accident: it is still cryptographically valid
@@ -435,14 +541,24 @@ describe('userinfo and forward-auth', () => {
   test('forward-auth: 202 with identity headers, 401 without a session (never a redirect), 403 by policy', async () => {
     const g = await setup()
     const { cookie } = await signIn(g)
-    const ok = respond(await g.gatehouse.handle(facts('/oauth2/auth', { headers: { ...NAV, cookie, 'x-forwarded-uri': '/app' } })))
+    const ok = respond(
+      await g.gatehouse.handle(
+        facts('/oauth2/auth', { headers: { ...NAV, cookie, 'x-forwarded-uri': '/app' } }),
+      ),
+    )
     assert.equal(ok.status, 202)
     assert.equal(ok.headers['x-auth-request-email'], 'alice@example.com')
-    const no = respond(await g.gatehouse.handle(facts('/oauth2/auth', { headers: { ...NAV, 'x-forwarded-uri': '/app' } })))
+    const no = respond(
+      await g.gatehouse.handle(facts('/oauth2/auth', { headers: { ...NAV, 'x-forwarded-uri': '/app' } })),
+    )
     assert.equal(no.status, 401)
-    const forbidden = respond(await g.gatehouse.handle(facts('/oauth2/auth', { headers: { cookie, 'x-forwarded-uri': '/admin/x' } })))
+    const forbidden = respond(
+      await g.gatehouse.handle(facts('/oauth2/auth', { headers: { cookie, 'x-forwarded-uri': '/admin/x' } })),
+    )
     assert.equal(forbidden.status, 403)
-    const anon = respond(await g.gatehouse.handle(facts('/oauth2/auth', { headers: { 'x-forwarded-uri': '/public/a' } })))
+    const anon = respond(
+      await g.gatehouse.handle(facts('/oauth2/auth', { headers: { 'x-forwarded-uri': '/public/a' } })),
+    )
     assert.equal(anon.status, 202)
   })
 

@@ -5,36 +5,67 @@ import { safeReturnPath } from '../../src/core/return-to.ts'
 
 test('same-origin relative paths are kept', () => {
   for (const p of ['/', '/a', '/a/b?x=1&y=2', '/a#frag', '/caf%C3%A9', '/a/./b']) {
-    assert.equal(safeReturnPath(p), new URL(p, 'http://x').pathname + new URL(p, 'http://x').search + new URL(p, 'http://x').hash)
+    assert.equal(
+      safeReturnPath(p),
+      new URL(p, 'http://x').pathname + new URL(p, 'http://x').search + new URL(p, 'http://x').hash,
+    )
   }
 })
 
 test('every open-redirect form falls back', () => {
   const hostile = [
-    '//evil.example', '///evil.example', '/\\evil.example', '\\\\evil.example', 'https://evil.example',
-    'http:evil.example', 'javascript:alert(1)', '/%2F%2Fevil.example', '/%2f/evil.example', '/%5Cevil.example',
-    '%2F%2Fevil.example', '/\t/evil.example', '/\n/evil.example', ' /a', '/a b', 'evil.example', '',
-    '/%E0%A4%A', '/' + 'a'.repeat(3000), '/\u0000', '/a\\b',
+    '//evil.example',
+    '///evil.example',
+    '/\\evil.example',
+    '\\\\evil.example',
+    'https://evil.example',
+    'http:evil.example',
+    'javascript:alert(1)',
+    '/%2F%2Fevil.example',
+    '/%2f/evil.example',
+    '/%5Cevil.example',
+    '%2F%2Fevil.example',
+    '/\t/evil.example',
+    '/\n/evil.example',
+    ' /a',
+    '/a b',
+    'evil.example',
+    '',
+    '/%E0%A4%A',
+    '/' + 'a'.repeat(3000),
+    '/\u0000',
+    '/a\\b',
   ]
   for (const h of hostile) assert.equal(safeReturnPath(h), '/', JSON.stringify(h))
 })
 
 test('property: whatever comes in, the result is a same-origin path', () => {
   fc.assert(
-    fc.property(fc.oneof(fc.string(), fc.webUrl(), fc.string().map((s) => '/' + s), fc.string().map((s) => '//' + s)), (input) => {
-      const out = safeReturnPath(input)
-      assert.equal(out[0], '/')
-      assert.notEqual(out[1], '/')
-      assert.notEqual(out[1], '\\')
-      assert.equal(new URL(out, 'https://app.example').origin, 'https://app.example')
-      // Decoding once more must not turn it into another origin either.
-      let decoded = out
-      try {
-        decoded = decodeURIComponent(out)
-      } catch {}
-      assert.equal(new URL(decoded.replace(/^\/+/, '/'), 'https://app.example').origin, 'https://app.example')
-      assert.ok(!/^\/[\\/]/.test(decoded), `decoded ${JSON.stringify(decoded)}`)
-    }),
+    fc.property(
+      fc.oneof(
+        fc.string(),
+        fc.webUrl(),
+        fc.string().map((s) => '/' + s),
+        fc.string().map((s) => '//' + s),
+      ),
+      (input) => {
+        const out = safeReturnPath(input)
+        assert.equal(out[0], '/')
+        assert.notEqual(out[1], '/')
+        assert.notEqual(out[1], '\\')
+        assert.equal(new URL(out, 'https://app.example').origin, 'https://app.example')
+        // Decoding once more must not turn it into another origin either.
+        let decoded = out
+        try {
+          decoded = decodeURIComponent(out)
+        } catch {}
+        assert.equal(
+          new URL(decoded.replace(/^\/+/, '/'), 'https://app.example').origin,
+          'https://app.example',
+        )
+        assert.ok(!/^\/[\\/]/.test(decoded), `decoded ${JSON.stringify(decoded)}`)
+      },
+    ),
     { numRuns: 2000 },
   )
 })

@@ -10,7 +10,14 @@ function session(overrides: Partial<Session> = {}): Session {
   const now = Math.floor(START / 1000)
   return {
     sid: 'sid-1',
-    identity: { sub: 's', user: 's', email: 'a@example.com', groups: ['g1', 'g2'], preferredUsername: 'a', name: 'A' },
+    identity: {
+      sub: 's',
+      user: 's',
+      email: 'a@example.com',
+      groups: ['g1', 'g2'],
+      preferredUsername: 'a',
+      name: 'A',
+    },
     signedInAt: now,
     expiresAt: now + 3600,
     maxExpiresAt: now + 86400,
@@ -67,7 +74,12 @@ test('secret rotation: a cookie from the old secret still reads; new cookies use
   const clock = createFrozenClock(START)
   const old = await createSessionCodec({ secrets: [OTHER], cookieName: 'gh', secure: false, clock })
   const header = cookieHeaderFrom(await old.write(session()))
-  const rotated = await createSessionCodec({ secrets: [SECRET, OTHER], cookieName: 'gh', secure: false, clock })
+  const rotated = await createSessionCodec({
+    secrets: [SECRET, OTHER],
+    cookieName: 'gh',
+    secure: false,
+    clock,
+  })
   assert.ok((await rotated.read(header)).ok)
   const newHeader = cookieHeaderFrom(await rotated.write(session()))
   const onlyNew = await createSessionCodec({ secrets: [SECRET], cookieName: 'gh', secure: false, clock })
@@ -87,7 +99,13 @@ test('expiry is checked on cache hits too', async () => {
 
 test('the cache is bounded', async () => {
   const clock = createFrozenClock(START)
-  const codec = await createSessionCodec({ secrets: [SECRET], cookieName: 'gh', secure: false, clock, cacheEntries: 2 })
+  const codec = await createSessionCodec({
+    secrets: [SECRET],
+    cookieName: 'gh',
+    secure: false,
+    clock,
+    cacheEntries: 2,
+  })
   const headers = []
   for (let i = 0; i < 5; i++) headers.push(cookieHeaderFrom(await codec.write(session({ sid: `s${i}` }))))
   // All still read (decrypting again), whatever was evicted.
@@ -97,12 +115,18 @@ test('the cache is bounded', async () => {
 test('short or missing secrets are refused at construction', async () => {
   const clock = createFrozenClock(START)
   await assert.rejects(createSessionCodec({ secrets: [], cookieName: 'gh', secure: false, clock }), TypeError)
-  await assert.rejects(createSessionCodec({ secrets: ['short'], cookieName: 'gh', secure: false, clock }), TypeError)
+  await assert.rejects(
+    createSessionCodec({ secrets: ['short'], cookieName: 'gh', secure: false, clock }),
+    TypeError,
+  )
 })
 
 test('a cookie whose name merely ends with ours is not read', async () => {
   const clock = createFrozenClock(START)
   const codec = await createSessionCodec({ secrets: [SECRET], cookieName: 'gh', secure: false, clock })
-  const value = cookieHeaderFrom(await codec.write(session())).split('=').slice(1).join('=')
+  const value = cookieHeaderFrom(await codec.write(session()))
+    .split('=')
+    .slice(1)
+    .join('=')
   assert.deepEqual(await codec.read(`xgh=${value}`), { ok: false, reason: 'missing' })
 })

@@ -6,13 +6,20 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { type Gateway, startGateway } from '../../src/app.ts'
+import { validateConfig } from '../../src/config/load.ts'
 import { createFrozenClock } from '../../src/core/clock.ts'
 import { silentLogger } from '../../src/core/ports.ts'
-import { validateConfig } from '../../src/config/load.ts'
 import { browserFetch } from '../helpers/browser-fetch.ts'
 import { createCookieClient } from '../helpers/cookie-client.ts'
 import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
-import { DEMO_USER, hiddenInputs, formAction, signIn, startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
+import {
+  DEMO_USER,
+  formAction,
+  hiddenInputs,
+  signIn,
+  startTestIdP,
+  type TestIdP,
+} from '../helpers/test-idp.ts'
 
 const SESSION_SECRET = 'integration-session-secret-0123456789abcdef'
 
@@ -107,7 +114,11 @@ describe('login flow against a real OpenID provider', () => {
   test('spoofed identity headers from the client never reach the app', async () => {
     const { browser } = await signedInBrowser()
     await browser.request(`${base}/x`, {
-      headers: { 'x-auth-request-user': 'root', 'x-auth-request-groups': 'admins,root', 'x-forwarded-for': '1.2.3.4' },
+      headers: {
+        'x-auth-request-user': 'root',
+        'x-auth-request-groups': 'admins,root',
+        'x-forwarded-for': '1.2.3.4',
+      },
     })
     const seen = upstream.requests.at(-1)!
     assert.notEqual(seen.headers['x-auth-request-user'], 'root')
@@ -147,9 +158,14 @@ describe('login flow against a real OpenID provider', () => {
     const r = await fetch(`${base}/api/me`, { headers: { authorization: `Bearer ${token}` } })
     assert.equal(r.status, 200)
     // Access tokens carry the subject (and whatever claims the provider puts in them).
-    assert.equal(upstream.requests.at(-1)!.headers['x-auth-request-user'], idp.users.find(DEMO_USER.username)!.sub)
+    assert.equal(
+      upstream.requests.at(-1)!.headers['x-auth-request-user'],
+      idp.users.find(DEMO_USER.username)!.sub,
+    )
     const count = upstream.requests.length
-    const bad = await fetch(`${base}/api/me`, { headers: { authorization: `Bearer ${token.slice(0, -4)}AAAA` } })
+    const bad = await fetch(`${base}/api/me`, {
+      headers: { authorization: `Bearer ${token.slice(0, -4)}AAAA` },
+    })
     assert.equal(bad.status, 401)
     assert.match(bad.headers.get('www-authenticate')!, /error="invalid_token"/)
     const malformed = await fetch(`${base}/api/me`, { headers: { authorization: 'Basic abc' } })
@@ -186,7 +202,9 @@ describe('login flow against a real OpenID provider', () => {
     const html = await page.text()
     const action = formAction(html)!
     const back = await browser.postForm(new URL(action, logout), { ...hiddenInputs(html), logout: 'yes' })
-    const done = await browser.follow(new URL(back.headers.get('location')!, logout), { headers: { accept: 'text/html' } })
+    const done = await browser.follow(new URL(back.headers.get('location')!, logout), {
+      headers: { accept: 'text/html' },
+    })
     // Back at the app: signed out, so the provider asks for the password again.
     assert.ok(done.url.startsWith(idp.issuer), `ended at ${done.url}`)
     assert.match(await done.response.text(), /name="password"/)
@@ -228,8 +246,17 @@ describe('when the provider is down', () => {
     try {
       const browser = createCookieClient({ fetch: browserFetch })
       const first = await browser.request(`${base}/`, { headers: { accept: 'text/html' } })
-      const callback = await signIn(browser, first.headers.get('location')!, DEMO_USER.username, DEMO_USER.password, idp.issuer)
-      assert.equal((await browser.follow(callback, { headers: { accept: 'text/html' } })).response.status, 200)
+      const callback = await signIn(
+        browser,
+        first.headers.get('location')!,
+        DEMO_USER.username,
+        DEMO_USER.password,
+        idp.issuer,
+      )
+      assert.equal(
+        (await browser.follow(callback, { headers: { accept: 'text/html' } })).response.status,
+        200,
+      )
       await idp.close()
       const again = await browser.request(`${base}/still-here`, { headers: { accept: 'text/html' } })
       assert.equal(again.status, 200, 'the session verifies without the provider')

@@ -1,9 +1,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
+import type { Metrics } from '../../admin/metrics.ts'
 import type { Decision, RequestFacts, Respond } from '../../core/decisions.ts'
 import type { Gatehouse } from '../../core/gatehouse.ts'
 import type { Logger } from '../../core/ports.ts'
-import type { Metrics } from '../../admin/metrics.ts'
 import { buildUpstreamHeaders } from './forward-headers.ts'
 import type { Upstream } from './upstream.ts'
 
@@ -68,7 +68,10 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
 
   function record(decision: Decision, startNs: bigint) {
     const seconds = Number(process.hrtime.bigint() - startNs) / 1e9
-    metrics.decisions.inc({ decision: decision.kind, code: decision.kind === 'allow' ? 'allow' : decision.code })
+    metrics.decisions.inc({
+      decision: decision.kind,
+      code: decision.kind === 'allow' ? 'allow' : decision.code,
+    })
     metrics.decisionSeconds.observe({ decision: decision.kind }, seconds)
   }
 
@@ -80,7 +83,8 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     })
     const url = req.url ?? '/'
     for (const m of mounts) {
-      if (url === m.prefix || url.startsWith(`${m.prefix}/`) || url.startsWith(`${m.prefix}?`)) return m.handler(req, res)
+      if (url === m.prefix || url.startsWith(`${m.prefix}/`) || url.startsWith(`${m.prefix}?`))
+        return m.handler(req, res)
     }
     const start = process.hrtime.bigint()
     let decision: Decision
@@ -126,7 +130,10 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       socket.end('HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
       return
     }
-    metrics.decisions.inc({ decision: decision.kind, code: decision.kind === 'allow' ? 'allow' : decision.code })
+    metrics.decisions.inc({
+      decision: decision.kind,
+      code: decision.kind === 'allow' ? 'allow' : decision.code,
+    })
     if (decision.kind === 'respond') {
       // No upgrade: answer with the decision's status and close.
       const lines = [`HTTP/1.1 ${decision.status} ${decision.status === 401 ? 'Unauthorized' : 'Refused'}`]
@@ -158,7 +165,9 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy()
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
-    socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+    socket.end(
+      `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
+    )
   })
 
   return {

@@ -1,12 +1,16 @@
 import assert from 'node:assert/strict'
 import type { IncomingMessage } from 'node:http'
 import { describe, it } from 'node:test'
-import { buildUpstreamHeaders, filterResponseHeaders } from '../../../src/adapters/node-proxy/forward-headers.ts'
+import {
+  buildUpstreamHeaders,
+  filterResponseHeaders,
+} from '../../../src/adapters/node-proxy/forward-headers.ts'
 
 // buildUpstreamHeaders reads only rawHeaders and the parsed Connection header.
 function clientRequest(raw: string[]): IncomingMessage {
   const connection: string[] = []
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'connection') connection.push(raw[i + 1]!)
+  for (let i = 0; i < raw.length; i += 2)
+    if (raw[i]!.toLowerCase() === 'connection') connection.push(raw[i + 1]!)
   return {
     rawHeaders: raw,
     headers: connection.length > 0 ? { connection: connection.join(', ') } : {},
@@ -32,18 +36,21 @@ describe('buildUpstreamHeaders', () => {
       ]),
       { ...facts, identity: { 'X-Auth-Request-User': 'alice', 'X-Auth-Request-Email': 'a@example.com' } },
     )
-    assert.deepEqual({ ...headers }, {
-      host: 'app.example',
-      accept: 'text/html',
-      'x-custom': ['a', 'b'],
-      authorization: 'Bearer t',
-      'x-forwarded-for': '192.0.2.7',
-      'x-forwarded-proto': 'https',
-      'x-forwarded-host': 'app.example',
-      'x-real-ip': '192.0.2.7',
-      'x-auth-request-user': 'alice',
-      'x-auth-request-email': 'a@example.com',
-    })
+    assert.deepEqual(
+      { ...headers },
+      {
+        host: 'app.example',
+        accept: 'text/html',
+        'x-custom': ['a', 'b'],
+        authorization: 'Bearer t',
+        'x-forwarded-for': '192.0.2.7',
+        'x-forwarded-proto': 'https',
+        'x-forwarded-host': 'app.example',
+        'x-real-ip': '192.0.2.7',
+        'x-auth-request-user': 'alice',
+        'x-auth-request-email': 'a@example.com',
+      },
+    )
   })
 
   it('never passes client-sent identity or forwarding headers', () => {
@@ -68,12 +75,15 @@ describe('buildUpstreamHeaders', () => {
       ]),
       facts,
     )
-    assert.deepEqual({ ...headers }, {
-      'x-forwarded-for': '192.0.2.7',
-      'x-forwarded-proto': 'https',
-      'x-forwarded-host': 'app.example',
-      'x-real-ip': '192.0.2.7',
-    })
+    assert.deepEqual(
+      { ...headers },
+      {
+        'x-forwarded-for': '192.0.2.7',
+        'x-forwarded-proto': 'https',
+        'x-forwarded-host': 'app.example',
+        'x-real-ip': '192.0.2.7',
+      },
+    )
   })
 
   it('lets identity headers replace a client header of the same name', () => {
@@ -143,14 +153,20 @@ describe('buildUpstreamHeaders', () => {
 
   it('replaces the Cookie header, or drops it when no cookie is left', () => {
     const raw = ['Cookie', '__Host-gatehouse=secret; theme=dark', 'cookie', 'lang=en']
-    assert.equal(buildUpstreamHeaders(clientRequest(raw), { ...facts, cookie: 'theme=dark; lang=en' })['cookie'], 'theme=dark; lang=en')
-    assert.equal(buildUpstreamHeaders(clientRequest(raw), { ...facts, cookie: undefined })['cookie'], undefined)
+    assert.equal(
+      buildUpstreamHeaders(clientRequest(raw), { ...facts, cookie: 'theme=dark; lang=en' })['cookie'],
+      'theme=dark; lang=en',
+    )
+    assert.equal(
+      buildUpstreamHeaders(clientRequest(raw), { ...facts, cookie: undefined })['cookie'],
+      undefined,
+    )
     assert.equal(buildUpstreamHeaders(clientRequest(raw), { ...facts, cookie: '' })['cookie'], undefined)
   })
 
   it('does not let a header named __proto__ touch the prototype', () => {
     const headers = buildUpstreamHeaders(clientRequest(['__proto__', 'x']), facts)
-    assert.equal(headers['__proto__'], 'x')
+    assert.equal(Object.getOwnPropertyDescriptor(headers, '__proto__')?.value, 'x')
     assert.equal(Object.getPrototypeOf(headers), null)
   })
 })

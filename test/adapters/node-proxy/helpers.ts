@@ -142,5 +142,10 @@ export async function send(
   const [res] = await replied
   const chunks: Buffer[] = []
   for await (const chunk of res) chunks.push(chunk as Buffer)
-  return { status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks) }
+  return {
+    status: res.statusCode ?? 0,
+    headers: res.headers,
+    rawHeaders: res.rawHeaders,
+    body: Buffer.concat(chunks),
+  }
 }

@@ -19,7 +19,9 @@ async function* chunks(total: number, size = 64 * 1024): AsyncGenerator<Buffer> 
   }
 }
 
-async function sha256Of(source: AsyncIterable<Buffer>): Promise<{ hex: string; length: number }> {
+async function sha256Of(
+  source: AsyncIterable<Buffer> | Iterable<Buffer>,
+): Promise<{ hex: string; length: number }> {
   const hash = createHash('sha256')
   let length = 0
   for await (const chunk of source) {
@@ -335,7 +337,11 @@ describe('upstream failures', () => {
 })
 
 describe('upgrade', () => {
-  function handshake(url: string, path: string): Promise<{ socket: Socket; res: IncomingMessage } | IncomingMessage> {
+  type Handshake =
+    | { kind: 'upgraded'; socket: Socket; res: IncomingMessage }
+    | { kind: 'refused'; res: IncomingMessage }
+
+  function handshake(url: string, path: string): Promise<Handshake> {
     const req = request(`${url}${path}`, {
       agent: false,
       headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'X-Auth-Request-User': 'admin' },
@@ -344,9 +350,9 @@ describe('upgrade', () => {
     return new Promise((resolve, reject) => {
       req.on('upgrade', (res: IncomingMessage, socket: Socket, head: Buffer) => {
         if (head.length > 0) socket.unshift(head)
-        resolve({ socket, res })
+        resolve({ kind: 'upgraded', socket, res })
       })
-      req.on('response', (res: IncomingMessage) => resolve(res))
+      req.on('response', (res: IncomingMessage) => resolve({ kind: 'refused', res }))
       req.on('error', reject)
     })
   }
@@ -360,12 +366,14 @@ describe('upgrade', () => {
       upgrades.push(seen(req))
       socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')
       socket.on('data', (data: Buffer) => socket.write(`echo:${data.toString()}`))
+      socket.on('end', () => socket.end())
     })
     const ws = await listen(origin)
     const gateway = await startGateway(`${ws.url}/base`)
     try {
       const result = await handshake(gateway.url, '/socket')
-      assert.ok('socket' in result, 'expected an upgrade')
+      assert.equal(result.kind, 'upgraded')
+      if (result.kind !== 'upgraded') return
       const { socket, res } = result
       assert.equal(res.statusCode, 101)
       assert.equal(res.headers['upgrade'], 'websocket')
@@ -394,11 +402,11 @@ describe('upgrade', () => {
     const ws = await listen(origin)
     const gateway = await startGateway(ws.url)
     try {
-      const result = await handshake(gateway.url, '/')
-      assert.ok(!('socket' in result), 'expected a plain response')
-      assert.equal(result.statusCode, 403)
+      const { kind, res } = await handshake(gateway.url, '/')
+      assert.equal(kind, 'refused')
+      assert.equal(res.statusCode, 403)
       const body: Buffer[] = []
-      for await (const chunk of result) body.push(chunk as Buffer)
+      for await (const chunk of res) body.push(chunk as Buffer)
       assert.equal(Buffer.concat(body).toString(), 'nope')
     } finally {
       await gateway.close()
@@ -409,11 +417,11 @@ describe('upgrade', () => {
   it('answers 502 on the raw socket when the upstream is down', async () => {
     const gateway = await startGateway(`http://127.0.0.1:${await closedPort()}`)
     try {
-      const result = await handshake(gateway.url, '/')
-      assert.ok(!('socket' in result), 'expected a plain response')
-      assert.equal(result.statusCode, 502)
-      assert.equal(result.headers['cache-control'], 'no-store')
-      result.resume()
+      const { kind, res } = await handshake(gateway.url, '/')
+      assert.equal(kind, 'refused')
+      assert.equal(res.statusCode, 502)
+      assert.equal(res.headers['cache-control'], 'no-store')
+      res.resume()
       assert.deepEqual(
         gateway.errors.map((e) => e.kind),
         ['connect'],
