@@ -354,14 +354,18 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       return { ok: true, session: next, setCookies }
     })()
     inFlightRefresh.set(session.sid, run)
-    run.then((outcome) => {
-      inFlightRefresh.delete(session.sid)
-      // Requests still carrying the old cookie (sent before the browser saw the new one) reuse this outcome
-      // instead of presenting the already-rotated refresh token again.
-      const now = clock.now()
-      for (const [k, v] of recentRefresh) if (v.untilMs <= now) recentRefresh.delete(k)
-      recentRefresh.set(session.sid, { oldRefreshToken: rt, outcome, untilMs: now + RECENT_REFRESH_MS })
-    })
+    run.then(
+      (outcome) => {
+        inFlightRefresh.delete(session.sid)
+        // Requests still carrying the old cookie (sent before the browser saw the new one) reuse this
+        // outcome instead of presenting the already-rotated refresh token again.
+        const now = clock.now()
+        for (const [k, v] of recentRefresh) if (v.untilMs <= now) recentRefresh.delete(k)
+        recentRefresh.set(session.sid, { oldRefreshToken: rt, outcome, untilMs: now + RECENT_REFRESH_MS })
+      },
+      // An unexpected failure (not the provider's answer) reaches the waiting requests as an error.
+      () => inFlightRefresh.delete(session.sid),
+    )
     return run
   }
 

@@ -116,6 +116,14 @@ describe('forward', () => {
     assert.equal(requests[0]!.headers['transfer-encoding'], undefined, 'a GET gets no chunked body')
   })
 
+  it('answers HEAD with the upstream headers and no body', async () => {
+    const reply = await send(`${gateway.url}/hello`, { method: 'HEAD' })
+    assert.equal(reply.status, 200)
+    assert.equal(reply.headers['content-type'], 'text/plain')
+    assert.equal(reply.body.length, 0)
+    assert.equal(requests.at(-1)!.method, 'HEAD')
+  })
+
   it('streams a 5 MB POST body to the upstream intact', async () => {
     const expected = await sha256Of(chunks(5 * MB))
     const reply = await send(`${gateway.url}/digest`, {
@@ -209,6 +217,132 @@ describe('forward', () => {
       assert.equal(connections - before, 1)
     } finally {
       await fresh.close()
+    }
+  })
+})
+
+describe('backpressure', () => {
+  it('stops reading the upstream while the client does not read', async () => {
+    const total = 48 * MB
+    const chunk = Buffer.alloc(64 * 1024, 7)
+    let written = 0
+    let waitingForDrain = false
+    let finished = false
+    const origin = await listen(
+      createServer(async (_req, res) => {
+        res.writeHead(200, { 'content-length': String(total) })
+        while (written < total) {
+          written += chunk.length
+          if (!res.write(chunk)) {
+            waitingForDrain = true
+            await once(res, 'drain')
+            waitingForDrain = false
+          }
+        }
+        res.end(() => {
+          finished = true
+        })
+      }),
+    )
+    // The gateway's own response buffer, watched on every write.
+    let maxBuffered = 0
+    const upstream = createUpstream({ url: origin.url })
+    const gateway = await listen(
+      createServer((req, res) => {
+        const write = res.write.bind(res) as (chunk: Buffer) => boolean
+        res.write = ((data: Buffer) => {
+          const ok = write(data)
+          maxBuffered = Math.max(maxBuffered, res.writableLength)
+          return ok
+        }) as typeof res.write
+        upstream.forward(req, res, { path: req.url ?? '/', headers: {} })
+      }),
+    )
+    try {
+      const req = request(`${gateway.url}/big`, { agent: false })
+      req.end()
+      const [res] = (await once(req, 'response')) as [IncomingMessage]
+      res.pause()
+      // Let the pipe fill up: wait until the origin is stuck (no progress for many event-loop turns) or done.
+      let last = -1
+      let still = 0
+      while (!finished && still < 200) {
+        await new Promise((resolve) => setImmediate(resolve))
+        if (waitingForDrain && written === last) still++
+        else still = 0
+        last = written
+      }
+      assert.equal(finished, false, 'the origin could send everything while the client read nothing')
+      assert.ok(written < total / 2, `origin wrote ${written} of ${total} bytes before the client read`)
+      let received = 0
+      for await (const data of res) received += (data as Buffer).length
+      assert.equal(received, total)
+      assert.ok(maxBuffered < 2 * MB, `the gateway buffered up to ${maxBuffered} bytes`)
+    } finally {
+      await gateway.close()
+      await upstream.close()
+      await origin.close()
+    }
+  })
+
+  it('stops reading the client while the upstream does not read', async () => {
+    const total = 48 * MB
+    const chunk = Buffer.alloc(64 * 1024, 9)
+    let arrived!: (req: IncomingMessage) => void
+    const upstreamRequest = new Promise<IncomingMessage>((resolve) => {
+      arrived = resolve
+    })
+    let upstreamRes: ServerResponse | undefined
+    const origin = await listen(
+      createServer((req, res) => {
+        req.pause()
+        upstreamRes = res
+        arrived(req)
+      }),
+    )
+    const gateway = await startGateway(origin.url)
+    try {
+      const req = request(`${gateway.url}/upload`, {
+        method: 'POST',
+        agent: false,
+        headers: { 'content-length': String(total) },
+      })
+      const replied = once(req, 'response') as Promise<[IncomingMessage]>
+      let written = 0
+      let waitingForDrain = false
+      let finished = false
+      void (async () => {
+        while (written < total) {
+          written += chunk.length
+          if (!req.write(chunk)) {
+            waitingForDrain = true
+            await once(req, 'drain')
+            waitingForDrain = false
+          }
+        }
+        req.end()
+        finished = true
+      })()
+      const body = await upstreamRequest
+      let last = -1
+      let still = 0
+      while (!finished && still < 200) {
+        await new Promise((resolve) => setImmediate(resolve))
+        if (waitingForDrain && written === last) still++
+        else still = 0
+        last = written
+      }
+      assert.equal(finished, false, 'the client could send everything while the upstream read nothing')
+      assert.ok(written < total / 2, `client wrote ${written} of ${total} bytes before the upstream read`)
+      const { length } = await sha256Of(body)
+      assert.equal(length, total)
+      upstreamRes!.end('done')
+      const [res] = await replied
+      assert.equal(res.statusCode, 200)
+      res.resume()
+    } finally {
+      await gateway.close()
+      await origin.close()
     }
   })
 })
