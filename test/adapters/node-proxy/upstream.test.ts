@@ -468,6 +468,44 @@ describe('upstream failures', () => {
       await slow.close()
     }
   })
+
+  it('does not reach the upstream for a client that left before forward was called', async () => {
+    let reached = 0
+    const origin = await listen(
+      createServer((_req, res) => {
+        reached++
+        res.end()
+      }),
+    )
+    const upstream = createUpstream({ url: origin.url })
+    let forwarded!: () => void
+    const done = new Promise<void>((resolve) => {
+      forwarded = resolve
+    })
+    // As the server glue does: an asynchronous decision first, then forward.
+    const gateway = await listen(
+      createServer((req, res) => {
+        res.once('close', () => {
+          upstream.forward(req, res, { path: '/', headers: {} })
+          forwarded()
+        })
+      }),
+    )
+    try {
+      const req = request(`${gateway.url}/`, { agent: false })
+      req.on('error', () => {})
+      req.end()
+      req.once('socket', (socket) => socket.once('connect', () => setImmediate(() => req.destroy())))
+      await done
+      // A request that did reach the origin would arrive before this one.
+      assert.equal((await send(`${origin.url}/`)).status, 200)
+      assert.equal(reached, 1, 'only the probe reached the origin')
+    } finally {
+      await gateway.close()
+      await upstream.close()
+      await origin.close()
+    }
+  })
 })
 
 describe('upgrade', () => {

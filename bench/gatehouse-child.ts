@@ -1,0 +1,40 @@
+/**
+ * Gatehouse as a benchmark target: the real gateway (`startGateway`) in front of the bench origin,
+ * with a provider that is never called (sessions are minted by the parent with the same secret).
+ *
+ * Usage: `node bench/gatehouse-child.ts <origin-url>`; prints `gatehouse listening http://127.0.0.1:<port>`.
+ */
+import { startGateway } from '../src/app.ts'
+import { validateConfig } from '../src/config/load.ts'
+import { silentLogger } from '../src/core/ports.ts'
+
+const originUrl = process.argv[2]
+if (originUrl === undefined) {
+  process.stderr.write('usage: node bench/gatehouse-child.ts <origin-url>\n')
+  process.exit(2)
+}
+const config = validateConfig({
+  public_url: 'http://localhost:8080',
+  upstream: originUrl,
+  listen: { host: '127.0.0.1', port: 0 },
+  // Nothing listens on port 9: discovery fails in the background, which a valid session never needs.
+  provider: {
+    issuer: 'http://127.0.0.1:9/idp',
+    client_id: 'bench',
+    client_secret: { env: 'GATEHOUSE_BENCH_SECRET' },
+  },
+  session: { secrets: [{ env: 'GATEHOUSE_BENCH_SECRET' }], ttl: '12h', max_ttl: '7d' },
+  shutdown: { drain: '1s' },
+})
+const gateway = await startGateway(config, { baseDir: process.cwd(), log: silentLogger, admin: false })
+process.stdout.write(`gatehouse listening ${gateway.url}\n`)
+const stop = () => {
+  gateway.close().then(() => process.exit(0))
+  setTimeout(() => process.exit(0), 2000).unref()
+}
+process.once('SIGTERM', stop)
+process.once('SIGINT', stop)
+if (process.env['BENCH_CHILD'] === '1') {
+  process.stdin.once('end', stop)
+  process.stdin.resume()
+}

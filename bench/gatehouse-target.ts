@@ -1,0 +1,52 @@
+/**
+ * The Gatehouse target of `npm run bench`: authenticated GETs with a valid session cookie, minted here
+ * with the same secret the child gateway uses.
+ */
+import { randomBytes } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+import { systemClock } from '../src/core/clock.ts'
+import { createSessionCodec } from '../src/core/session-codec.ts'
+import { type BenchTarget, startChild } from './run.ts'
+
+const here = fileURLToPath(new URL('.', import.meta.url))
+
+export const target: BenchTarget = {
+  name: 'gatehouse',
+  async start(ctx) {
+    const secret = randomBytes(32).toString('base64url')
+    const child = await startChild(`${here}gatehouse-child.ts`, [ctx.originUrl], {
+      GATEHOUSE_BENCH_SECRET: secret,
+    })
+    const codec = await createSessionCodec({
+      secrets: [secret],
+      cookieName: 'gatehouse',
+      secure: false,
+      clock: systemClock,
+    })
+    const now = Math.floor(Date.now() / 1000)
+    const [setCookie] = await codec.write({
+      sid: 'bench-session',
+      identity: {
+        sub: 'bench-user',
+        user: 'bench-user',
+        email: 'bench@example.com',
+        groups: ['staff'],
+        preferredUsername: 'bench',
+      },
+      signedInAt: now,
+      expiresAt: now + 3600,
+      maxExpiresAt: now + 86_400,
+      // Realistic sizes: a provider's JWT access token, an opaque refresh token, an ID token.
+      accessToken: randomBytes(600).toString('base64url'),
+      accessTokenExpiresAt: now + 3600,
+      refreshToken: randomBytes(32).toString('base64url'),
+      idToken: randomBytes(500).toString('base64url'),
+    })
+    const cookie = setCookie!.split(';')[0]!
+    // Sanity check before measuring: the cookie must be accepted (200 from the origin, not a 302/401).
+    const probe = await fetch(`${child.url}/`, { headers: { cookie }, redirect: 'manual' })
+    if (probe.status !== 200) throw new Error(`gatehouse target refused the bench session: ${probe.status}`)
+    await probe.arrayBuffer()
+    return { url: `${child.url}/`, headers: { cookie }, pid: child.pid, stop: child.stop }
+  },
+}
