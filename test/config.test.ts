@@ -104,7 +104,9 @@ routes:
 
 test('the example configs in examples/ validate', () => {
   for (const file of ['examples/gatehouse.yaml', 'examples/cognito.yaml']) {
-    const r = spawnSync(process.execPath, ['src/cli/main.ts', 'check', '--config', file], { encoding: 'utf8' })
+    const r = spawnSync(process.execPath, ['src/cli/main.ts', 'check', '--config', file], {
+      encoding: 'utf8',
+    })
     assert.equal(r.status, 0, `${file}: ${r.stderr}`)
   }
 })
