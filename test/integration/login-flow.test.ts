@@ -261,8 +261,8 @@ describe('when the provider is down', () => {
       const again = await browser.request(`${base}/still-here`, { headers: { accept: 'text/html' } })
       assert.equal(again.status, 200, 'the session verifies without the provider')
       assert.equal(upstream.requests.at(-1)!.url, '/still-here')
-      // A stranger: the gateway already knows the provider's metadata, so it redirects to the (dead)
-      // provider... unless discovery is needed. Force a cold client to see the 503 answer.
+      // A stranger arriving at a gateway that has never reached the provider (a cold start during the
+      // outage) gets the 503 page, not a redirect to a dead provider.
       const cold = await startGateway(config, {
         baseDir: process.cwd(),
         log: silentLogger,
