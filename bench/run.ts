@@ -2,9 +2,10 @@
  * Throughput and latency of each target against the same origin, measured in one run so that ratios are
  * comparable (absolute numbers drift ±15–30% between runs on shared machines).
  *
- * Usage: `node bench/run.ts` (BENCH_SECONDS=10, BENCH_WARMUP_SECONDS=2, BENCH_CONNECTIONS=64,
- * BENCH_THREADS=2). Runs the origin alone, the bare proxy, and the target exported by
- * `bench/gatehouse-target.ts` when that file exists. Every request carries a ~1 KB Cookie header.
+ * Usage: `node bench/run.ts` (BENCH_ROUNDS=3, BENCH_SECONDS=10, BENCH_WARMUP_SECONDS=2, BENCH_CONNECTIONS=64,
+ * BENCH_THREADS=2, BENCH_COOKIE_BYTES=3072). Runs the origin alone, the bare proxy, and the target exported by
+ * `bench/gatehouse-target.ts` when that file exists. Every request to every target carries a Cookie header of
+ * the same size (~3 KB: Gatehouse's session cookie plus filler, or filler alone).
  * Load comes from wrk (`-t2 -c64 --latency`); autocannon is used only when wrk is missing.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
@@ -318,7 +319,10 @@ export async function runBench(
 
   const origin = await startChild(`${here}origin.ts`)
   originPid = origin.pid
-  const ctx: BenchContext = { originUrl: `${origin.url}/`, cookie: benchCookie() }
+  // Every target gets a Cookie header of the same size: Gatehouse's real session cookie (~2.3 KB with
+  // realistic tokens) plus filler, or filler alone, so no target parses fewer bytes than another.
+  const cookieBytes = envNumber('BENCH_COOKIE_BYTES', 3072)
+  const ctx: BenchContext = { originUrl: `${origin.url}/`, cookie: benchCookie('', cookieBytes) }
   const results: BenchResult[] = []
   try {
     for (const target of targets) {
@@ -326,7 +330,10 @@ export async function runBench(
       const running = await target.start(ctx)
       try {
         const { cookie, ...rest } = running.headers ?? {}
-        const headers = { ...rest, cookie: cookie === undefined ? ctx.cookie : benchCookie(cookie) }
+        const headers = {
+          ...rest,
+          cookie: cookie === undefined ? ctx.cookie : benchCookie(cookie, cookieBytes),
+        }
         log(`${target.name}: warming up ${warmupSeconds}s, then measuring ${seconds}s at ${running.url}`)
         await load(tool, running.url, headers, warmupSeconds, connections, threads)
         const cpuBefore = cpuTicks(running.pid)
@@ -398,8 +405,41 @@ async function main(): Promise<void> {
     if (target === undefined) throw new Error(`${extra} exports neither a default nor a 'target' BenchTarget`)
     targets.push(target)
   }
-  const results = await runBench(targets)
-  process.stdout.write(`${formatResults(results)}\n`)
+  // Shared machines drift by ±15–30% between runs: measure every target in several interleaved rounds
+  // and report the median of each figure.
+  const rounds = envNumber('BENCH_ROUNDS', 3)
+  const all: BenchResult[][] = []
+  for (let round = 1; round <= rounds; round++) {
+    const results = await runBench(targets)
+    process.stdout.write(`round ${round} of ${rounds}\n${formatResults(results)}\n\n`)
+    all.push(results)
+  }
+  process.stdout.write(`median of ${rounds} rounds\n${formatResults(medianResults(all))}\n`)
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+/** Per target, the median of each figure over several rounds (errors are summed, not averaged away). */
+export function medianResults(rounds: BenchResult[][]): BenchResult[] {
+  const names = rounds[0]?.map((r) => r.name) ?? []
+  return names.map((name) => {
+    const runs = rounds.map((round) => round.find((r) => r.name === name)).filter((r) => r !== undefined)
+    const cpu = runs.map((r) => r.cpuMicrosPerRequest).filter((v) => v !== undefined)
+    const out: BenchResult = {
+      name,
+      requestsPerSecond: median(runs.map((r) => r.requestsPerSecond)),
+      p50Ms: median(runs.map((r) => r.p50Ms)),
+      p99Ms: median(runs.map((r) => r.p99Ms)),
+      non2xx: runs.reduce((n, r) => n + r.non2xx, 0),
+      socketErrors: runs.reduce((n, r) => n + r.socketErrors, 0),
+    }
+    if (cpu.length > 0) out.cpuMicrosPerRequest = median(cpu)
+    return out
+  })
 }
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {

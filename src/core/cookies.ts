@@ -44,23 +44,39 @@ export function stripCookies(
   isOwn: (name: string) => boolean,
 ): string | undefined {
   if (!header?.includes(hint)) return header
-  // One pass over the header, copying the spans of cookies that are not ours.
+  // Visit only the places where `hint` occurs at the start of a cookie name, and cut those cookies
+  // out; the rest of the header is copied in as few slices as possible.
   let out = ''
-  let start = 0
-  const n = header.length
-  while (start < n) {
-    while (start < n && (header.charCodeAt(start) === 0x20 || header.charCodeAt(start) === 0x3b)) start++
-    if (start >= n) break
-    let end = header.indexOf(';', start)
-    if (end === -1) end = n
-    const eq = header.indexOf('=', start)
-    const name = header.slice(start, eq === -1 || eq > end ? end : eq).trim()
-    if (!isOwn(name)) {
-      const pair = header.slice(start, end).trim()
-      out = out === '' ? pair : `${out}; ${pair}`
+  let copyFrom = 0
+  let from = 0
+  for (;;) {
+    const at = header.indexOf(hint, from)
+    if (at === -1) break
+    from = at + 1
+    let start = at
+    while (start > 0 && header.charCodeAt(start - 1) === 0x20) start--
+    if (start !== 0 && header.charCodeAt(start - 1) !== 0x3b) continue
+    const eq = header.indexOf('=', at)
+    let end = header.indexOf(';', at)
+    if (end === -1) end = header.length
+    if (!isOwn(header.slice(at, eq === -1 || eq > end ? end : eq).trim())) continue
+    if (end < header.length) {
+      // Not the last cookie: drop it with its separator; the next one takes its place.
+      out += header.slice(copyFrom, at)
+      copyFrom = end + 1
+      while (copyFrom < header.length && header.charCodeAt(copyFrom) === 0x20) copyFrom++
+    } else {
+      // The last cookie: drop it with the separator before it.
+      out += header.slice(copyFrom, Math.max(copyFrom, start))
+      let trim = out.length
+      while (trim > 0 && (out.charCodeAt(trim - 1) === 0x20 || out.charCodeAt(trim - 1) === 0x3b)) trim--
+      out = out.slice(0, trim)
+      copyFrom = header.length
     }
-    start = end + 1
+    from = copyFrom
   }
+  if (copyFrom === 0) return header
+  out += header.slice(copyFrom)
   return out === '' ? undefined : out
 }
 

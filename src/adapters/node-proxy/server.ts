@@ -47,9 +47,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
   const proto = options.publicUrl.protocol === 'https:' ? 'https' : 'http'
   const publicHost = options.publicUrl.host
   const mounts = options.mounts ?? []
-  let inFlight = 0
   let draining = false
-  let drained: (() => void) | undefined
 
   const onUpstreamError = (kind: 'connect' | 'timeout' | 'reset' | 'other', err: Error) => {
     metrics.upstreamErrors.inc({ kind })
@@ -66,21 +64,27 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     res.end(method === 'HEAD' || d.body === '' ? undefined : d.body)
   }
 
+  // Labelled metric children, resolved once per label set instead of hashing labels per request.
+  const counters = new Map<string, { inc(): void }>()
+  const histograms = {
+    allow: metrics.decisionSeconds.labels('allow'),
+    respond: metrics.decisionSeconds.labels('respond'),
+  }
+  function count(kind: Decision['kind'], code: string) {
+    const key = `${kind} ${code}`
+    let counter = counters.get(key)
+    if (counter === undefined) {
+      counter = metrics.decisions.labels(kind, code)
+      counters.set(key, counter)
+    }
+    counter.inc()
+  }
   function record(decision: Decision, startNs: bigint) {
-    const seconds = Number(process.hrtime.bigint() - startNs) / 1e9
-    metrics.decisions.inc({
-      decision: decision.kind,
-      code: decision.kind === 'allow' ? 'allow' : decision.code,
-    })
-    metrics.decisionSeconds.observe({ decision: decision.kind }, seconds)
+    count(decision.kind, decision.kind === 'allow' ? 'allow' : decision.code)
+    histograms[decision.kind].observe(Number(process.hrtime.bigint() - startNs) / 1e9)
   }
 
   async function onRequest(req: IncomingMessage, res: ServerResponse) {
-    inFlight++
-    res.once('close', () => {
-      inFlight--
-      if (draining && inFlight === 0) drained?.()
-    })
     const url = req.url ?? '/'
     for (const m of mounts) {
       if (url === m.prefix || url.startsWith(`${m.prefix}/`) || url.startsWith(`${m.prefix}?`))
@@ -92,7 +96,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       decision = await options.gatehouse.handle(factsOf(req))
     } catch (err) {
       log.error({ err: (err as Error).message, stack: (err as Error).stack }, 'decision failed')
-      metrics.decisions.inc({ decision: 'respond', code: 'internal_error' })
+      count('respond', 'internal_error')
       if (!res.headersSent) {
         res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' })
         res.end('Internal error\n')
@@ -130,10 +134,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       socket.end('HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
       return
     }
-    metrics.decisions.inc({
-      decision: decision.kind,
-      code: decision.kind === 'allow' ? 'allow' : decision.code,
-    })
+    count(decision.kind, decision.kind === 'allow' ? 'allow' : decision.code)
     if (decision.kind === 'respond') {
       // No upgrade: answer with the decision's status and close.
       const lines = [`HTTP/1.1 ${decision.status} ${decision.status === 401 ? 'Unauthorized' : 'Refused'}`]
@@ -174,18 +175,17 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     server,
     drain(drainMs) {
       draining = true
+      // server.close() stops accepting and resolves once every connection has ended: idle keep-alive
+      // connections are closed at once, busy ones after their response (sent with Connection: close).
+      // Whatever is still open after drainMs is cut.
       return new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer)
-          server.closeAllConnections()
-          resolve()
-        }
-        const timer = setTimeout(done, drainMs)
+        const timer = setTimeout(() => server.closeAllConnections(), drainMs)
         timer.unref()
-        drained = done
-        server.close()
+        server.close(() => {
+          clearTimeout(timer)
+          resolve()
+        })
         server.closeIdleConnections()
-        if (inFlight === 0) done()
       })
     },
   }
