@@ -18,7 +18,12 @@ export function resolveDataDir(values: { config?: string | undefined; data?: str
 
 export function openDatabase(dataDir: string): DatabaseSync {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 })
-  const db = new DatabaseSync(resolve(dataDir, 'gatehouse.db'))
+  const file = resolve(dataDir, 'gatehouse.db')
+  // It holds the embedded provider's private keys: owner-only, like the secret files. SQLite gives its
+  // -wal and -shm files the database file's permissions.
+  writeFileSync(file, '', { flag: 'a', mode: 0o600 })
+  chmodSync(file, 0o600)
+  const db = new DatabaseSync(file)
   db.exec('PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;')
   return db
 }

@@ -141,6 +141,36 @@ describe('login flow against a real OpenID provider', () => {
     assert.equal(ok.status, 200)
   })
 
+  test('an ID token with another nonce is refused (400 id_token_invalid), no session is set', async () => {
+    const browser = createCookieClient({ fetch: browserFetch })
+    const first = await browser.request(`${base}/nonce`, { headers: { accept: 'text/html' } })
+    // Same state and PKCE challenge, but the provider is asked for another nonce.
+    const authorize = new URL(first.headers.get('location')!)
+    authorize.searchParams.set('nonce', 'not-the-nonce-gatehouse-chose')
+    const callback = await signIn(browser, authorize, DEMO_USER.username, DEMO_USER.password, idp.issuer)
+    const r = await browser.request(callback, { headers: { accept: 'application/json' } })
+    assert.equal(r.status, 400)
+    assert.equal((await r.json()).error, 'id_token_invalid')
+    assert.ok(!r.headers.getSetCookie().some((c) => c.startsWith('gatehouse=') && !c.includes('Max-Age=0')))
+    const after = await browser.request(`${base}/api/x`)
+    assert.equal(after.status, 401, 'still signed out')
+  })
+
+  test('an error returned by the provider to the callback: 400 provider_error, no session', async () => {
+    const browser = createCookieClient({ fetch: browserFetch })
+    const first = await browser.request(`${base}/`, { headers: { accept: 'text/html' } })
+    const authorize = new URL(first.headers.get('location')!)
+    // prompt=none without a provider session: the provider answers login_required to the callback.
+    authorize.searchParams.set('prompt', 'none')
+    const hop = await browser.request(authorize)
+    const callback = new URL(hop.headers.get('location')!, authorize)
+    assert.equal(callback.searchParams.get('error'), 'login_required')
+    const r = await browser.request(callback, { headers: { accept: 'text/html' } })
+    assert.equal(r.status, 400)
+    assert.match(await r.text(), /did not sign you in \(login_required\)/)
+    assert.equal((await browser.request(`${base}/api/x`)).status, 401)
+  })
+
   test('an API call without credentials gets 401 and the app is not reached', async () => {
     const count = upstream.requests.length
     const r = await fetch(`${base}/api/items`, { headers: { accept: 'application/json' } })
