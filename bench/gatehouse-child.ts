@@ -4,6 +4,9 @@
  *
  * Usage: `node bench/gatehouse-child.ts <origin-url>`; prints `gatehouse listening http://127.0.0.1:<port>`.
  */
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { startGateway } from '../src/app.ts'
 import { validateConfig } from '../src/config/load.ts'
 import { silentLogger } from '../src/core/ports.ts'
@@ -16,6 +19,7 @@ if (originUrl === undefined) {
 const config = validateConfig({
   public_url: 'http://localhost:8080',
   upstream: originUrl,
+  data_dir: mkdtempSync(join(tmpdir(), 'gh-bench-')),
   listen: { host: '127.0.0.1', port: 0 },
   // Nothing listens on port 9: discovery fails in the background, which a valid session never needs.
   provider: {
@@ -23,7 +27,14 @@ const config = validateConfig({
     client_id: 'bench',
     client_secret: { env: 'GATEHOUSE_BENCH_SECRET' },
   },
-  session: { secrets: [{ env: 'GATEHOUSE_BENCH_SECRET' }], ttl: '12h', max_ttl: '7d' },
+  session: { secrets: [{ env: 'GATEHOUSE_BENCH_SECRET' }] },
+  lifetimes: {
+    session: { ttl: '12h', max_ttl: '7d' },
+    refresh: { ttl: '7d', max_ttl: '30d' },
+    api_token: { ttl: '30d', max_ttl: '90d' },
+    derived_token: { ttl: '1h', max_ttl: '1d' },
+    signing_key: { ttl: '30d', max_ttl: '180d' },
+  },
   shutdown: { drain: '1s' },
 })
 const gateway = await startGateway(config, { baseDir: process.cwd(), log: silentLogger, admin: false })

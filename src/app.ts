@@ -5,9 +5,10 @@ import { createGatewayServer, type GatewayServer } from './adapters/node-proxy/s
 import { createUpstream, type Upstream } from './adapters/node-proxy/upstream.ts'
 import { createAdminServer } from './admin/admin-server.ts'
 import { createMetrics, type Metrics } from './admin/metrics.ts'
+import { detectExpiryCliff } from './config/lifetimes.ts'
 import { resolveSecret } from './config/load.ts'
 import type { Config } from './config/schema.ts'
-import { createBearerVerifier } from './core/bearer.ts'
+import { type BearerVerifier, createBearerVerifier } from './core/bearer.ts'
 import { type Clock, systemClock } from './core/clock.ts'
 import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
 import { createSecurityHeaders, defaultSecurityHeaders } from './core/http-headers.ts'
@@ -16,6 +17,9 @@ import type { Logger } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
 import { createSessionCodec } from './core/session-codec.ts'
 import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
+import { openTokenServices, type TokenServices } from './services.ts'
+import type { KeyStore, TokenStore } from './store/ports.ts'
+import { TOKEN_PREFIX } from './tokens/token-service.ts'
 
 export interface GatewayOptions {
   /** Directory relative paths in the config (secret files, data_dir) are resolved against. */
@@ -31,11 +35,17 @@ export interface GatewayOptions {
   /** Also accept connections on ::1 (dev: `localhost` may resolve to either). */
   alsoIPv6Loopback?: boolean
   fetch?: typeof fetch
+  /** Storage for keys and tokens; default SQLite in data_dir. */
+  store?: KeyStore & TokenStore
+  /** How often revocations and keys are reloaded from the store. Default 5 s and 60 s. */
+  refreshRevocationsMs?: number
+  keyTickMs?: number
 }
 
 export interface Gateway {
   gatehouse: Gatehouse
   oidc: OIDCClient
+  services: TokenServices
   metrics: Metrics
   server: Server
   admin: Server | undefined
@@ -115,7 +125,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     clock,
     fetch: options.fetch,
   })
-  const bearer = createBearerVerifier(
+  const providerBearer = createBearerVerifier(
     {
       issuer: config.provider.issuer,
       audiences: config.provider.audiences ?? [config.provider.client_id],
@@ -128,13 +138,29 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     },
     async (header, token) => (await oidc.keys())(header, token),
   )
+  const metrics = createMetrics()
+  const services = await openTokenServices(config, {
+    baseDir: options.baseDir,
+    clock,
+    log,
+    env,
+    store: options.store,
+    onCapped: (cap) => metrics.tokensCapped.inc({ by: cap.by }),
+  })
+  // Gatehouse's own API tokens are told apart by their prefix and verified without the provider.
+  const bearer: BearerVerifier = {
+    verify: (token) =>
+      token.startsWith(TOKEN_PREFIX) ? services.tokens.verify(token) : providerBearer.verify(token),
+    forget: (token) =>
+      token.startsWith(TOKEN_PREFIX) ? services.tokens.forget(token) : providerBearer.forget(token),
+  }
   const gatehouse = createGatehouse(
     {
       publicUrl: publicUrl.origin,
       routes: config.routes.map((r) => ({ path: r.path, methods: r.methods, access: accessOf(r.allow) })),
       session: {
-        ttlSeconds: config.session.ttl,
-        maxTtlSeconds: config.session.max_ttl,
+        ttlSeconds: config.lifetimes.session.ttl,
+        maxTtlSeconds: config.lifetimes.session.max_ttl,
         refreshBeforeSeconds: config.session.refresh_before,
       },
       signInTtlSeconds: config.sign_in.ttl,
@@ -142,7 +168,17 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       passAccessToken: config.identity.pass_access_token,
       signOutRedirectPath: config.sign_out.redirect,
     },
-    { clock, oidc, codec, oneTime: createMemoryOneTimeStore(clock), bearer, log },
+    {
+      clock,
+      oidc,
+      codec,
+      oneTime: createMemoryOneTimeStore(clock),
+      bearer,
+      log,
+      jwks: () => services.keyRing.jwks(),
+      // Verifiers must see a new key before it signs: cache for at most a quarter of the publish-ahead time.
+      jwksMaxAgeSeconds: Math.max(60, Math.min(3600, Math.floor(config.keys.publish_ahead / 4))),
+    },
   )
   const h = config.headers
   const securityHeaders = createSecurityHeaders(
@@ -170,7 +206,6 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     headersTimeoutMs: config.upstream_timeouts.headers * 1000,
     bodyTimeoutMs: config.upstream_timeouts.body * 1000,
   })
-  const metrics = createMetrics()
   const gateway: GatewayServer = createGatewayServer({
     gatehouse,
     upstream,
@@ -212,6 +247,42 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   oidc
     .metadata()
     .catch((err) => log.warn({ err: (err as Error).message }, 'provider discovery failed at start'))
+  // Background work, none of it on the request path: revocations and keys from the store (another
+  // process, such as `gatehouse tokens revoke`, may have changed them), and the expiry-cliff check.
+  const timers: NodeJS.Timeout[] = []
+  const every = (ms: number, what: string, task: () => Promise<unknown>) => {
+    const t = setInterval(() => {
+      task().catch((err) => log.warn({ err: (err as Error).message }, `${what} failed`))
+    }, ms)
+    t.unref()
+    timers.push(t)
+  }
+  every(options.refreshRevocationsMs ?? 5_000, 'revocation refresh', () =>
+    services.tokens.refreshRevocations(),
+  )
+  every(options.keyTickMs ?? 60_000, 'key rotation check', () => services.keyRing.tick())
+  const checkCliff = async () => {
+    const live = await services.tokens.list(false)
+    const cliff = detectExpiryCliff(
+      live.filter((t) => t.revokedAt === undefined).map((t) => t.expiresAt),
+      {
+        now: Math.floor(clock.now() / 1000),
+        windowSeconds: config.expiry_cliff.window,
+        share: config.expiry_cliff.share,
+        minCount: config.expiry_cliff.min_count,
+      },
+    )
+    metrics.expiryCliff.set({ class: 'api_token' }, cliff.cliff ? 1 : 0)
+    metrics.expiryCliffShare.set({ class: 'api_token' }, cliff.share ?? 0)
+    if (cliff.cliff) {
+      log.warn(
+        { event: 'expiry_cliff', count: cliff.count, total: cliff.total, windowStart: cliff.windowStart },
+        'many API tokens expire within the same window',
+      )
+    }
+  }
+  every(60_000, 'expiry cliff check', checkCliff)
+  await checkCliff()
   log.info(
     {
       url: `http://${listenOn.host}:${port}`,
@@ -225,16 +296,19 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   return {
     gatehouse,
     oidc,
+    services,
     metrics,
     server: gateway.server,
     admin,
     url: `http://${listenOn.host}:${port}`,
     adminUrl,
     async close() {
+      for (const t of timers) clearInterval(t)
       await gateway.drain(config.shutdown.drain * 1000)
       v6?.close()
       await upstream.close()
       await new Promise<void>((r) => (admin ? admin.close(() => r()) : r()))
+      services.close()
     },
   }
 }

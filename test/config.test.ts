@@ -10,7 +10,14 @@ const good = {
   public_url: 'https://app.example.com',
   upstream: 'http://127.0.0.1:3000',
   provider: { issuer: 'https://idp.example.com', client_id: 'gh', client_secret: { env: 'GH_SECRET' } },
-  session: { secrets: [{ env: 'GH_SESSION' }], ttl: '12h', max_ttl: '7d' },
+  session: { secrets: [{ env: 'GH_SESSION' }] },
+  lifetimes: {
+    session: { ttl: '12h', max_ttl: '7d' },
+    refresh: { ttl: '7d', max_ttl: '30d' },
+    api_token: { ttl: '30d', max_ttl: '90d' },
+    derived_token: { ttl: '1h', max_ttl: '1d' },
+    signing_key: { ttl: '30d', max_ttl: '180d' },
+  },
 }
 
 function problems(input: unknown) {
@@ -25,21 +32,21 @@ function problems(input: unknown) {
 
 test('a minimal config validates, gets explicit defaults, and is frozen', () => {
   const c = validateConfig(good)
-  assert.equal(c.session.ttl, 43200)
-  assert.equal(c.session.max_ttl, 604800)
+  assert.equal(c.lifetimes.session.ttl, 43200)
+  assert.equal(c.lifetimes.session.max_ttl, 604800)
   assert.equal(c.session.refresh_before, 600)
   assert.equal(c.admin.host, '127.0.0.1')
-  assert.ok(Object.isFrozen(c.session))
+  assert.ok(Object.isFrozen(c.lifetimes.session))
 })
 
 test('errors name the path, what was expected and what was found', () => {
   const p = problems({
     ...good,
-    session: { ...good.session, max_ttl: undefined },
+    lifetimes: { ...good.lifetimes, api_token: { ttl: '30d' } },
     listen: { port: 'eighty' },
   })
   const byPath = Object.fromEntries(p.map((x) => [x.path, x.message]))
-  assert.match(byPath['session.max_ttl']!, /expected .*got nothing/)
+  assert.match(byPath['lifetimes.api_token.max_ttl']!, /required: expected .*got nothing/)
   assert.match(byPath['listen.port']!, /expected number, got "eighty"/)
 })
 
@@ -47,13 +54,13 @@ test('inline secrets, unknown keys, http issuers and bad durations are refused',
   const p = problems({
     ...good,
     provider: { ...good.provider, client_secret: 'hunter2', issuer: 'http://idp.example.com' },
-    session: { ...good.session, ttl: '12 hours' },
+    lifetimes: { ...good.lifetimes, session: { ttl: '12 hours', max_ttl: '7d' } },
     surprise: 1,
   })
   const text = JSON.stringify(p)
   assert.match(text, /provider.client_secret/)
   assert.match(text, /never written inline/)
-  assert.match(text, /session.ttl.*duration/)
+  assert.match(text, /lifetimes.session.ttl.*duration/)
   assert.match(text, /surprise/)
   assert.ok(!text.includes('hunter2'), 'a secret value is never echoed')
 })
@@ -61,10 +68,10 @@ test('inline secrets, unknown keys, http issuers and bad durations are refused',
 test('max_ttl below ttl and bad route patterns are refused', () => {
   const p = problems({
     ...good,
-    session: { ...good.session, ttl: '7d', max_ttl: '1d' },
+    lifetimes: { ...good.lifetimes, session: { ttl: '7d', max_ttl: '1d' } },
     routes: [{ path: '/a*b', allow: 'anonymous' }],
   })
-  assert.deepEqual(p.map((x) => x.path).sort(), ['routes[0].path', 'session.max_ttl'])
+  assert.deepEqual(p.map((x) => x.path).sort(), ['lifetimes.session.max_ttl', 'routes[0].path'])
 })
 
 test('gatehouse check: exit 0 with the lifetime table, exit 1 with precise errors', () => {
@@ -80,8 +87,12 @@ provider:
   client_secret: { env: GH_SECRET }
 session:
   secrets: [{ env: GH_SESSION }]
-  ttl: 12h
-  max_ttl: 7d
+lifetimes:
+  session: { ttl: 12h, max_ttl: 7d }
+  refresh: { ttl: 7d, max_ttl: 30d }
+  api_token: { ttl: 30d, max_ttl: 90d }
+  derived_token: { ttl: 1h, max_ttl: 1d }
+  signing_key: { ttl: 30d, max_ttl: 180d }
 routes:
   - { path: /public/*, allow: anonymous }
   - { path: /admin/*, allow: { groups: [admins] } }

@@ -1,10 +1,13 @@
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 
 export interface Metrics {
   registry: Registry
   decisions: Counter<'decision' | 'code'>
   decisionSeconds: Histogram<'decision'>
   upstreamErrors: Counter<'kind'>
+  tokensCapped: Counter<'by'>
+  expiryCliff: Gauge<'class'>
+  expiryCliffShare: Gauge<'class'>
 }
 
 /** Prometheus metrics for one gateway, in their own registry (tests may start several gateways). */
@@ -30,6 +33,24 @@ export function createMetrics(): Metrics {
       name: 'gatehouse_upstream_errors_total',
       help: 'Upstream failures by kind (connect, timeout, reset, other)',
       labelNames: ['kind'],
+      registers: [registry],
+    }),
+    tokensCapped: new Counter({
+      name: 'gatehouse_tokens_capped_total',
+      help: 'API tokens issued with a shorter lifetime than asked, by what capped them (class_max_ttl, parent)',
+      labelNames: ['by'],
+      registers: [registry],
+    }),
+    expiryCliff: new Gauge({
+      name: 'gatehouse_expiry_cliff',
+      help: '1 when more than the configured share of live credentials of a class expire within one window',
+      labelNames: ['class'],
+      registers: [registry],
+    }),
+    expiryCliffShare: new Gauge({
+      name: 'gatehouse_expiry_cliff_share',
+      help: 'Largest share (0-1) of live credentials of a class expiring within one window',
+      labelNames: ['class'],
       registers: [registry],
     }),
   }

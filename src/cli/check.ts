@@ -1,11 +1,18 @@
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { formatDuration } from '../config/duration.ts'
+import { detectExpiryCliff, effectiveLifetimes, formatLifetimeTable } from '../config/lifetimes.ts'
 import { ConfigError, loadConfigFile } from '../config/load.ts'
 import type { Config } from '../config/schema.ts'
+import { keyRetentionSeconds, lifetimeConfig } from '../services.ts'
+import { openDatabase } from '../store/open-sqlite.ts'
+import { createSQLiteStore } from '../store/sqlite-store.ts'
 
 /** The human report of what a config would do: endpoints, lifetimes, routes. */
-export function describeConfig(config: Config): string {
+export function describeConfig(config: Config): { text: string; warnings: string[] } {
   const lines: string[] = []
+  const warnings: string[] = []
   const publicUrl = new URL(config.public_url)
   const secure = publicUrl.protocol === 'https:'
   lines.push(`public URL     ${publicUrl.origin}  (callback ${publicUrl.origin}/oauth2/callback)`)
@@ -19,34 +26,27 @@ export function describeConfig(config: Config): string {
   lines.push(
     `session cookie ${secure ? `__Host-${config.session.cookie_name}` : config.session.cookie_name}  (HttpOnly, SameSite=Lax${secure ? ', Secure' : ', not Secure: http only for localhost'})`,
   )
+  lines.push(
+    `session        refreshed ${formatDuration(config.session.refresh_before)} before the provider's access token expires`,
+  )
+  lines.push(
+    `API tokens     ${config.keys.algorithm}-signed JWTs, prefix gth_, keys at /.well-known/jwks.json`,
+  )
   lines.push('')
-  lines.push('Lifetimes (explicit; nothing inherited silently)')
-  const rows: Array<[string, string, string, string]> = [
-    ['credential', 'ttl', 'max_ttl', 'notes'],
-    [
-      'session',
-      formatDuration(config.session.ttl),
-      formatDuration(config.session.max_ttl),
-      `refresh ${formatDuration(config.session.refresh_before)} before the access token expires; never past max_ttl`,
-    ],
-    [
-      'sign-in attempt',
-      formatDuration(config.sign_in.ttl),
-      formatDuration(config.sign_in.ttl),
-      'state cookie, single use',
-    ],
-    [
-      'access token',
-      'provider',
-      'session max_ttl',
-      'from the provider (expires_in); a session without a refresh token ends with it',
-    ],
-  ]
-  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]!.length)))
-  for (const r of rows)
-    lines.push(
-      `  ${r[0].padEnd(widths[0]!)}  ${r[1].padEnd(widths[1]!)}  ${r[2].padEnd(widths[2]!)}  ${r[3]}`,
-    )
+  lines.push('Lifetimes (explicit; a child never outlives its parent)')
+  const rows = effectiveLifetimes(lifetimeConfig(config))
+  lines.push(formatLifetimeTable(rows))
+  for (const r of rows) {
+    if (r.cappedBy !== undefined) {
+      warnings.push(
+        `lifetimes.${r.class}.max_ttl is ${formatDuration(r.maxTtlSeconds)} but its parent ${r.cappedBy} ends after ${formatDuration(r.effectiveMaxSeconds)}: every ${r.class} is cut to that`,
+      )
+    }
+  }
+  const retention = keyRetentionSeconds(config)
+  lines.push(
+    `Signing keys: published ${formatDuration(config.keys.publish_ahead)} before they sign, sign for ${formatDuration(config.lifetimes.signing_key.ttl)}, stay published ${formatDuration(retention - config.provider.leeway)} (+${config.provider.leeway}s leeway) after: the longest API token, derived, not configured`,
+  )
   lines.push('')
   lines.push('Routes (first match wins)')
   config.routes.forEach((r, i) => {
@@ -57,7 +57,33 @@ export function describeConfig(config: Config): string {
     lines.push(`  ${i + 1}. ${(r.methods?.join(',') ?? '*').padEnd(8)} ${r.path.padEnd(24)} ${allow}`)
   })
   lines.push(`  -  ${'*'.padEnd(8)} ${'(everything else)'.padEnd(24)} authenticated`)
-  return lines.join('\n') + '\n'
+  return { text: `${lines.join('\n')}\n`, warnings }
+}
+
+/** Seed 001's shape among the live API tokens in the data dir, if there is one. */
+async function cliffWarnings(config: Config, baseDir: string): Promise<string[]> {
+  const dataDir = resolve(baseDir, config.data_dir)
+  if (!existsSync(resolve(dataDir, 'gatehouse.db'))) return []
+  const db = openDatabase(dataDir)
+  try {
+    const now = Math.floor(Date.now() / 1000)
+    const live = (await createSQLiteStore(db).listTokens({ now })).filter((t) => t.revokedAt === undefined)
+    const cliff = detectExpiryCliff(
+      live.map((t) => t.expiresAt),
+      {
+        now,
+        windowSeconds: config.expiry_cliff.window,
+        share: config.expiry_cliff.share,
+        minCount: config.expiry_cliff.min_count,
+      },
+    )
+    if (!cliff.cliff) return []
+    return [
+      `expiry cliff: ${cliff.count} of ${cliff.total} live API tokens (${Math.round((cliff.share ?? 0) * 100)}%) expire between ${new Date(cliff.windowStart! * 1000).toISOString()} and ${new Date(cliff.windowEnd! * 1000).toISOString()}`,
+    ]
+  } finally {
+    db.close()
+  }
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -67,8 +93,12 @@ export async function run(argv: string[]): Promise<number> {
     return 1
   }
   try {
-    const { config } = loadConfigFile(values.config)
-    process.stdout.write(`${values.config}: valid\n\n${describeConfig(config)}`)
+    const { config, baseDir } = loadConfigFile(values.config)
+    const { text, warnings } = describeConfig(config)
+    warnings.push(...(await cliffWarnings(config, baseDir)))
+    process.stdout.write(`${values.config}: valid\n\n${text}`)
+    if (warnings.length > 0)
+      process.stdout.write(`\nWarnings\n${warnings.map((w) => `  ! ${w}`).join('\n')}\n`)
     return 0
   } catch (err) {
     if (err instanceof ConfigError) {

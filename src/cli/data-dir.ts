@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { DatabaseSync } from 'node:sqlite'
 import { loadConfigFile } from '../config/load.ts'
 
 /**
@@ -16,17 +15,7 @@ export function resolveDataDir(values: { config?: string | undefined; data?: str
   return resolve(values.data ?? '.gatehouse')
 }
 
-export function openDatabase(dataDir: string): DatabaseSync {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
-  const file = resolve(dataDir, 'gatehouse.db')
-  // It holds the embedded provider's private keys: owner-only, like the secret files. SQLite gives its
-  // -wal and -shm files the database file's permissions.
-  writeFileSync(file, '', { flag: 'a', mode: 0o600 })
-  chmodSync(file, 0o600)
-  const db = new DatabaseSync(file)
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;')
-  return db
-}
+export { openDatabase } from '../store/open-sqlite.ts'
 
 /** A random secret kept in a file of the data dir (mode 600), created on first use. */
 export function ensureSecretFile(dataDir: string, name: string, bytes = 32): string {

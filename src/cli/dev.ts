@@ -39,6 +39,41 @@ function listenDemo(server: Server): Promise<string> {
   )
 }
 
+/** The config `gatehouse dev` runs with: everything in the data dir, secrets generated there. */
+export function devConfig(options: {
+  dataDir: string
+  port: number
+  upstream: string
+  logLevel?: string | undefined
+}) {
+  const origin = `http://localhost:${options.port}`
+  return validateConfig(
+    {
+      public_url: origin,
+      upstream: options.upstream,
+      data_dir: options.dataDir,
+      listen: { host: '127.0.0.1', port: options.port },
+      provider: {
+        issuer: `${origin}/_idp`,
+        client_id: CLIENT_ID,
+        client_secret: { file: 'client-secret' },
+        scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
+      },
+      session: { secrets: [{ file: 'session-secret' }], refresh_before: '10m' },
+      lifetimes: {
+        session: { ttl: '12h', max_ttl: '7d' },
+        refresh: { ttl: '7d', max_ttl: '30d' },
+        api_token: { ttl: '30d', max_ttl: '90d' },
+        derived_token: { ttl: '1h', max_ttl: '1d' },
+        signing_key: { ttl: '30d', max_ttl: '180d' },
+      },
+      shutdown: { drain: '5s' },
+      log: { level: options.logLevel ?? 'info' },
+    },
+    'gatehouse dev',
+  )
+}
+
 /**
  * `gatehouse dev`: the embedded provider under `/_idp`, the gateway and the demo app (or your
  * upstream), on one port, with state in SQLite under the data dir.
@@ -93,24 +128,9 @@ export async function startDev(options: DevOptions): Promise<DevServer> {
     demo = createDemoApp({ signOutPath: '/oauth2/sign_out' })
     upstream = await listenDemo(demo)
   }
-  const config = validateConfig(
-    {
-      public_url: origin,
-      upstream,
-      data_dir: dataDir,
-      listen: { host: '127.0.0.1', port },
-      provider: {
-        issuer: `${origin}/_idp`,
-        client_id: CLIENT_ID,
-        client_secret: { file: 'client-secret' },
-        scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
-      },
-      session: { secrets: [{ file: 'session-secret' }], ttl: '12h', max_ttl: '7d', refresh_before: '10m' },
-      shutdown: { drain: '5s' },
-      log: { level: options.logLevel ?? 'info' },
-    },
-    'gatehouse dev',
-  )
+  const config = devConfig({ dataDir, port, upstream, logLevel: options.logLevel })
+  // Commands such as `gatehouse tokens issue --data DIR` find the running dev server's origin here.
+  writeFileSync(resolve(dataDir, 'dev-origin'), `${origin}\n`)
   const gateway = await startGateway(config, {
     baseDir: dataDir,
     log: createLogger(config.log.level),

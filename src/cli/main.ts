@@ -9,6 +9,8 @@ const commands: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   start: () => import('./start.ts'),
   check: () => import('./check.ts'),
   users: () => import('./users.ts'),
+  keys: () => import('./keys.ts'),
+  tokens: () => import('./tokens.ts'),
 }
 
 const USAGE = `Usage: gatehouse <command> [options]
@@ -18,6 +20,8 @@ Commands:
   start   production mode against any OpenID Connect provider           --config gatehouse.yaml
   check   validate a config file and print what it would do              --config gatehouse.yaml
   users   manage the embedded provider's users: add | list | remove      [--data DIR | --config FILE]
+  keys    Gatehouse's signing keys: list | rotate                        [--data DIR | --config FILE]
+  tokens  API tokens: issue | list | revoke | inspect                    [--data DIR | --config FILE]
 `
 
 async function main(argv: string[]): Promise<number> {

@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import type { z } from 'zod'
 import { GatehouseError } from '../core/errors.ts'
+import { formatDuration } from './duration.ts'
 import { type Config, configSchema } from './schema.ts'
 
 /** One problem in a config file: where, what was expected, what was found. */
@@ -71,14 +72,30 @@ export function validateConfig(input: unknown, file = 'config'): Config {
   if (!result.success) throw new ConfigError(file, toProblems(input, result.error.issues))
   const config = result.data
   const problems: ConfigProblem[] = []
-  if (config.session.max_ttl < config.session.ttl) {
+  for (const [name, l] of Object.entries(config.lifetimes)) {
+    if (l.ttl <= 0)
+      problems.push({ path: `lifetimes.${name}.ttl`, message: 'expected a positive duration, got 0' })
+    if (l.max_ttl < l.ttl) {
+      problems.push({
+        path: `lifetimes.${name}.max_ttl`,
+        message: `expected at least lifetimes.${name}.ttl (${l.ttl}s), got ${l.max_ttl}s`,
+      })
+    }
+  }
+  // A signing key lives next (publish_ahead), then signs (ttl), then stays published while anything it
+  // signed can live. Its declared max_ttl must leave room for all three.
+  const retention =
+    Math.max(
+      config.lifetimes.api_token.max_ttl,
+      Math.min(config.lifetimes.derived_token.max_ttl, config.lifetimes.api_token.max_ttl),
+    ) + config.provider.leeway
+  const keyLife = config.keys.publish_ahead + config.lifetimes.signing_key.ttl + retention
+  if (config.lifetimes.signing_key.max_ttl < keyLife) {
     problems.push({
-      path: 'session.max_ttl',
-      message: `expected at least session.ttl (${config.session.ttl}s), got ${config.session.max_ttl}s`,
+      path: 'lifetimes.signing_key.max_ttl',
+      message: `expected at least ${Math.ceil(keyLife / 86_400)}d (keys.publish_ahead + signing_key.ttl + the longest API token lifetime it must verify), got ${formatDuration(config.lifetimes.signing_key.max_ttl)}`,
     })
   }
-  if (config.session.ttl <= 0)
-    problems.push({ path: 'session.ttl', message: 'expected a positive duration, got 0' })
   const publicUrl = new URL(config.public_url)
   if (publicUrl.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(publicUrl.hostname)) {
     problems.push({

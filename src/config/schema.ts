@@ -13,6 +13,8 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return s
 })
 
+const lifetime = z.strictObject({ ttl: duration, max_ttl: duration })
+
 /** A secret is never inline: it comes from an environment variable or a file. */
 const secretRef = z.union(
   [z.strictObject({ env: z.string().min(1) }), z.strictObject({ file: z.string().min(1) })],
@@ -75,14 +77,47 @@ export const configSchema = z.strictObject({
   }),
   session: z.strictObject({
     secrets: z.array(secretRef).min(1),
-    ttl: duration,
-    max_ttl: duration,
     refresh_before: duration.default(600),
     cookie_name: z
       .string()
       .regex(/^[A-Za-z0-9_-]{1,32}$/)
       .default('gatehouse'),
   }),
+  /**
+   * Every credential class declares both lifetimes; there are no defaults (seed 001: a hidden 32-day
+   * default revoked everything at once). A child never outlives its parent: refresh under session,
+   * derived_token under api_token.
+   */
+  lifetimes: z.strictObject({
+    session: lifetime,
+    refresh: lifetime,
+    api_token: lifetime,
+    derived_token: lifetime,
+    signing_key: lifetime,
+  }),
+  keys: z
+    .strictObject({
+      algorithm: z.enum(['EdDSA', 'ES256']).default('EdDSA'),
+      /** Encrypt private signing keys at rest; default: derived from session.secrets (HKDF, another label). */
+      encryption_secrets: z.array(secretRef).min(1).optional(),
+      /** A new key is published this long before it signs (longer than any verifier caches the JWKS). */
+      publish_ahead: duration.default(86_400),
+    })
+    .default({ algorithm: 'EdDSA', publish_ahead: 86_400 }),
+  tokens: z
+    .strictObject({
+      /** `aud` of Gatehouse's API tokens; default: public_url. */
+      audience: z.string().min(1).optional(),
+    })
+    .default({}),
+  /** Warn when more than `share` of live credentials expire within one `window` (seed 001's cliff). */
+  expiry_cliff: z
+    .strictObject({
+      window: duration.default(3600),
+      share: z.number().gt(0).lte(1).default(0.5),
+      min_count: z.number().int().min(1).default(10),
+    })
+    .default({ window: 3600, share: 0.5, min_count: 10 }),
   sign_in: z.strictObject({ ttl: duration.default(600) }).default({ ttl: 600 }),
   sign_out: z.strictObject({ redirect: z.string().startsWith('/').default('/') }).default({ redirect: '/' }),
   routes: z

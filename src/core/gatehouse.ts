@@ -53,6 +53,10 @@ export interface GatehouseDeps {
   oneTime: OneTimeStore
   bearer?: BearerVerifier | undefined
   log: Logger
+  /** Gatehouse's own public signing keys, served at /.well-known/jwks.json. */
+  jwks?: (() => { keys: Record<string, unknown>[] }) | undefined
+  /** Seconds verifiers may cache the JWKS: shorter than the time a new key is published before it signs. */
+  jwksMaxAgeSeconds?: number | undefined
 }
 
 export interface Gatehouse {
@@ -658,6 +662,11 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       }
       const { pathname, search } = target
       if (pathname.startsWith(ownPrefix)) return ownEndpoint(facts, pathname, search)
+      if (pathname === '/.well-known/jwks.json' && deps.jwks !== undefined) {
+        return json(200, 'jwks', deps.jwks(), {
+          'cache-control': `public, max-age=${deps.jwksMaxAgeSeconds ?? 300}`,
+        })
+      }
       const { access } = matchRoute(facts.method, pathname)
       return checkAuth(facts, pathname + search, access)
     },

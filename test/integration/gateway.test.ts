@@ -46,9 +46,17 @@ async function gatewayFor(upstreamUrl: string, drain = '5s') {
   const config = validateConfig({
     public_url: 'http://localhost:8080',
     upstream: upstreamUrl,
+    data_dir: mkdtempSync(join(tmpdir(), 'gh-gw-')),
     listen: { host: '127.0.0.1', port: 0 },
     provider: { issuer: 'http://127.0.0.1:9/idp', client_id: 'c', client_secret: { env: 'S' } },
-    session: { secrets: [{ env: 'S' }], ttl: '1h', max_ttl: '2h' },
+    session: { secrets: [{ env: 'S' }] },
+    lifetimes: {
+      session: { ttl: '1h', max_ttl: '2h' },
+      refresh: { ttl: '7d', max_ttl: '30d' },
+      api_token: { ttl: '30d', max_ttl: '90d' },
+      derived_token: { ttl: '1h', max_ttl: '1d' },
+      signing_key: { ttl: '30d', max_ttl: '180d' },
+    },
     shutdown: { drain },
   })
   return startGateway(config, { baseDir: process.cwd(), log: silentLogger, admin: false, env: { S: SECRET } })
@@ -145,7 +153,13 @@ upstream: http://127.0.0.1:9
 listen: { host: 127.0.0.1, port: ${port} }
 admin: { host: 127.0.0.1, port: 0 }
 provider: { issuer: "http://127.0.0.1:9/idp", client_id: c, client_secret: { env: GH_S } }
-session: { secrets: [{ env: GH_S }], ttl: 1h, max_ttl: 1d }
+session: { secrets: [{ env: GH_S }] }
+lifetimes:
+  session: { ttl: 1h, max_ttl: 1d }
+  refresh: { ttl: 7d, max_ttl: 30d }
+  api_token: { ttl: 30d, max_ttl: 90d }
+  derived_token: { ttl: 1h, max_ttl: 1d }
+  signing_key: { ttl: 30d, max_ttl: 180d }
 log: { level: error }
 `,
   )

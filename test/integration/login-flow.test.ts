@@ -4,6 +4,9 @@
  * session refreshes after a clock jump, bearer tokens work, sign-out ends everything.
  */
 import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { type Gateway, startGateway } from '../../src/app.ts'
 import { validateConfig } from '../../src/config/load.ts'
@@ -42,6 +45,7 @@ describe('login flow against a real OpenID provider', () => {
     const config = validateConfig({
       public_url: base,
       upstream: upstream.url,
+      data_dir: mkdtempSync(join(tmpdir(), 'gh-flow-')),
       listen: { host: '127.0.0.1', port },
       provider: {
         issuer: idp.issuer,
@@ -49,7 +53,14 @@ describe('login flow against a real OpenID provider', () => {
         client_secret: { env: 'GH_CLIENT_SECRET' },
         scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
       },
-      session: { secrets: [{ env: 'GH_SESSION_SECRET' }], ttl: '12h', max_ttl: '7d', refresh_before: '10m' },
+      session: { secrets: [{ env: 'GH_SESSION_SECRET' }], refresh_before: '10m' },
+      lifetimes: {
+        session: { ttl: '12h', max_ttl: '7d' },
+        refresh: { ttl: '7d', max_ttl: '30d' },
+        api_token: { ttl: '30d', max_ttl: '90d' },
+        derived_token: { ttl: '1h', max_ttl: '1d' },
+        signing_key: { ttl: '30d', max_ttl: '180d' },
+      },
       routes: [
         { path: '/public/*', allow: 'anonymous' },
         { path: '/admin/*', allow: { groups: ['admins'] } },
@@ -262,9 +273,17 @@ describe('when the provider is down', () => {
     const config = validateConfig({
       public_url: base,
       upstream: upstream.url,
+      data_dir: mkdtempSync(join(tmpdir(), 'gh-flow-')),
       listen: { host: '127.0.0.1', port },
       provider: { issuer: idp.issuer, client_id: idp.clientId, client_secret: { env: 'S' }, timeout: 2 },
-      session: { secrets: [{ env: 'K' }], ttl: '1h', max_ttl: '1d' },
+      session: { secrets: [{ env: 'K' }] },
+      lifetimes: {
+        session: { ttl: '1h', max_ttl: '1d' },
+        refresh: { ttl: '7d', max_ttl: '30d' },
+        api_token: { ttl: '30d', max_ttl: '90d' },
+        derived_token: { ttl: '1h', max_ttl: '1d' },
+        signing_key: { ttl: '30d', max_ttl: '180d' },
+      },
       shutdown: { drain: '1s' },
     })
     const gateway = await startGateway(config, {

@@ -1,0 +1,103 @@
+import { resolve } from 'node:path'
+import type { DatabaseSync } from 'node:sqlite'
+import { CREDENTIAL_CLASSES, type LifetimeConfig, signingKeyRetention } from './config/lifetimes.ts'
+import { resolveSecret } from './config/load.ts'
+import type { Config } from './config/schema.ts'
+import type { Clock } from './core/clock.ts'
+import type { Logger } from './core/ports.ts'
+import { createKeyRing, type KeyRing } from './keys/key-ring.ts'
+import { openDatabase } from './store/open-sqlite.ts'
+import type { KeyStore, TokenStore } from './store/ports.ts'
+import { createSQLiteStore } from './store/sqlite-store.ts'
+import { type CapReport, createTokenService, type TokenService } from './tokens/token-service.ts'
+
+export interface TokenServices {
+  store: KeyStore & TokenStore
+  keyRing: KeyRing
+  tokens: TokenService
+  /** Seconds a retired key stays published (derived from the token lifetimes, never configured). */
+  retentionSeconds: number
+  close(): void
+}
+
+/**
+ * Seconds a retired signing key must stay published: the longest lifetime anything it signs can
+ * have (an API token, or a derived token, itself capped by its parent), plus the verification leeway.
+ */
+export function keyRetentionSeconds(config: Config): number {
+  return signingKeyRetention(lifetimeConfig(config)) + config.provider.leeway
+}
+
+/** The config's lifetimes in the lifetimes module's units. */
+export function lifetimeConfig(config: Config): LifetimeConfig {
+  const out = {} as LifetimeConfig
+  for (const c of CREDENTIAL_CLASSES) {
+    out[c] = { ttlSeconds: config.lifetimes[c].ttl, maxTtlSeconds: config.lifetimes[c].max_ttl }
+  }
+  return out
+}
+
+/**
+ * The key ring and the token service over the store in `data_dir` (SQLite), shared by the gateway
+ * and the CLI commands so both see the same keys and tokens.
+ */
+export async function openTokenServices(
+  config: Config,
+  options: {
+    baseDir: string
+    clock: Clock
+    log: Logger
+    env?: NodeJS.ProcessEnv
+    store?: KeyStore & TokenStore
+    onCapped?: (cap: CapReport) => void
+  },
+): Promise<TokenServices> {
+  let db: DatabaseSync | undefined
+  let store = options.store
+  if (store === undefined) {
+    db = openDatabase(resolve(options.baseDir, config.data_dir))
+    store = createSQLiteStore(db)
+  }
+  const secrets = (config.keys.encryption_secrets ?? config.session.secrets).map((ref, i) =>
+    resolveSecret(
+      ref,
+      config.keys.encryption_secrets ? `keys.encryption_secrets[${i}]` : `session.secrets[${i}]`,
+      options.baseDir,
+      options.env,
+    ),
+  )
+  const retentionSeconds = keyRetentionSeconds(config)
+  const keyRing = await createKeyRing({
+    store,
+    clock: options.clock,
+    log: options.log,
+    algorithm: config.keys.algorithm,
+    // Session secrets double as the at-rest secret by default: HKDF with another label keeps the keys apart.
+    encryptionSecrets: secrets,
+    signingPeriodSeconds: config.lifetimes.signing_key.ttl,
+    publishAheadSeconds: config.keys.publish_ahead,
+    retentionSeconds,
+  })
+  const tokens = createTokenService({
+    store,
+    keyRing,
+    clock: options.clock,
+    log: options.log,
+    issuer: new URL(config.public_url).origin,
+    audience: config.tokens.audience ?? new URL(config.public_url).origin,
+    lifetimes: {
+      apiToken: {
+        ttlSeconds: config.lifetimes.api_token.ttl,
+        maxTtlSeconds: config.lifetimes.api_token.max_ttl,
+      },
+      derivedToken: {
+        ttlSeconds: config.lifetimes.derived_token.ttl,
+        maxTtlSeconds: config.lifetimes.derived_token.max_ttl,
+      },
+    },
+    leewaySeconds: config.provider.leeway,
+    onCapped: options.onCapped,
+  })
+  await tokens.refreshRevocations()
+  return { store, keyRing, tokens, retentionSeconds, close: () => db?.close() }
+}

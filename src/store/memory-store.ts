@@ -1,0 +1,166 @@
+import { type Clock, systemClock } from '../core/clock.ts'
+import { TokenExistsError } from './errors.ts'
+import type { KeyRecord, KeyStore, TokenRecord, TokenStore } from './ports.ts'
+
+export interface MemoryStoreOptions {
+  /** Default `systemClock`. Used only when `listTokens` is called without `now`. */
+  clock?: Clock
+}
+
+/**
+ * Keys and tokens in plain Maps, for tests and single-process use. Records go in and come out as copies,
+ * so a caller mutating one changes nothing stored.
+ *
+ * @example
+ * ```ts
+ * const store = createMemoryStore()
+ * await store.insertToken({ jti: 't-1', subject: 'ci', scopes: ['deploy'], audience: 'api', parentJti: undefined,
+ *   issuedAt: 1_767_225_600, expiresAt: 1_767_312_000, revokedAt: undefined, description: undefined })
+ * ```
+ */
+export function createMemoryStore(options: MemoryStoreOptions = {}): KeyStore & TokenStore {
+  const clock = options.clock ?? systemClock
+  const keys = new Map<string, KeyRecord>()
+  const tokens = new Map<string, TokenRecord>()
+
+  return {
+    async listKeys() {
+      return [...keys.values()].sort(byCreation).map(copyKey)
+    },
+
+    async insertKey(key) {
+      const record = copyKey(key)
+      checkKeyTimes(record)
+      if (keys.has(record.kid)) return false
+      keys.set(record.kid, record)
+      return true
+    },
+
+    async transitionKey(kid, from, to) {
+      const key = keys.get(kid)
+      if (key === undefined || key.state !== from) return false
+      key.state = to
+      return true
+    },
+
+    async deleteKey(kid) {
+      return keys.delete(kid)
+    },
+
+    async insertToken(token) {
+      const record = copyToken(token)
+      checkTokenTimes(record)
+      if (tokens.has(record.jti)) throw new TokenExistsError(record.jti)
+      tokens.set(record.jti, record)
+    },
+
+    async getToken(jti) {
+      const token = tokens.get(jti)
+      return token === undefined ? undefined : copyToken(token)
+    },
+
+    async listTokens({ includeExpired = false, now = Math.floor(clock.now() / 1000) } = {}) {
+      const all = [...tokens.values()]
+      const selected = includeExpired ? all : all.filter((token) => token.expiresAt > now)
+      return selected.sort(newestFirst).map(copyToken)
+    },
+
+    async listDescendants(jti) {
+      // Breadth-first over parent links; `seen` also stops a cycle (parents are not checked on insert).
+      const seen = new Set([jti])
+      const found: TokenRecord[] = []
+      let frontier = [jti]
+      while (frontier.length > 0) {
+        const parents = new Set(frontier)
+        frontier = []
+        for (const token of tokens.values()) {
+          if (token.parentJti === undefined || !parents.has(token.parentJti) || seen.has(token.jti)) continue
+          seen.add(token.jti)
+          found.push(token)
+          frontier.push(token.jti)
+        }
+      }
+      return found.sort(newestFirst).map(copyToken)
+    },
+
+    async revokeTokens(jtis, at) {
+      checkTime(at, 'at')
+      let changed = 0
+      for (const jti of jtis) {
+        const token = tokens.get(jti)
+        if (token === undefined || token.revokedAt !== undefined) continue
+        token.revokedAt = at
+        changed++
+      }
+      return changed
+    },
+
+    async listRevoked(now) {
+      return [...tokens.values()]
+        .filter((token) => token.revokedAt !== undefined && token.expiresAt > now)
+        .sort((a, b) => a.expiresAt - b.expiresAt || compareText(a.jti, b.jti))
+        .map(({ jti, expiresAt }) => ({ jti, expiresAt }))
+    },
+  }
+}
+
+function copyKey(key: KeyRecord): KeyRecord {
+  return {
+    kid: key.kid,
+    alg: key.alg,
+    state: key.state,
+    publicJwk: structuredClone(key.publicJwk),
+    privateJwe: key.privateJwe,
+    createdAt: key.createdAt,
+    activatesAt: key.activatesAt,
+    retiresAt: key.retiresAt,
+    removeAt: key.removeAt,
+  }
+}
+
+function copyToken(token: TokenRecord): TokenRecord {
+  return {
+    jti: token.jti,
+    subject: token.subject,
+    scopes: [...token.scopes],
+    audience: token.audience,
+    parentJti: token.parentJti,
+    issuedAt: token.issuedAt,
+    expiresAt: token.expiresAt,
+    revokedAt: token.revokedAt,
+    description: token.description,
+  }
+}
+
+// The same orders as the SQLite store's ORDER BY clauses (jti compared like SQLite's BINARY collation for ASCII).
+function byCreation(a: KeyRecord, b: KeyRecord): number {
+  return a.createdAt - b.createdAt || compareText(a.kid, b.kid)
+}
+
+function newestFirst(a: TokenRecord, b: TokenRecord): number {
+  return b.issuedAt - a.issuedAt || compareText(b.jti, a.jti)
+}
+
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+// Times are whole seconds: the SQLite store keeps them in INTEGER columns, and both must refuse the same input.
+function checkTime(value: unknown, path: string): void {
+  if (!Number.isSafeInteger(value)) {
+    throw new TypeError(`${path}: expected whole seconds since the epoch, found ${String(value)}`)
+  }
+}
+
+function checkKeyTimes(key: KeyRecord): void {
+  checkTime(key.createdAt, 'key.createdAt')
+  checkTime(key.activatesAt, 'key.activatesAt')
+  checkTime(key.retiresAt, 'key.retiresAt')
+  checkTime(key.removeAt, 'key.removeAt')
+}
+
+function checkTokenTimes(token: TokenRecord): void {
+  checkTime(token.issuedAt, 'token.issuedAt')
+  checkTime(token.expiresAt, 'token.expiresAt')
+  if (token.revokedAt !== undefined) checkTime(token.revokedAt, 'token.revokedAt')
+}

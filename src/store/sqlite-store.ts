@@ -1,0 +1,285 @@
+import { DatabaseSync } from 'node:sqlite'
+
+import { type Clock, systemClock } from '../core/clock.ts'
+import { SchemaTooNewError, TokenExistsError } from './errors.ts'
+import type { KeyRecord, KeyStore, TokenRecord, TokenStore } from './ports.ts'
+
+export interface SQLiteStoreOptions {
+  /** Default `systemClock`. Used when `listTokens` is called without `now`, and to date applied migrations. */
+  clock?: Clock
+}
+
+/** The name this store's migrations go by in `gatehouse_schema`, which other parts of Gatehouse may share. */
+const COMPONENT = 'store'
+
+/**
+ * Applied in order, each once, inside one transaction. Never edit a shipped entry: append a new version.
+ */
+const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
+  {
+    version: 1,
+    sql: `CREATE TABLE gh_keys (
+      kid TEXT PRIMARY KEY,
+      alg TEXT NOT NULL,
+      state TEXT NOT NULL,
+      public_jwk TEXT NOT NULL CHECK (json_valid(public_jwk)),
+      private_jwe TEXT NOT NULL,
+      created_at INTEGER NOT NULL,
+      activates_at INTEGER NOT NULL,
+      retires_at INTEGER NOT NULL,
+      remove_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE gh_tokens (
+      jti TEXT PRIMARY KEY,
+      subject TEXT NOT NULL,
+      scopes TEXT NOT NULL CHECK (json_valid(scopes)),
+      audience TEXT NOT NULL,
+      parent_jti TEXT,
+      issued_at INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL,
+      revoked_at INTEGER,
+      description TEXT
+    ) STRICT;
+    CREATE INDEX gh_tokens_parent_jti ON gh_tokens (parent_jti) WHERE parent_jti IS NOT NULL;
+    CREATE INDEX gh_tokens_revoked_at ON gh_tokens (revoked_at) WHERE revoked_at IS NOT NULL;`,
+  },
+]
+
+interface KeyRow {
+  kid: string
+  alg: KeyRecord['alg']
+  state: KeyRecord['state']
+  public_jwk: string
+  private_jwe: string
+  created_at: number
+  activates_at: number
+  retires_at: number
+  remove_at: number
+}
+
+interface TokenRow {
+  jti: string
+  subject: string
+  scopes: string
+  audience: string
+  parent_jti: string | null
+  issued_at: number
+  expires_at: number
+  revoked_at: number | null
+  description: string | null
+}
+
+/**
+ * Keys and tokens in node:sqlite, the embedded default. Creates its tables (`gh_keys`, `gh_tokens`) when
+ * missing through versioned migrations recorded in `gatehouse_schema`; touches no other table, so the
+ * database can be the one the embedded identity provider uses. Throws {@link SchemaTooNewError} when a newer
+ * Gatehouse has migrated the database already.
+ *
+ * @example
+ * ```ts
+ * const store = createSQLiteStore(new DatabaseSync('gatehouse.db'))
+ * const moved = await store.transitionKey('k-2', 'next', 'current') // false if another instance won
+ * ```
+ */
+export function createSQLiteStore(db: DatabaseSync, options: SQLiteStoreOptions = {}): KeyStore & TokenStore {
+  if (!(db instanceof DatabaseSync)) {
+    throw new TypeError(`db: expected a node:sqlite DatabaseSync, found ${describe(db)}`)
+  }
+  const clock = options.clock ?? systemClock
+  migrate(db, clock)
+
+  const begin = db.prepare('BEGIN IMMEDIATE')
+  const commit = db.prepare('COMMIT')
+  const rollback = db.prepare('ROLLBACK')
+
+  const selectKeys = db.prepare('SELECT * FROM gh_keys ORDER BY created_at, kid')
+  const insertKey = db.prepare(`INSERT INTO gh_keys
+    (kid, alg, state, public_jwk, private_jwe, created_at, activates_at, retires_at, remove_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kid) DO NOTHING`)
+  const updateKeyState = db.prepare('UPDATE gh_keys SET state = ? WHERE kid = ? AND state = ?')
+  const deleteKey = db.prepare('DELETE FROM gh_keys WHERE kid = ?')
+
+  const newestFirst = 'ORDER BY issued_at DESC, jti DESC'
+  const insertToken = db.prepare(`INSERT INTO gh_tokens
+    (jti, subject, scopes, audience, parent_jti, issued_at, expires_at, revoked_at, description)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (jti) DO NOTHING`)
+  const selectToken = db.prepare('SELECT * FROM gh_tokens WHERE jti = ?')
+  const selectTokens = db.prepare(`SELECT * FROM gh_tokens ${newestFirst}`)
+  const selectLiveTokens = db.prepare(`SELECT * FROM gh_tokens WHERE expires_at > ? ${newestFirst}`)
+  // UNION (not UNION ALL) drops rows already seen, so a cycle of parent links ends the recursion.
+  const selectDescendants = db.prepare(`WITH RECURSIVE descendants (jti) AS (
+      SELECT jti FROM gh_tokens WHERE parent_jti = :jti
+      UNION
+      SELECT child.jti FROM gh_tokens AS child JOIN descendants ON child.parent_jti = descendants.jti
+    )
+    SELECT gh_tokens.* FROM gh_tokens JOIN descendants USING (jti) WHERE jti <> :jti ${newestFirst}`)
+  const revokeToken = db.prepare('UPDATE gh_tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL')
+  const selectRevoked = db.prepare(`SELECT jti, expires_at FROM gh_tokens
+    WHERE revoked_at IS NOT NULL AND expires_at > ? ORDER BY expires_at, jti`)
+
+  return {
+    async listKeys() {
+      return (selectKeys.all() as unknown as KeyRow[]).map(toKey)
+    },
+
+    async insertKey(key) {
+      checkKeyTimes(key)
+      const { changes } = insertKey.run(
+        key.kid,
+        key.alg,
+        key.state,
+        JSON.stringify(key.publicJwk),
+        key.privateJwe,
+        key.createdAt,
+        key.activatesAt,
+        key.retiresAt,
+        key.removeAt,
+      )
+      return Number(changes) > 0
+    },
+
+    async transitionKey(kid, from, to) {
+      return Number(updateKeyState.run(to, kid, from).changes) > 0
+    },
+
+    async deleteKey(kid) {
+      return Number(deleteKey.run(kid).changes) > 0
+    },
+
+    async insertToken(token) {
+      checkTokenTimes(token)
+      // One statement, so the record is written whole or not at all; a taken jti lands as 0 changes.
+      const { changes } = insertToken.run(
+        token.jti,
+        token.subject,
+        JSON.stringify(token.scopes),
+        token.audience,
+        token.parentJti ?? null,
+        token.issuedAt,
+        token.expiresAt,
+        token.revokedAt ?? null,
+        token.description ?? null,
+      )
+      if (Number(changes) === 0) throw new TokenExistsError(token.jti)
+    },
+
+    async getToken(jti) {
+      const row = selectToken.get(jti) as unknown as TokenRow | undefined
+      return row === undefined ? undefined : toToken(row)
+    },
+
+    async listTokens({ includeExpired = false, now = Math.floor(clock.now() / 1000) } = {}) {
+      const rows = includeExpired ? selectTokens.all() : selectLiveTokens.all(now)
+      return (rows as unknown as TokenRow[]).map(toToken)
+    },
+
+    async listDescendants(jti) {
+      return (selectDescendants.all({ jti }) as unknown as TokenRow[]).map(toToken)
+    },
+
+    async revokeTokens(jtis, at) {
+      checkTime(at, 'at')
+      if (jtis.length === 0) return 0
+      begin.run()
+      try {
+        let changed = 0
+        for (const jti of jtis) changed += Number(revokeToken.run(at, jti).changes)
+        commit.run()
+        return changed
+      } catch (error) {
+        // A failed COMMIT (SQLITE_BUSY) leaves the transaction open too.
+        if (db.isTransaction) rollback.run()
+        throw error
+      }
+    },
+
+    async listRevoked(now) {
+      const rows = selectRevoked.all(now) as unknown as Array<{ jti: string; expires_at: number }>
+      return rows.map((row) => ({ jti: row.jti, expiresAt: row.expires_at }))
+    },
+  }
+}
+
+function migrate(db: DatabaseSync, clock: Clock): void {
+  const latest = MIGRATIONS.reduce((max, migration) => Math.max(max, migration.version), 0)
+  // IMMEDIATE takes the write lock first, so two processes starting on one file cannot both migrate.
+  db.exec('BEGIN IMMEDIATE')
+  try {
+    db.exec(`CREATE TABLE IF NOT EXISTS gatehouse_schema (
+      component TEXT NOT NULL,
+      version INTEGER NOT NULL,
+      applied_at INTEGER NOT NULL,
+      PRIMARY KEY (component, version)
+    ) STRICT`)
+    const rows = db.prepare('SELECT version FROM gatehouse_schema WHERE component = ?').all(COMPONENT)
+    const applied = new Set(rows.map((row) => Number(row['version'])))
+    const newest = Math.max(0, ...applied)
+    if (newest > latest) throw new SchemaTooNewError(newest, latest)
+    const record = db.prepare(
+      'INSERT INTO gatehouse_schema (component, version, applied_at) VALUES (?, ?, ?)',
+    )
+    for (const migration of MIGRATIONS) {
+      if (applied.has(migration.version)) continue
+      db.exec(migration.sql)
+      record.run(COMPONENT, migration.version, Math.floor(clock.now() / 1000))
+    }
+    db.exec('COMMIT')
+  } catch (error) {
+    if (db.isTransaction) db.exec('ROLLBACK')
+    throw error
+  }
+}
+
+function toKey(row: KeyRow): KeyRecord {
+  return {
+    kid: row.kid,
+    alg: row.alg,
+    state: row.state,
+    publicJwk: JSON.parse(row.public_jwk) as Record<string, unknown>,
+    privateJwe: row.private_jwe,
+    createdAt: row.created_at,
+    activatesAt: row.activates_at,
+    retiresAt: row.retires_at,
+    removeAt: row.remove_at,
+  }
+}
+
+function toToken(row: TokenRow): TokenRecord {
+  return {
+    jti: row.jti,
+    subject: row.subject,
+    scopes: JSON.parse(row.scopes) as string[],
+    audience: row.audience,
+    parentJti: row.parent_jti ?? undefined,
+    issuedAt: row.issued_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at ?? undefined,
+    description: row.description ?? undefined,
+  }
+}
+
+// Times are whole seconds: STRICT INTEGER columns refuse anything else, and the memory store refuses the same.
+function checkTime(value: unknown, path: string): void {
+  if (!Number.isSafeInteger(value)) {
+    throw new TypeError(`${path}: expected whole seconds since the epoch, found ${String(value)}`)
+  }
+}
+
+function checkKeyTimes(key: KeyRecord): void {
+  checkTime(key.createdAt, 'key.createdAt')
+  checkTime(key.activatesAt, 'key.activatesAt')
+  checkTime(key.retiresAt, 'key.retiresAt')
+  checkTime(key.removeAt, 'key.removeAt')
+}
+
+function checkTokenTimes(token: TokenRecord): void {
+  checkTime(token.issuedAt, 'token.issuedAt')
+  checkTime(token.expiresAt, 'token.expiresAt')
+  if (token.revokedAt !== undefined) checkTime(token.revokedAt, 'token.revokedAt')
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null'
+  if (typeof value === 'object') return value.constructor?.name ?? 'object'
+  return typeof value
+}

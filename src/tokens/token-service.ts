@@ -1,0 +1,267 @@
+import { decodeJwt, decodeProtectedHeader, jwtVerify, SignJWT } from 'jose'
+import type { BearerResult } from '../core/bearer.ts'
+import type { Clock } from '../core/clock.ts'
+import { randomToken } from '../core/encoding.ts'
+import { GatehouseError } from '../core/errors.ts'
+import type { Identity } from '../core/identity.ts'
+import type { Logger } from '../core/ports.ts'
+import type { KeyRing } from '../keys/key-ring.ts'
+import type { TokenRecord, TokenStore } from '../store/ports.ts'
+
+/** Every Gatehouse API token starts with this, so secret scanners can spot a leaked one. */
+export const TOKEN_PREFIX = 'gth_'
+
+export interface TokenServiceOptions {
+  store: TokenStore
+  keyRing: KeyRing
+  clock: Clock
+  log: Logger
+  /** `iss` of the tokens: Gatehouse's public URL. */
+  issuer: string
+  /** Default `aud`. */
+  audience: string
+  /** lifetimes.api_token and lifetimes.derived_token, in seconds. */
+  lifetimes: {
+    apiToken: { ttlSeconds: number; maxTtlSeconds: number }
+    derivedToken: { ttlSeconds: number; maxTtlSeconds: number }
+  }
+  leewaySeconds?: number
+  /** Verified tokens kept in memory, keyed by the exact token. Default 10,000. */
+  cacheEntries?: number
+  /** Called when a token is issued shorter than asked (never silent). */
+  onCapped?: (cap: CapReport) => void
+}
+
+export interface CapReport {
+  jti: string
+  requestedExpiresAt: number
+  grantedExpiresAt: number
+  by: 'class_max_ttl' | 'parent'
+  parentJti?: string | undefined
+}
+
+export interface IssueRequest {
+  subject: string
+  scopes?: readonly string[]
+  /** Seconds; default the class ttl. */
+  ttlSeconds?: number
+  /** Mint from this token (a derived token): it can never outlive its parent. */
+  parentJti?: string
+  description?: string
+}
+
+export interface Issued {
+  /** The token, shown once: it is not stored. */
+  token: string
+  record: TokenRecord
+  capped?: CapReport | undefined
+}
+
+export class TokenError extends GatehouseError {
+  override readonly name = 'TokenError'
+}
+
+const SUBJECT = /^[\x21-\x7e]{1,256}$/
+const SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]{1,64}$/ // RFC 6749 §3.3 scope-token
+
+/**
+ * Gatehouse's own API tokens: JWTs signed by the key ring, prefixed `gth_`, verified with keys in
+ * memory and a revocation list in memory, so verification never calls the identity provider or
+ * the store. Seed 000: API access does not depend on the provider being up.
+ */
+export function createTokenService(options: TokenServiceOptions) {
+  const { store, keyRing, clock, log, issuer, audience } = options
+  const leeway = options.leewaySeconds ?? 30
+  const cacheEntries = options.cacheEntries ?? 10_000
+  const cache = new Map<string, { identity: Identity; expiresAt: number; jti: string }>()
+  let revoked = new Map<string, number>()
+  const now = () => Math.floor(clock.now() / 1000)
+
+  async function refreshRevocations(): Promise<void> {
+    const list = await store.listRevoked(now())
+    revoked = new Map(list.map((r) => [r.jti, r.expiresAt]))
+  }
+
+  async function issue(req: IssueRequest): Promise<Issued> {
+    if (!SUBJECT.test(req.subject))
+      throw new TokenError('ERR_TOKEN_SUBJECT', 'subject: 1-256 visible ASCII characters')
+    const scopes = [...new Set(req.scopes ?? [])]
+    for (const s of scopes)
+      if (!SCOPE.test(s)) throw new TokenError('ERR_TOKEN_SCOPE', `scope "${s}" is not a valid scope token`)
+    let parent: TokenRecord | undefined
+    if (req.parentJti !== undefined) {
+      parent = await store.getToken(req.parentJti)
+      if (parent === undefined) throw new TokenError('ERR_TOKEN_PARENT', `no token ${req.parentJti}`)
+      if (parent.revokedAt !== undefined)
+        throw new TokenError('ERR_TOKEN_PARENT', `parent ${parent.jti} is revoked`)
+      if (parent.expiresAt <= now())
+        throw new TokenError('ERR_TOKEN_PARENT', `parent ${parent.jti} has expired`)
+      for (const s of scopes) {
+        if (!parent.scopes.includes(s))
+          throw new TokenError('ERR_TOKEN_SCOPE', `scope "${s}" is not in the parent's scopes`)
+      }
+    }
+    const life = parent === undefined ? options.lifetimes.apiToken : options.lifetimes.derivedToken
+    const ttl = req.ttlSeconds ?? life.ttlSeconds
+    if (!(Number.isInteger(ttl) && ttl > 0))
+      throw new TokenError('ERR_TOKEN_TTL', 'ttl must be a positive number of seconds')
+    const issuedAt = now()
+    const requested = issuedAt + ttl
+    let expiresAt = requested
+    let capped: CapReport | undefined
+    const jti = randomToken(16)
+    if (expiresAt > issuedAt + life.maxTtlSeconds) {
+      expiresAt = issuedAt + life.maxTtlSeconds
+      capped = { jti, requestedExpiresAt: requested, grantedExpiresAt: expiresAt, by: 'class_max_ttl' }
+    }
+    if (parent !== undefined && expiresAt > parent.expiresAt) {
+      expiresAt = parent.expiresAt
+      capped = {
+        jti,
+        requestedExpiresAt: requested,
+        grantedExpiresAt: expiresAt,
+        by: 'parent',
+        parentJti: parent.jti,
+      }
+    }
+    const signing = keyRing.signingKey()
+    const jwt = await new SignJWT({ scope: scopes.join(' '), ...(parent ? { par: parent.jti } : {}) })
+      .setProtectedHeader({ alg: signing.alg, kid: signing.kid, typ: 'JWT' })
+      .setIssuer(issuer)
+      .setSubject(req.subject)
+      .setAudience(audience)
+      .setJti(jti)
+      .setIssuedAt(issuedAt)
+      .setExpirationTime(expiresAt)
+      .sign(signing.key)
+    const record: TokenRecord = {
+      jti,
+      subject: req.subject,
+      scopes,
+      audience,
+      parentJti: parent?.jti,
+      issuedAt,
+      expiresAt,
+      revokedAt: undefined,
+      description: req.description,
+    }
+    await store.insertToken(record)
+    log.info(
+      { event: 'token_issued', jti, sub: req.subject, expiresAt, parent: parent?.jti },
+      'API token issued',
+    )
+    if (capped !== undefined) {
+      log.warn({ event: 'token_capped', ...capped }, 'API token issued with a shorter lifetime than asked')
+      options.onCapped?.(capped)
+    }
+    return { token: TOKEN_PREFIX + jwt, record, capped }
+  }
+
+  async function verify(presented: string): Promise<BearerResult> {
+    const hit = cache.get(presented)
+    const t = now()
+    if (hit !== undefined) {
+      if (revoked.has(hit.jti)) return { ok: false, code: 'invalid_token', reason: 'token revoked' }
+      if (hit.expiresAt + leeway > t)
+        return { ok: true, identity: hit.identity, expiresAt: hit.expiresAt, token: presented }
+      cache.delete(presented)
+      return { ok: false, code: 'token_expired', reason: 'token expired' }
+    }
+    if (!presented.startsWith(TOKEN_PREFIX) || presented.length > 4096) {
+      return { ok: false, code: 'invalid_token', reason: 'not a Gatehouse token' }
+    }
+    const jwt = presented.slice(TOKEN_PREFIX.length)
+    let kid: string | undefined
+    try {
+      kid = decodeProtectedHeader(jwt).kid
+    } catch {
+      return { ok: false, code: 'invalid_token', reason: 'malformed token' }
+    }
+    const key = kid === undefined ? undefined : keyRing.verificationKey(kid)
+    if (key === undefined)
+      return { ok: false, code: 'invalid_token', reason: 'unknown or removed signing key' }
+    let payload: Record<string, unknown>
+    try {
+      ;({ payload } = await jwtVerify(jwt, key.key, {
+        issuer,
+        audience,
+        algorithms: [key.alg],
+        clockTolerance: leeway,
+        currentDate: new Date(clock.now()),
+        requiredClaims: ['jti', 'sub', 'exp', 'iat'],
+      }))
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? 'ERR_UNKNOWN'
+      if (code === 'ERR_JWT_EXPIRED') return { ok: false, code: 'token_expired', reason: 'token expired' }
+      return { ok: false, code: 'invalid_token', reason: `${code}: ${(err as Error).message}` }
+    }
+    const jti = payload['jti'] as string
+    if (revoked.has(jti)) return { ok: false, code: 'invalid_token', reason: 'token revoked' }
+    const sub = payload['sub'] as string
+    const identity: Identity = { sub, user: sub, groups: [] }
+    const expiresAt = payload['exp'] as number
+    if (cache.size >= cacheEntries) {
+      const oldest = cache.keys().next().value
+      if (oldest !== undefined) cache.delete(oldest)
+    }
+    cache.set(presented, { identity, expiresAt, jti })
+    return { ok: true, identity, expiresAt, token: presented }
+  }
+
+  async function revoke(jti: string, cascade: boolean): Promise<{ revoked: string[]; descendants: number }> {
+    const token = await store.getToken(jti)
+    if (token === undefined) throw new TokenError('ERR_TOKEN_UNKNOWN', `no token ${jti}`)
+    const descendants = await store.listDescendants(jti)
+    const live = descendants.filter((d) => d.revokedAt === undefined && d.expiresAt > now())
+    if (live.length > 0 && !cascade) {
+      throw new TokenError(
+        'ERR_TOKEN_HAS_CHILDREN',
+        `token ${jti} has ${live.length} live descendant(s); revoke with --cascade to revoke them too`,
+      )
+    }
+    const ids = [jti, ...live.map((d) => d.jti)]
+    await store.revokeTokens(ids, now())
+    for (const id of ids) {
+      const d = id === jti ? token : live.find((x) => x.jti === id)!
+      revoked.set(id, d.expiresAt)
+    }
+    log.info({ event: 'token_revoked', jti, cascade: live.length }, 'API token revoked')
+    return { revoked: ids, descendants: live.length }
+  }
+
+  /** Decode without trusting, then say what Gatehouse makes of it. Never prints the signature. */
+  async function inspect(presented: string) {
+    const jwt = presented.startsWith(TOKEN_PREFIX) ? presented.slice(TOKEN_PREFIX.length) : presented
+    let header: Record<string, unknown>
+    let claims: Record<string, unknown>
+    try {
+      header = decodeProtectedHeader(jwt) as Record<string, unknown>
+      claims = decodeJwt(jwt) as Record<string, unknown>
+    } catch {
+      return { status: 'malformed' as const }
+    }
+    const result = await verify(presented)
+    const record = typeof claims['jti'] === 'string' ? await store.getToken(claims['jti']) : undefined
+    const status = result.ok
+      ? 'valid'
+      : result.code === 'token_expired'
+        ? 'expired'
+        : result.reason === 'token revoked'
+          ? 'revoked'
+          : 'invalid'
+    return { status, reason: result.ok ? undefined : result.reason, header, claims, record }
+  }
+
+  return {
+    issue,
+    verify,
+    revoke,
+    inspect,
+    refreshRevocations,
+    list: (includeExpired = false) => store.listTokens({ includeExpired, now: now() }),
+    countDescendants: async (jti: string) => (await store.listDescendants(jti)).length,
+    forget: (token: string) => cache.delete(token),
+  }
+}
+
+export type TokenService = ReturnType<typeof createTokenService>

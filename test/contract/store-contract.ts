@@ -1,0 +1,285 @@
+import assert from 'node:assert/strict'
+import { afterEach, beforeEach, describe, it } from 'node:test'
+
+import { TokenExistsError } from '../../src/store/errors.ts'
+import type { KeyRecord, KeyStore, TokenRecord, TokenStore } from '../../src/store/ports.ts'
+
+export type Store = KeyStore & TokenStore
+
+/** Seconds since the epoch; every time in these tests is relative to it. */
+const T = 1_767_225_600 // 2026-01-01T00:00:00Z
+
+export function key(kid: string, overrides: Partial<KeyRecord> = {}): KeyRecord {
+  return {
+    kid,
+    alg: 'EdDSA',
+    state: 'next',
+    publicJwk: { kty: 'OKP', crv: 'Ed25519', x: `x-${kid}`, kid, alg: 'EdDSA', use: 'sig' },
+    privateJwe: `jwe.${kid}`,
+    createdAt: T,
+    activatesAt: T + 3600,
+    retiresAt: T + 30 * 86_400,
+    removeAt: T + 60 * 86_400,
+    ...overrides,
+  }
+}
+
+export function token(jti: string, overrides: Partial<TokenRecord> = {}): TokenRecord {
+  return {
+    jti,
+    subject: 'ci-bot',
+    scopes: ['deploy', 'read'],
+    audience: 'https://api.example.com',
+    parentJti: undefined,
+    issuedAt: T,
+    expiresAt: T + 86_400,
+    revokedAt: undefined,
+    description: undefined,
+    ...overrides,
+  }
+}
+
+function jtis(tokens: readonly { jti: string }[]): string[] {
+  return tokens.map((t) => t.jti)
+}
+
+/**
+ * The behaviour every `KeyStore & TokenStore` implementation must have. `open` gives a fresh, empty store
+ * for each test.
+ */
+export function storeContract(
+  name: string,
+  open: () => Promise<{ store: Store; close(): Promise<void> }>,
+): void {
+  describe(name, () => {
+    let store: Store
+    let close: () => Promise<void>
+
+    beforeEach(async () => {
+      const opened = await open()
+      store = opened.store
+      close = () => opened.close()
+    })
+
+    afterEach(async () => {
+      await close()
+    })
+
+    describe('keys', () => {
+      it('inserts and lists keys, oldest first', async () => {
+        assert.deepEqual(await store.listKeys(), [])
+        const older = key('k-1', { state: 'current', alg: 'ES256' })
+        const newer = key('k-2', { createdAt: T + 10 })
+        assert.equal(await store.insertKey(newer), true)
+        assert.equal(await store.insertKey(older), true)
+        assert.deepEqual(await store.listKeys(), [older, newer])
+      })
+
+      it('refuses a duplicate kid and keeps the first key', async () => {
+        const first = key('k-1')
+        assert.equal(await store.insertKey(first), true)
+        assert.equal(await store.insertKey(key('k-1', { state: 'current', privateJwe: 'other' })), false)
+        assert.deepEqual(await store.listKeys(), [first])
+      })
+
+      it('transitions a key only from the state it is in (compare-and-set)', async () => {
+        await store.insertKey(key('k-1', { state: 'next' }))
+        assert.equal(await store.transitionKey('k-1', 'next', 'current'), true)
+        // Another instance making the same move second loses.
+        assert.equal(await store.transitionKey('k-1', 'next', 'current'), false)
+        assert.equal(await store.transitionKey('k-1', 'next', 'retired'), false)
+        assert.equal(await store.transitionKey('missing', 'next', 'current'), false)
+        assert.equal((await store.listKeys())[0]?.state, 'current')
+        assert.equal(await store.transitionKey('k-1', 'current', 'retired'), true)
+        assert.equal((await store.listKeys())[0]?.state, 'retired')
+      })
+
+      it('deletes a key once', async () => {
+        await store.insertKey(key('k-1'))
+        await store.insertKey(key('k-2'))
+        assert.equal(await store.deleteKey('k-1'), true)
+        assert.equal(await store.deleteKey('k-1'), false)
+        assert.equal(await store.deleteKey('missing'), false)
+        assert.deepEqual(
+          (await store.listKeys()).map((k) => k.kid),
+          ['k-2'],
+        )
+      })
+
+      it('refuses times that are not whole seconds', async () => {
+        await assert.rejects(store.insertKey(key('k-1', { activatesAt: T + 0.5 })), TypeError)
+        assert.deepEqual(await store.listKeys(), [])
+      })
+    })
+
+    describe('tokens', () => {
+      it('inserts and gets a token, optional fields included', async () => {
+        const bare = token('t-1')
+        const full = token('t-2', { parentJti: 't-1', revokedAt: T + 5, description: 'deploys from CI' })
+        await store.insertToken(bare)
+        await store.insertToken(full)
+        assert.deepEqual(await store.getToken('t-1'), bare)
+        assert.deepEqual(await store.getToken('t-2'), full)
+        assert.equal(await store.getToken('missing'), undefined)
+      })
+
+      it('refuses a duplicate jti with ERR_TOKEN_EXISTS and leaves the original unchanged', async () => {
+        const original = token('t-1', { description: 'first' })
+        await store.insertToken(original)
+        await assert.rejects(
+          store.insertToken(
+            token('t-1', { subject: 'someone-else', scopes: ['admin'], description: 'second' }),
+          ),
+          (error: unknown) => {
+            assert.ok(error instanceof TokenExistsError)
+            assert.ok(!(error instanceof TypeError))
+            assert.equal(error.code, 'ERR_TOKEN_EXISTS')
+            return true
+          },
+        )
+        assert.deepEqual(await store.getToken('t-1'), original)
+        assert.deepEqual(jtis(await store.listTokens({ includeExpired: true, now: T })), ['t-1'])
+      })
+
+      it('refuses times that are not whole seconds', async () => {
+        await assert.rejects(store.insertToken(token('t-1', { expiresAt: T + 1.5 })), TypeError)
+        await assert.rejects(store.insertToken(token('t-2', { revokedAt: Number.NaN })), TypeError)
+        assert.equal(await store.getToken('t-1'), undefined)
+        assert.equal(await store.getToken('t-2'), undefined)
+      })
+
+      it('lists newest first, jti breaking ties', async () => {
+        await store.insertToken(token('b', { issuedAt: T + 10 }))
+        await store.insertToken(token('old', { issuedAt: T }))
+        await store.insertToken(token('a', { issuedAt: T + 10 }))
+        await store.insertToken(token('new', { issuedAt: T + 20 }))
+        assert.deepEqual(jtis(await store.listTokens({ now: T })), ['new', 'b', 'a', 'old'])
+      })
+
+      it('lists only unexpired tokens (expiresAt > now) unless expired ones are asked for', async () => {
+        await store.insertToken(token('expired', { issuedAt: T - 100, expiresAt: T - 1 }))
+        await store.insertToken(token('expires-now', { issuedAt: T - 50, expiresAt: T }))
+        await store.insertToken(token('live', { issuedAt: T - 10, expiresAt: T + 1 }))
+        assert.deepEqual(jtis(await store.listTokens({ now: T })), ['live'])
+        assert.deepEqual(jtis(await store.listTokens({ now: T, includeExpired: false })), ['live'])
+        assert.deepEqual(jtis(await store.listTokens({ now: T - 1 })), ['live', 'expires-now'])
+        assert.deepEqual(jtis(await store.listTokens({ now: T, includeExpired: true })), [
+          'live',
+          'expires-now',
+          'expired',
+        ])
+      })
+
+      it('lists against the current time when no now is given', async () => {
+        // Far enough on either side of today that the real clock decides without waiting.
+        await store.insertToken(token('long-gone', { issuedAt: 0, expiresAt: 1 }))
+        await store.insertToken(token('far-future', { issuedAt: 1, expiresAt: 2 ** 40 }))
+        assert.deepEqual(jtis(await store.listTokens()), ['far-future'])
+        assert.deepEqual(jtis(await store.listTokens({ includeExpired: true })), ['far-future', 'long-gone'])
+      })
+
+      it('lists descendants across generations, not the token itself nor its siblings', async () => {
+        // root ─┬─ a ── a1 ── a1x        other ── o1
+        //       └─ b (expired, revoked)
+        await store.insertToken(token('root'))
+        await store.insertToken(token('a', { parentJti: 'root', issuedAt: T + 1 }))
+        await store.insertToken(
+          token('b', { parentJti: 'root', issuedAt: T + 2, expiresAt: T + 3, revokedAt: T + 2 }),
+        )
+        await store.insertToken(token('a1', { parentJti: 'a', issuedAt: T + 3 }))
+        await store.insertToken(token('a1x', { parentJti: 'a1', issuedAt: T + 4 }))
+        await store.insertToken(token('other'))
+        await store.insertToken(token('o1', { parentJti: 'other', issuedAt: T + 5 }))
+
+        const sorted = async (jti: string) => jtis(await store.listDescendants(jti)).sort()
+        assert.deepEqual(await sorted('root'), ['a', 'a1', 'a1x', 'b'])
+        assert.deepEqual(await sorted('a'), ['a1', 'a1x'])
+        assert.deepEqual(await sorted('a1'), ['a1x'])
+        assert.deepEqual(await sorted('a1x'), [])
+        assert.deepEqual(await sorted('b'), [])
+        assert.deepEqual(await sorted('other'), ['o1'])
+        assert.deepEqual(await sorted('missing'), [])
+        assert.deepEqual(
+          (await store.listDescendants('a')).find((t) => t.jti === 'a1'),
+          await store.getToken('a1'),
+        )
+      })
+
+      it('stops on a cycle of parent links', async () => {
+        await store.insertToken(token('x', { parentJti: 'y' }))
+        await store.insertToken(token('y', { parentJti: 'x' }))
+        assert.deepEqual(jtis(await store.listDescendants('x')), ['y'])
+      })
+
+      it('revokes, keeping the first revokedAt, and counts only the tokens it changed', async () => {
+        for (const jti of ['a', 'b', 'c', 'd']) await store.insertToken(token(jti))
+        assert.equal(await store.revokeTokens(['a', 'b'], T + 100), 2)
+        assert.equal(await store.revokeTokens(['b', 'c', 'missing', 'c'], T + 200), 1)
+        assert.equal(await store.revokeTokens([], T + 300), 0)
+        assert.equal((await store.getToken('a'))?.revokedAt, T + 100)
+        assert.equal((await store.getToken('b'))?.revokedAt, T + 100)
+        assert.equal((await store.getToken('c'))?.revokedAt, T + 200)
+        assert.equal((await store.getToken('d'))?.revokedAt, undefined)
+      })
+
+      it('lists revoked tokens that have not expired yet, with their expiry', async () => {
+        await store.insertToken(token('revoked-live', { expiresAt: T + 60 }))
+        await store.insertToken(token('revoked-expired', { expiresAt: T }))
+        await store.insertToken(token('unrevoked', { expiresAt: T + 60 }))
+        await store.insertToken(token('revoked-at-insert', { expiresAt: T + 30, revokedAt: T - 1 }))
+        await store.revokeTokens(['revoked-live', 'revoked-expired'], T - 10)
+        const revoked = await store.listRevoked(T)
+        assert.deepEqual(
+          revoked.sort((x, y) => (x.jti < y.jti ? -1 : 1)),
+          [
+            { jti: 'revoked-at-insert', expiresAt: T + 30 },
+            { jti: 'revoked-live', expiresAt: T + 60 },
+          ],
+        )
+        assert.deepEqual(await store.listRevoked(T + 60), [])
+      })
+    })
+
+    describe('copies', () => {
+      it('keeps keys apart from the objects passed in and handed out', async () => {
+        const input = key('k-1')
+        await store.insertKey(input)
+        input.state = 'retired'
+        input.publicJwk['x'] = 'changed-input'
+
+        const [listed] = await store.listKeys()
+        assert.ok(listed)
+        listed.state = 'retired'
+        listed.publicJwk['x'] = 'changed-output'
+
+        assert.deepEqual(await store.listKeys(), [key('k-1')])
+      })
+
+      it('keeps tokens apart from the objects passed in and handed out', async () => {
+        const input = token('t-1')
+        await store.insertToken(input)
+        input.scopes.push('admin')
+        input.subject = 'changed-input'
+
+        const got = await store.getToken('t-1')
+        assert.ok(got)
+        got.scopes.push('admin')
+        got.revokedAt = T
+
+        const [listed] = await store.listTokens({ now: T })
+        assert.ok(listed)
+        listed.scopes.length = 0
+        listed.expiresAt = 0
+
+        await store.insertToken(token('child', { parentJti: 't-1' }))
+        const [child] = await store.listDescendants('t-1')
+        assert.ok(child)
+        child.scopes.push('admin')
+
+        assert.deepEqual(await store.getToken('t-1'), token('t-1'))
+        assert.deepEqual(await store.getToken('child'), token('child', { parentJti: 't-1' }))
+        assert.deepEqual(await store.listRevoked(T), [])
+      })
+    })
+  })
+}
