@@ -1,6 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
-import pino from 'pino'
 import { createGatewayServer, type GatewayServer } from './adapters/node-proxy/server.ts'
 import { createUpstream, type Upstream } from './adapters/node-proxy/upstream.ts'
 import { createAdminServer } from './admin/admin-server.ts'
@@ -16,6 +15,7 @@ import { createMemoryOneTimeStore } from './core/one-time-store.ts'
 import type { Logger } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
 import { createSessionCodec } from './core/session-codec.ts'
+import { createLogger } from './log.ts'
 import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
 import { openTokenServices, type TokenServices } from './services.ts'
 import type { KeyStore, TokenStore } from './store/ports.ts'
@@ -70,14 +70,6 @@ function listen(server: Server, host: string, port: number): Promise<number> {
       const address = server.address()
       resolveListen(typeof address === 'object' && address !== null ? address.port : port)
     })
-  })
-}
-
-export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    base: { service: 'gatehouse' },
-    redact: ['req.headers.cookie', 'req.headers.authorization'],
   })
 }
 
@@ -312,3 +304,5 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     },
   }
 }
+
+export { createLogger }

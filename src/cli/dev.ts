@@ -4,10 +4,10 @@ import type { Server } from 'node:http'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createLogger, type Gateway, startGateway } from '../app.ts'
-import { validateConfig } from '../config/load.ts'
 import { createDemoApp } from '../dev/demo-app.ts'
 import { createEmbeddedIdP, type EmbeddedIdP } from '../idp/embedded-idp.ts'
 import { ensureSecretFile, openDatabase } from './data-dir.ts'
+import { CLIENT_ID, devConfig } from './dev-config.ts'
 import { installShutdown } from './shutdown.ts'
 
 export interface DevOptions {
@@ -28,49 +28,12 @@ export interface DevServer {
   close(): Promise<void>
 }
 
-const CLIENT_ID = 'gatehouse-dev'
-
 function listenDemo(server: Server): Promise<string> {
   return new Promise((ok) =>
     server.listen(0, '127.0.0.1', () => {
       const a = server.address()
       ok(`http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`)
     }),
-  )
-}
-
-/** The config `gatehouse dev` runs with: everything in the data dir, secrets generated there. */
-export function devConfig(options: {
-  dataDir: string
-  port: number
-  upstream: string
-  logLevel?: string | undefined
-}) {
-  const origin = `http://localhost:${options.port}`
-  return validateConfig(
-    {
-      public_url: origin,
-      upstream: options.upstream,
-      data_dir: options.dataDir,
-      listen: { host: '127.0.0.1', port: options.port },
-      provider: {
-        issuer: `${origin}/_idp`,
-        client_id: CLIENT_ID,
-        client_secret: { file: 'client-secret' },
-        scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
-      },
-      session: { secrets: [{ file: 'session-secret' }], refresh_before: '10m' },
-      lifetimes: {
-        session: { ttl: '12h', max_ttl: '7d' },
-        refresh: { ttl: '7d', max_ttl: '30d' },
-        api_token: { ttl: '30d', max_ttl: '90d' },
-        derived_token: { ttl: '1h', max_ttl: '1d' },
-        signing_key: { ttl: '30d', max_ttl: '180d' },
-      },
-      shutdown: { drain: '5s' },
-      log: { level: options.logLevel ?? 'info' },
-    },
-    'gatehouse dev',
   )
 }
 

@@ -1,12 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { createLogger } from '../app.ts'
 import { loadConfigFile } from '../config/load.ts'
 import type { Config } from '../config/schema.ts'
 import { systemClock } from '../core/clock.ts'
+import { createLogger } from '../log.ts'
 import { openTokenServices, type TokenServices } from '../services.ts'
 import { ensureSecretFile } from './data-dir.ts'
-import { devConfig } from './dev.ts'
+import { devConfig } from './dev-config.ts'
 
 /**
  * What `keys` and `tokens` commands work on: `--config FILE` (production), or `--data DIR` (dev,

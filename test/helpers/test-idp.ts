@@ -114,6 +114,7 @@ export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
   }
 
   const started = idp
+  let closing: Promise<void> | undefined
   return {
     issuer,
     clientId,
@@ -122,13 +123,17 @@ export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
     idp: started,
     users: started.users,
     db,
-    async close() {
-      await started.close()
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        server.closeAllConnections()
-      })
-      if (ownsDb) db.close()
+    // Idempotent: a test may stop the provider on purpose, and the suite's cleanup closes it again.
+    close() {
+      closing ??= (async () => {
+        await started.close()
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve())
+          server.closeAllConnections()
+        })
+        if (ownsDb) db.close()
+      })()
+      return closing
     },
   }
 }
