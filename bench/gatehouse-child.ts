@@ -1,10 +1,11 @@
 /**
  * Gatehouse as a benchmark target: the real gateway (`startGateway`) in front of the bench origin,
- * with a provider that is never called (sessions are minted by the parent with the same secret).
+ * with a provider that is never called (sessions are minted by the parent with the same secret; API
+ * tokens by this process, written to BENCH_TOKEN_FILE).
  *
  * Usage: `node bench/gatehouse-child.ts <origin-url>`; prints `gatehouse listening http://127.0.0.1:<port>`.
  */
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startGateway } from '../src/app.ts'
@@ -38,6 +39,12 @@ const config = validateConfig({
   shutdown: { drain: '1s' },
 })
 const gateway = await startGateway(config, { baseDir: process.cwd(), log: silentLogger, admin: false })
+// For the API-token target: a token issued by this gateway's own key ring, handed to the parent in a file.
+const tokenFile = process.env['BENCH_TOKEN_FILE']
+if (tokenFile !== undefined) {
+  const { token } = await gateway.services.tokens.issue({ subject: 'bench-bot', scopes: ['read'] })
+  writeFileSync(tokenFile, token)
+}
 process.stdout.write(`gatehouse listening ${gateway.url}\n`)
 const stop = () => {
   gateway.close().then(() => process.exit(0))

@@ -3,6 +3,9 @@
  * with the same secret the child gateway uses.
  */
 import { randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { systemClock } from '../src/core/clock.ts'
 import { createSessionCodec } from '../src/core/session-codec.ts'
@@ -50,3 +53,23 @@ export const target: BenchTarget = {
     return { url: `${child.url}/`, headers: { cookie }, pid: child.pid, stop: child.stop }
   },
 }
+
+/** Gatehouse with `Authorization: Bearer gth_…` (its own API token) instead of a session cookie. */
+export const apiTokenTarget: BenchTarget = {
+  name: 'gatehouse-api-token',
+  async start(ctx) {
+    const secret = randomBytes(32).toString('base64url')
+    const tokenFile = join(mkdtempSync(join(tmpdir(), 'gh-bench-token-')), 'token')
+    const child = await startChild(`${here}gatehouse-child.ts`, [ctx.originUrl], {
+      GATEHOUSE_BENCH_SECRET: secret,
+      BENCH_TOKEN_FILE: tokenFile,
+    })
+    const token = readFileSync(tokenFile, 'utf8')
+    const probe = await fetch(`${child.url}/`, { headers: { authorization: `Bearer ${token}` } })
+    if (probe.status !== 200) throw new Error(`gatehouse refused the bench API token: ${probe.status}`)
+    await probe.arrayBuffer()
+    return { url: `${child.url}/`, headers: { authorization: `Bearer ${token}` }, pid: child.pid, stop: child.stop }
+  },
+}
+
+export const targets: BenchTarget[] = [target, apiTokenTarget]

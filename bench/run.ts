@@ -400,10 +400,10 @@ async function main(): Promise<void> {
   const targets = [...defaultTargets]
   const extra = `${here}gatehouse-target.ts`
   if (existsSync(extra)) {
-    const mod = (await import(extra)) as { default?: BenchTarget; target?: BenchTarget }
-    const target = mod.default ?? mod.target
-    if (target === undefined) throw new Error(`${extra} exports neither a default nor a 'target' BenchTarget`)
-    targets.push(target)
+    const mod = (await import(extra)) as { default?: BenchTarget; target?: BenchTarget; targets?: BenchTarget[] }
+    const more = mod.targets ?? [mod.default ?? mod.target].filter((t) => t !== undefined)
+    if (more.length === 0) throw new Error(`${extra} exports no 'targets', default or 'target' BenchTarget`)
+    targets.push(...more)
   }
   // Shared machines drift by ±15–30% between runs: measure every target in several interleaved rounds
   // and report the median of each figure.
