@@ -43,7 +43,8 @@ const tokens = createTokenService({
 const COLD = Number(process.env['BENCH_COLD'] ?? 3000)
 const WARM = Number(process.env['BENCH_WARM'] ?? 500_000)
 const issued: string[] = []
-for (let i = 0; i < COLD; i++) issued.push((await tokens.issue({ subject: `bot-${i}`, scopes: ['read'] })).token)
+for (let i = 0; i < COLD; i++)
+  issued.push((await tokens.issue({ subject: `bot-${i}`, scopes: ['read'] })).token)
 const { kid } = keyRing.signingKey()
 const publicKey = keyRing.verificationKey(kid)!.key
 
@@ -57,7 +58,11 @@ async function measure(name: string, n: number, fn: (i: number) => Promise<unkno
 
 console.log(`API token verification (${algorithm}), one at a time, Node ${process.version}`)
 const raw = await measure('baseline: jose jwtVerify of the same tokens', COLD, (i) =>
-  jwtVerify(issued[i]!.slice(TOKEN_PREFIX.length), publicKey, { issuer, audience: issuer, algorithms: [algorithm] }),
+  jwtVerify(issued[i]!.slice(TOKEN_PREFIX.length), publicKey, {
+    issuer,
+    audience: issuer,
+    algorithms: [algorithm],
+  }),
 )
 const cold = await measure('tokens.verify cold (first sight)', COLD, async (i) => {
   const r = await tokens.verify(issued[i]!)

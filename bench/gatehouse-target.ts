@@ -68,7 +68,12 @@ export const apiTokenTarget: BenchTarget = {
     const probe = await fetch(`${child.url}/`, { headers: { authorization: `Bearer ${token}` } })
     if (probe.status !== 200) throw new Error(`gatehouse refused the bench API token: ${probe.status}`)
     await probe.arrayBuffer()
-    return { url: `${child.url}/`, headers: { authorization: `Bearer ${token}` }, pid: child.pid, stop: child.stop }
+    return {
+      url: `${child.url}/`,
+      headers: { authorization: `Bearer ${token}` },
+      pid: child.pid,
+      stop: child.stop,
+    }
   },
 }
 

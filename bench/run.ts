@@ -400,7 +400,11 @@ async function main(): Promise<void> {
   const targets = [...defaultTargets]
   const extra = `${here}gatehouse-target.ts`
   if (existsSync(extra)) {
-    const mod = (await import(extra)) as { default?: BenchTarget; target?: BenchTarget; targets?: BenchTarget[] }
+    const mod = (await import(extra)) as {
+      default?: BenchTarget
+      target?: BenchTarget
+      targets?: BenchTarget[]
+    }
     const more = mod.targets ?? [mod.default ?? mod.target].filter((t) => t !== undefined)
     if (more.length === 0) throw new Error(`${extra} exports no 'targets', default or 'target' BenchTarget`)
     targets.push(...more)

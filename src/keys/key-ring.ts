@@ -207,8 +207,16 @@ export async function createKeyRing(options: KeyRingOptions): Promise<KeyRing> {
       }
       await reload()
     }
-    const current = byState('current').at(-1)
-    if (current !== undefined && current.record.retiresAt <= t) {
+    // After a downtime longer than a signing period the promoted key is overdue too: go on (with a key made
+    // now when none is next) until the signing key is within its period, since its removeAt counts from retiresAt.
+    for (let i = 0; i < 3; i++) {
+      const current = byState('current').at(-1)
+      if (current === undefined || current.record.retiresAt > t) break
+      if (byState('next').length === 0) {
+        const r = await create('next', t)
+        changes.push(`${r.kid} created as next`)
+        await reload()
+      }
       changes.push(...(await promote('scheduled')))
       await reload()
     }
@@ -225,6 +233,15 @@ export async function createKeyRing(options: KeyRingOptions): Promise<KeyRing> {
       changes.push(`${r.kid} created as next`)
     }
     if (changes.length > 0) await reload()
+    // Two instances ticking at the same moment can each create a key. Keep the one every instance picks (the
+    // order is the same everywhere) and retire the others: retired, not deleted, as one may have signed.
+    const extra = [...byState('current').slice(0, -1), ...byState('next').slice(1)]
+    for (const k of extra) {
+      if (await store.transitionKey(k.record.kid, k.record.state, 'retired')) {
+        changes.push(`${k.record.kid} ${k.record.state} → retired (duplicate)`)
+      }
+    }
+    if (extra.length > 0) await reload()
     return changes
   }
 
@@ -232,10 +249,18 @@ export async function createKeyRing(options: KeyRingOptions): Promise<KeyRing> {
 
   return {
     signingKey() {
+      const t = now()
       const current = byState('current').at(-1)
-      if (current?.privateKey === undefined)
+      // By the schedule, not by the last tick: past its retiresAt the current key stops signing (its removeAt
+      // counts from there) and the next key, published ahead, takes over.
+      const due =
+        current !== undefined && current.record.retiresAt <= t
+          ? byState('next').find((k) => k.record.activatesAt <= t)
+          : undefined
+      const signer = due ?? current
+      if (signer?.privateKey === undefined)
         throw new KeyRingError('ERR_NO_SIGNING_KEY', 'no current signing key')
-      return { kid: current.record.kid, alg: current.record.alg, key: current.privateKey }
+      return { kid: signer.record.kid, alg: signer.record.alg, key: signer.privateKey }
     },
     verificationKey(kid) {
       const k = keys.get(kid)

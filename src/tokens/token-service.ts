@@ -61,6 +61,7 @@ export class TokenError extends GatehouseError {
   override readonly name = 'TokenError'
 }
 
+const KEY_RELOAD_COOLDOWN_MS = 10_000
 const SUBJECT = /^[\x21-\x7e]{1,256}$/
 const SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]{1,64}$/ // RFC 6749 §3.3 scope-token
 
@@ -76,9 +77,11 @@ export function createTokenService(options: TokenServiceOptions) {
   const cache = new Map<string, { identity: Identity; expiresAt: number; jti: string }>()
   let revoked = new Map<string, number>()
   const now = () => Math.floor(clock.now() / 1000)
+  let lastKeyReloadMs = Number.NEGATIVE_INFINITY
 
   async function refreshRevocations(): Promise<void> {
-    const list = await store.listRevoked(now())
+    // A token verifies until exp + leeway: keep its revocation that long too.
+    const list = await store.listRevoked(now() - leeway)
     revoked = new Map(list.map((r) => [r.jti, r.expiresAt]))
   }
 
@@ -167,9 +170,10 @@ export function createTokenService(options: TokenServiceOptions) {
       cache.delete(presented)
       return { ok: false, code: 'token_expired', reason: 'token expired' }
     }
-    if (!presented.startsWith(TOKEN_PREFIX) || presented.length > 4096) {
+    if (!presented.startsWith(TOKEN_PREFIX)) {
       return { ok: false, code: 'invalid_token', reason: 'not a Gatehouse token' }
     }
+    if (presented.length > 4096) return { ok: false, code: 'invalid_token', reason: 'token too long' }
     const jwt = presented.slice(TOKEN_PREFIX.length)
     let kid: string | undefined
     try {
@@ -177,7 +181,14 @@ export function createTokenService(options: TokenServiceOptions) {
     } catch {
       return { ok: false, code: 'invalid_token', reason: 'malformed token' }
     }
-    const key = kid === undefined ? undefined : keyRing.verificationKey(kid)
+    let key = kid === undefined ? undefined : keyRing.verificationKey(kid)
+    if (key === undefined && kid !== undefined && clock.now() - lastKeyReloadMs >= KEY_RELOAD_COOLDOWN_MS) {
+      // Another instance may have rotated twice since this one last ticked: look in the store (not the
+      // provider), at most once per cooldown whatever the burst of unknown kids.
+      lastKeyReloadMs = clock.now()
+      await keyRing.reload()
+      key = keyRing.verificationKey(kid)
+    }
     if (key === undefined)
       return { ok: false, code: 'invalid_token', reason: 'unknown or removed signing key' }
     let payload: Record<string, unknown>
@@ -194,6 +205,10 @@ export function createTokenService(options: TokenServiceOptions) {
       const code = (err as { code?: string }).code ?? 'ERR_UNKNOWN'
       if (code === 'ERR_JWT_EXPIRED') return { ok: false, code: 'token_expired', reason: 'token expired' }
       return { ok: false, code: 'invalid_token', reason: `${code}: ${(err as Error).message}` }
+    }
+    // jose checks iat only with maxTokenAge; a token from the future was not issued by this clock.
+    if (typeof payload['iat'] !== 'number' || payload['iat'] > now() + leeway) {
+      return { ok: false, code: 'invalid_token', reason: 'iat is in the future' }
     }
     const jti = payload['jti'] as string
     if (revoked.has(jti)) return { ok: false, code: 'invalid_token', reason: 'token revoked' }
@@ -212,7 +227,8 @@ export function createTokenService(options: TokenServiceOptions) {
     const token = await store.getToken(jti)
     if (token === undefined) throw new TokenError('ERR_TOKEN_UNKNOWN', `no token ${jti}`)
     const descendants = await store.listDescendants(jti)
-    const live = descendants.filter((d) => d.revokedAt === undefined && d.expiresAt > now())
+    // Live: still verifies, which lasts until exp + leeway.
+    const live = descendants.filter((d) => d.revokedAt === undefined && d.expiresAt + leeway > now())
     if (live.length > 0 && !cascade) {
       throw new TokenError(
         'ERR_TOKEN_HAS_CHILDREN',
