@@ -1,6 +1,7 @@
 import { type JWTVerifyGetKey, jwtVerify } from 'jose'
 import type { Clock } from './clock.ts'
 import { type Identity, type IdentityMapping, identityFromClaims } from './identity.ts'
+import { createTokenCache } from './token-cache.ts'
 
 export type BearerResult =
   | { ok: true; identity: Identity; expiresAt: number; token: string }
@@ -62,7 +63,7 @@ export function createBearerVerifier(
   if (options.algorithms.length === 0) throw new TypeError('bearer algorithms: at least one is required')
   const { clock, mapping } = options
   const cacheEntries = options.cacheEntries ?? 10_000
-  const cache = new Map<string, { identity: Identity; expiresAt: number }>()
+  const cache = createTokenCache<{ identity: Identity; expiresAt: number }>(cacheEntries)
   const algorithms = [...options.algorithms]
   const audiences = [...options.audiences]
 
@@ -94,10 +95,6 @@ export function createBearerVerifier(
     const identity = identityFromClaims(payload, mapping)
     if (identity === undefined) return { ok: false, code: 'invalid_token', reason: 'no sub claim' }
     const expiresAt = payload['exp'] as number
-    if (cache.size >= cacheEntries) {
-      const oldest = cache.keys().next().value
-      if (oldest !== undefined) cache.delete(oldest)
-    }
     cache.set(token, { identity, expiresAt })
     return { ok: true, identity, expiresAt, token }
   }

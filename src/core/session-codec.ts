@@ -3,6 +3,7 @@ import type { Clock } from './clock.ts'
 import { clearCookie, readCookie, serializeCookie } from './cookies.ts'
 import { base64url, utf8 } from './encoding.ts'
 import type { Identity } from './identity.ts'
+import { createTokenCache } from './token-cache.ts'
 
 /** A signed-in browser's session, kept encrypted in its cookie. Times are in seconds since the epoch. */
 export interface Session {
@@ -122,10 +123,7 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
   const byKid = (keys: typeof sessionKeys) => new Map(keys.map((k) => [k.kid, k.key]))
   const sessionKeyByKid = byKid(sessionKeys)
   const stateKeyByKid = byKid(stateKeys)
-  // Keyed by the JWE's authentication tag (its last 22 characters: unique per encryption, and cheap
-  // to hash, where the whole ~1.5 KB cookie is not); a hit still compares the whole token.
-  const cache = new Map<string, { token: string; session: Session }>()
-  const cacheKey = (token: string) => token.slice(-22)
+  const cache = createTokenCache<Session>(cacheEntries)
 
   const keyGetter = (map: Map<string, Uint8Array>) => (header: { kid?: string | undefined }) => {
     const key = header.kid === undefined ? undefined : map.get(header.kid)
@@ -157,12 +155,7 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
   }
 
   function remember(token: string, session: Session) {
-    if (cache.size >= cacheEntries) {
-      // Maps iterate in insertion order: drop the oldest entry.
-      const oldest = cache.keys().next().value
-      if (oldest !== undefined) cache.delete(oldest)
-    }
-    cache.set(cacheKey(token), { token, session })
+    cache.set(token, session)
   }
 
   const attrs = { secure }
@@ -175,11 +168,10 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
       if (token === undefined) return { ok: false, reason: 'missing' }
       if (token === null) return { ok: false, reason: 'malformed' }
       const nowSeconds = clock.now() / 1000
-      const key = cacheKey(token)
-      const hit = cache.get(key)
-      if (hit !== undefined && hit.token === token) {
-        if (hit.session.expiresAt > nowSeconds) return { ok: true, session: hit.session, token }
-        cache.delete(key)
+      const hit = cache.get(token)
+      if (hit !== undefined) {
+        if (hit.expiresAt > nowSeconds) return { ok: true, session: hit, token }
+        cache.delete(token)
         return { ok: false, reason: 'expired' }
       }
       if (token.split('.').length !== 5) return { ok: false, reason: 'malformed' }
@@ -249,8 +241,7 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
     },
 
     forget(token) {
-      const key = cacheKey(token)
-      if (cache.get(key)?.token === token) cache.delete(key)
+      cache.delete(token)
     },
 
     async seal(payload, expiresAt) {

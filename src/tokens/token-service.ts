@@ -5,6 +5,7 @@ import { randomToken } from '../core/encoding.ts'
 import { GatehouseError } from '../core/errors.ts'
 import type { Identity } from '../core/identity.ts'
 import type { Logger } from '../core/ports.ts'
+import { createTokenCache } from '../core/token-cache.ts'
 import type { KeyRing } from '../keys/key-ring.ts'
 import type { TokenRecord, TokenStore } from '../store/ports.ts'
 
@@ -74,7 +75,7 @@ export function createTokenService(options: TokenServiceOptions) {
   const { store, keyRing, clock, log, issuer, audience } = options
   const leeway = options.leewaySeconds ?? 30
   const cacheEntries = options.cacheEntries ?? 10_000
-  const cache = new Map<string, { identity: Identity; expiresAt: number; jti: string }>()
+  const cache = createTokenCache<{ identity: Identity; expiresAt: number; jti: string }>(cacheEntries)
   let revoked = new Map<string, number>()
   const now = () => Math.floor(clock.now() / 1000)
   let lastKeyReloadMs = Number.NEGATIVE_INFINITY
@@ -215,10 +216,6 @@ export function createTokenService(options: TokenServiceOptions) {
     const sub = payload['sub'] as string
     const identity: Identity = { sub, user: sub, groups: [] }
     const expiresAt = payload['exp'] as number
-    if (cache.size >= cacheEntries) {
-      const oldest = cache.keys().next().value
-      if (oldest !== undefined) cache.delete(oldest)
-    }
     cache.set(presented, { identity, expiresAt, jti })
     return { ok: true, identity, expiresAt, token: presented }
   }
