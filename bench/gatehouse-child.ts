@@ -9,6 +9,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startGateway } from '../src/app.ts'
+import { DEV_LIFETIMES } from '../src/cli/dev-config.ts'
 import { validateConfig } from '../src/config/load.ts'
 import { silentLogger } from '../src/core/ports.ts'
 
@@ -29,13 +30,7 @@ const config = validateConfig({
     client_secret: { env: 'GATEHOUSE_BENCH_SECRET' },
   },
   session: { secrets: [{ env: 'GATEHOUSE_BENCH_SECRET' }] },
-  lifetimes: {
-    session: { ttl: '12h', max_ttl: '7d' },
-    refresh: { ttl: '7d', max_ttl: '30d' },
-    api_token: { ttl: '30d', max_ttl: '90d' },
-    derived_token: { ttl: '1h', max_ttl: '1d' },
-    signing_key: { ttl: '30d', max_ttl: '180d' },
-  },
+  lifetimes: DEV_LIFETIMES,
   shutdown: { drain: '1s' },
 })
 const gateway = await startGateway(config, { baseDir: process.cwd(), log: silentLogger, admin: false })

@@ -1,6 +1,7 @@
 import { type Clock, systemClock } from '../core/clock.ts'
 import { TokenExistsError } from './errors.ts'
 import type { KeyRecord, KeyStore, TokenRecord, TokenStore } from './ports.ts'
+import { checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
 
 export interface MemoryStoreOptions {
   /** Default `systemClock`. Used only when `listTokens` is called without `now`. */
@@ -143,24 +144,4 @@ function newestFirst(a: TokenRecord, b: TokenRecord): number {
 
 function compareText(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
-}
-
-// Times are whole seconds: the SQLite store keeps them in INTEGER columns, and both must refuse the same input.
-function checkTime(value: unknown, path: string): void {
-  if (!Number.isSafeInteger(value)) {
-    throw new TypeError(`${path}: expected whole seconds since the epoch, found ${String(value)}`)
-  }
-}
-
-function checkKeyTimes(key: KeyRecord): void {
-  checkTime(key.createdAt, 'key.createdAt')
-  checkTime(key.activatesAt, 'key.activatesAt')
-  checkTime(key.retiresAt, 'key.retiresAt')
-  checkTime(key.removeAt, 'key.removeAt')
-}
-
-function checkTokenTimes(token: TokenRecord): void {
-  checkTime(token.issuedAt, 'token.issuedAt')
-  checkTime(token.expiresAt, 'token.expiresAt')
-  if (token.revokedAt !== undefined) checkTime(token.revokedAt, 'token.revokedAt')
 }

@@ -3,6 +3,7 @@ import { DatabaseSync } from 'node:sqlite'
 import { type Clock, systemClock } from '../core/clock.ts'
 import { SchemaTooNewError, TokenExistsError } from './errors.ts'
 import type { KeyRecord, KeyStore, TokenRecord, TokenStore } from './ports.ts'
+import { checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
 
 export interface SQLiteStoreOptions {
   /** Default `systemClock`. Used when `listTokens` is called without `now`, and to date applied migrations. */
@@ -256,26 +257,6 @@ function toToken(row: TokenRow): TokenRecord {
     revokedAt: row.revoked_at ?? undefined,
     description: row.description ?? undefined,
   }
-}
-
-// Times are whole seconds: STRICT INTEGER columns refuse anything else, and the memory store refuses the same.
-function checkTime(value: unknown, path: string): void {
-  if (!Number.isSafeInteger(value)) {
-    throw new TypeError(`${path}: expected whole seconds since the epoch, found ${String(value)}`)
-  }
-}
-
-function checkKeyTimes(key: KeyRecord): void {
-  checkTime(key.createdAt, 'key.createdAt')
-  checkTime(key.activatesAt, 'key.activatesAt')
-  checkTime(key.retiresAt, 'key.retiresAt')
-  checkTime(key.removeAt, 'key.removeAt')
-}
-
-function checkTokenTimes(token: TokenRecord): void {
-  checkTime(token.issuedAt, 'token.issuedAt')
-  checkTime(token.expiresAt, 'token.expiresAt')
-  if (token.revokedAt !== undefined) checkTime(token.revokedAt, 'token.revokedAt')
 }
 
 function describe(value: unknown): string {

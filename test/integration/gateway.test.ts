@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { startGateway } from '../../src/app.ts'
+import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
 import { validateConfig } from '../../src/config/load.ts'
 import { systemClock } from '../../src/core/clock.ts'
 import { silentLogger } from '../../src/core/ports.ts'
@@ -50,13 +51,7 @@ async function gatewayFor(upstreamUrl: string, drain = '5s') {
     listen: { host: '127.0.0.1', port: 0 },
     provider: { issuer: 'http://127.0.0.1:9/idp', client_id: 'c', client_secret: { env: 'S' } },
     session: { secrets: [{ env: 'S' }] },
-    lifetimes: {
-      session: { ttl: '1h', max_ttl: '2h' },
-      refresh: { ttl: '7d', max_ttl: '30d' },
-      api_token: { ttl: '30d', max_ttl: '90d' },
-      derived_token: { ttl: '1h', max_ttl: '1d' },
-      signing_key: { ttl: '30d', max_ttl: '180d' },
-    },
+    lifetimes: { ...DEV_LIFETIMES, session: { ttl: '1h', max_ttl: '2h' } },
     shutdown: { drain },
   })
   return startGateway(config, { baseDir: process.cwd(), log: silentLogger, admin: false, env: { S: SECRET } })

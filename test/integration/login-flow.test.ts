@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { type Gateway, startGateway } from '../../src/app.ts'
+import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
 import { validateConfig } from '../../src/config/load.ts'
 import { createFrozenClock } from '../../src/core/clock.ts'
 import { silentLogger } from '../../src/core/ports.ts'
@@ -54,13 +55,7 @@ describe('login flow against a real OpenID provider', () => {
         scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
       },
       session: { secrets: [{ env: 'GH_SESSION_SECRET' }], refresh_before: '10m' },
-      lifetimes: {
-        session: { ttl: '12h', max_ttl: '7d' },
-        refresh: { ttl: '7d', max_ttl: '30d' },
-        api_token: { ttl: '30d', max_ttl: '90d' },
-        derived_token: { ttl: '1h', max_ttl: '1d' },
-        signing_key: { ttl: '30d', max_ttl: '180d' },
-      },
+      lifetimes: DEV_LIFETIMES,
       routes: [
         { path: '/public/*', allow: 'anonymous' },
         { path: '/admin/*', allow: { groups: ['admins'] } },
@@ -277,13 +272,7 @@ describe('when the provider is down', () => {
       listen: { host: '127.0.0.1', port },
       provider: { issuer: idp.issuer, client_id: idp.clientId, client_secret: { env: 'S' }, timeout: 2 },
       session: { secrets: [{ env: 'K' }] },
-      lifetimes: {
-        session: { ttl: '1h', max_ttl: '1d' },
-        refresh: { ttl: '7d', max_ttl: '30d' },
-        api_token: { ttl: '30d', max_ttl: '90d' },
-        derived_token: { ttl: '1h', max_ttl: '1d' },
-        signing_key: { ttl: '30d', max_ttl: '180d' },
-      },
+      lifetimes: { ...DEV_LIFETIMES, session: { ttl: '1h', max_ttl: '1d' } },
       shutdown: { drain: '1s' },
     })
     const gateway = await startGateway(config, {
