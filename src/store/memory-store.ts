@@ -1,6 +1,6 @@
 import { type Clock, systemClock } from '../core/clock.ts'
 import { TokenExistsError } from './errors.ts'
-import type { KeyRecord, KeyStore, TokenRecord, TokenStore } from './ports.ts'
+import type { CacheStore, KeyRecord, KeyStore, TokenRecord, TokenStore } from './ports.ts'
 import { checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
 
 export interface MemoryStoreOptions {
@@ -19,10 +19,11 @@ export interface MemoryStoreOptions {
  *   issuedAt: 1_767_225_600, expiresAt: 1_767_312_000, revokedAt: undefined, description: undefined })
  * ```
  */
-export function createMemoryStore(options: MemoryStoreOptions = {}): KeyStore & TokenStore {
+export function createMemoryStore(options: MemoryStoreOptions = {}): KeyStore & TokenStore & CacheStore {
   const clock = options.clock ?? systemClock
   const keys = new Map<string, KeyRecord>()
   const tokens = new Map<string, TokenRecord>()
+  const cached = new Map<string, { value: string; fetchedAt: number }>()
 
   return {
     async listKeys() {
@@ -101,6 +102,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): KeyStore & 
         .filter((token) => token.revokedAt !== undefined && token.expiresAt > now)
         .sort((a, b) => a.expiresAt - b.expiresAt || compareText(a.jti, b.jti))
         .map(({ jti, expiresAt }) => ({ jti, expiresAt }))
+    },
+
+    async getCached(key) {
+      const hit = cached.get(key)
+      return hit === undefined ? undefined : { ...hit }
+    },
+
+    async putCached(key, value, fetchedAt) {
+      checkTime(fetchedAt, 'fetchedAt')
+      cached.set(key, { value, fetchedAt })
     },
   }
 }

@@ -52,6 +52,16 @@ export interface TokenRecord {
   description: string | undefined
 }
 
+/**
+ * Last known good copies of what Gatehouse fetches from others (the provider's discovery document and
+ * JWKS), so a process that starts while the provider is down still verifies (seed 000).
+ */
+export interface CacheStore {
+  getCached(key: string): Promise<{ value: string; fetchedAt: number } | undefined>
+  /** Replace the copy under `key` (atomically: the old copy or the new one, never half of either). */
+  putCached(key: string, value: string, fetchedAt: number): Promise<void>
+}
+
 export interface TokenStore {
   /** Insert a token record; throws if the jti exists. Atomic: either the whole record is written or nothing. */
   insertToken(token: TokenRecord): Promise<void>

@@ -2,7 +2,7 @@ import { DatabaseSync } from 'node:sqlite'
 
 import { type Clock, systemClock } from '../core/clock.ts'
 import { SchemaTooNewError, TokenExistsError } from './errors.ts'
-import type { KeyRecord, KeyStore, TokenRecord, TokenStore } from './ports.ts'
+import type { CacheStore, KeyRecord, KeyStore, TokenRecord, TokenStore } from './ports.ts'
 import { checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
 
 export interface SQLiteStoreOptions {
@@ -44,6 +44,14 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
     CREATE INDEX gh_tokens_parent_jti ON gh_tokens (parent_jti) WHERE parent_jti IS NOT NULL;
     CREATE INDEX gh_tokens_revoked_at ON gh_tokens (revoked_at) WHERE revoked_at IS NOT NULL;`,
   },
+  {
+    version: 2,
+    sql: `CREATE TABLE gh_cache (
+      key TEXT PRIMARY KEY,
+      value TEXT NOT NULL,
+      fetched_at INTEGER NOT NULL
+    ) STRICT;`,
+  },
 ]
 
 interface KeyRow {
@@ -82,7 +90,10 @@ interface TokenRow {
  * const moved = await store.transitionKey('k-2', 'next', 'current') // false if another instance won
  * ```
  */
-export function createSQLiteStore(db: DatabaseSync, options: SQLiteStoreOptions = {}): KeyStore & TokenStore {
+export function createSQLiteStore(
+  db: DatabaseSync,
+  options: SQLiteStoreOptions = {},
+): KeyStore & TokenStore & CacheStore {
   if (!(db instanceof DatabaseSync)) {
     throw new TypeError(`db: expected a node:sqlite DatabaseSync, found ${describe(db)}`)
   }
@@ -93,6 +104,9 @@ export function createSQLiteStore(db: DatabaseSync, options: SQLiteStoreOptions 
   const commit = db.prepare('COMMIT')
   const rollback = db.prepare('ROLLBACK')
 
+  const selectCached = db.prepare('SELECT value, fetched_at FROM gh_cache WHERE key = ?')
+  const upsertCached = db.prepare(`INSERT INTO gh_cache (key, value, fetched_at) VALUES (?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, fetched_at = excluded.fetched_at`)
   const selectKeys = db.prepare('SELECT * FROM gh_keys ORDER BY created_at, kid')
   const insertKey = db.prepare(`INSERT INTO gh_keys
     (kid, alg, state, public_jwk, private_jwe, created_at, activates_at, retires_at, remove_at)
@@ -197,6 +211,16 @@ export function createSQLiteStore(db: DatabaseSync, options: SQLiteStoreOptions 
     async listRevoked(now) {
       const rows = selectRevoked.all(now) as unknown as Array<{ jti: string; expires_at: number }>
       return rows.map((row) => ({ jti: row.jti, expiresAt: row.expires_at }))
+    },
+
+    async getCached(key) {
+      const row = selectCached.get(key) as { value: string; fetched_at: number } | undefined
+      return row === undefined ? undefined : { value: row.value, fetchedAt: row.fetched_at }
+    },
+
+    async putCached(key, value, fetchedAt) {
+      checkTime(fetchedAt, 'fetchedAt')
+      upsertCached.run(key, value, fetchedAt)
     },
   }
 }

@@ -1,4 +1,5 @@
 import { createMemoryStore } from '../../src/store/memory-store.ts'
-import { storeContract } from './store-contract.ts'
+import { cacheContract, storeContract } from './store-contract.ts'
 
 storeContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))
+cacheContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))

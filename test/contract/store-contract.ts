@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 
 import { TokenExistsError } from '../../src/store/errors.ts'
-import type { KeyRecord, KeyStore, TokenRecord, TokenStore } from '../../src/store/ports.ts'
+import type { CacheStore, KeyRecord, KeyStore, TokenRecord, TokenStore } from '../../src/store/ports.ts'
 
-export type Store = KeyStore & TokenStore
+export type Store = KeyStore & TokenStore & CacheStore
 
 /** Seconds since the epoch; every time in these tests is relative to it. */
 const T = 1_767_225_600 // 2026-01-01T00:00:00Z
@@ -280,6 +280,35 @@ export function storeContract(
         assert.deepEqual(await store.getToken('child'), token('child', { parentJti: 't-1' }))
         assert.deepEqual(await store.listRevoked(T), [])
       })
+    })
+  })
+}
+
+/** The cache port: last known good copies, replaced whole. */
+export function cacheContract(
+  name: string,
+  open: () => Promise<{ store: CacheStore; close(): Promise<void> }>,
+): void {
+  describe(`${name}: cache`, () => {
+    it('returns nothing for an unknown key, then the last copy put, replaced whole', async () => {
+      const { store, close } = await open()
+      try {
+        assert.equal(await store.getCached('provider:jwks'), undefined)
+        await store.putCached('provider:jwks', '{"keys":[1]}', 1_000)
+        await store.putCached('provider:discovery', '{"issuer":"x"}', 1_001)
+        await store.putCached('provider:jwks', '{"keys":[2]}', 2_000)
+        assert.deepEqual(await store.getCached('provider:jwks'), { value: '{"keys":[2]}', fetchedAt: 2_000 })
+        assert.deepEqual(await store.getCached('provider:discovery'), {
+          value: '{"issuer":"x"}',
+          fetchedAt: 1_001,
+        })
+        const copy = await store.getCached('provider:jwks')
+        copy!.value = 'changed'
+        assert.equal((await store.getCached('provider:jwks'))!.value, '{"keys":[2]}')
+        await assert.rejects(store.putCached('k', 'v', 1.5), TypeError)
+      } finally {
+        await close()
+      }
     })
   })
 }
