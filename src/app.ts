@@ -15,10 +15,11 @@ import { createMemoryOneTimeStore } from './core/one-time-store.ts'
 import type { Logger } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
 import { createSessionCodec } from './core/session-codec.ts'
+import { createProviderCache, type ProviderCache } from './keys/provider-cache.ts'
 import { createLogger } from './log.ts'
 import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
 import { openTokenServices, type TokenServices } from './services.ts'
-import type { KeyStore, TokenStore } from './store/ports.ts'
+import type { CacheStore, KeyStore, TokenStore } from './store/ports.ts'
 import { TOKEN_PREFIX } from './tokens/token-service.ts'
 
 export interface GatewayOptions {
@@ -36,7 +37,7 @@ export interface GatewayOptions {
   alsoIPv6Loopback?: boolean
   fetch?: typeof fetch
   /** Storage for keys and tokens; default SQLite in data_dir. */
-  store?: KeyStore & TokenStore
+  store?: KeyStore & TokenStore & CacheStore
   /** How often revocations and keys are reloaded from the store. Default 5 s and 60 s. */
   refreshRevocationsMs?: number
   keyTickMs?: number
@@ -45,6 +46,7 @@ export interface GatewayOptions {
 export interface Gateway {
   gatehouse: Gatehouse
   oidc: OIDCClient
+  providerCache: ProviderCache
   services: TokenServices
   metrics: Metrics
   server: Server
@@ -104,6 +106,26 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     secure,
     clock,
   })
+  const metrics = createMetrics()
+  const services = await openTokenServices(config, {
+    baseDir: options.baseDir,
+    clock,
+    log,
+    env,
+    store: options.store,
+    onCapped: (cap) => metrics.tokensCapped.inc({ by: cap.by }),
+  })
+  const providerCache = createProviderCache({
+    issuer: config.provider.issuer,
+    clock,
+    log,
+    store: services.store,
+    timeoutMs: config.provider.timeout * 1000,
+    refreshAfterSeconds: config.provider.cache.refresh_after,
+    staleIfErrorSeconds: config.provider.cache.stale_if_error,
+    unknownKidCooldownSeconds: config.provider.cache.unknown_kid_cooldown,
+    fetch: options.fetch,
+  })
   const oidc = createOIDCClient({
     issuer: config.provider.issuer,
     clientId: config.provider.client_id,
@@ -116,6 +138,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     timeoutMs: config.provider.timeout * 1000,
     clock,
     fetch: options.fetch,
+    cache: providerCache,
   })
   const providerBearer = createBearerVerifier(
     {
@@ -130,15 +153,6 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     },
     async (header, token) => (await oidc.keys())(header, token),
   )
-  const metrics = createMetrics()
-  const services = await openTokenServices(config, {
-    baseDir: options.baseDir,
-    clock,
-    log,
-    env,
-    store: options.store,
-    onCapped: (cap) => metrics.tokensCapped.inc({ by: cap.by }),
-  })
   // Gatehouse's own API tokens are told apart by their prefix and verified without the provider.
   const bearer: BearerVerifier = {
     verify: (token) =>
@@ -222,23 +236,25 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   if (adminListen !== false) {
     admin = createAdminServer({
       metrics,
+      // Never calls the provider: a probe every few seconds must not become load on it. Existing
+      // sessions and API tokens verify without the provider, so Gatehouse stays ready and says degraded.
       ready: async () => {
-        try {
-          await oidc.metadata()
-          return { ready: true, checks: { provider: 'ok' } }
-        } catch (err) {
-          // Existing sessions still verify; only new sign-ins need the provider. Say so, stay ready.
-          return { ready: true, checks: { provider: `degraded: ${(err as Error).message}` } }
+        const st = providerCache.status()
+        if (!st.stale && st.metadata.source !== 'none') return { ready: true, checks: { provider: 'ok' } }
+        const copies = `discovery ${st.metadata.ageSeconds ?? 'none'} s old, keys ${st.jwks.ageSeconds ?? 'none'} s old`
+        return {
+          ready: true,
+          checks: { provider: `degraded: ${st.lastError ?? 'not reached yet'} (${copies})` },
         }
       },
     })
     const adminPort = await listen(admin, adminListen.host, adminListen.port)
     adminUrl = `http://${adminListen.host}:${adminPort}`
   }
-  // Warm discovery in the background; failures are retried on first use.
-  oidc
-    .metadata()
-    .catch((err) => log.warn({ err: (err as Error).message }, 'provider discovery failed at start'))
+  // Warm (and persist) discovery and keys in the background; a failure leaves any persisted copy in use.
+  providerCache
+    .refreshNow()
+    .catch((err) => log.warn({ err: (err as Error).message }, 'provider not reached at start'))
   // Background work, none of it on the request path: revocations and keys from the store (another
   // process, such as `gatehouse tokens revoke`, may have changed them), and the expiry-cliff check.
   const timers: NodeJS.Timeout[] = []
@@ -249,6 +265,9 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     t.unref()
     timers.push(t)
   }
+  every(30_000, 'provider refresh', async () => {
+    await providerCache.refreshIfDue()
+  })
   every(options.refreshRevocationsMs ?? 5_000, 'revocation refresh', () =>
     services.tokens.refreshRevocations(),
   )
@@ -288,6 +307,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   return {
     gatehouse,
     oidc,
+    providerCache,
     services,
     metrics,
     server: gateway.server,

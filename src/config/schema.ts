@@ -74,6 +74,14 @@ export const configSchema = z.strictObject({
     timeout: duration.default(5),
     /** Accepted `aud` values of provider access tokens; default: the client id. */
     audiences: z.array(z.string().min(1)).optional(),
+    /** The provider's discovery document and JWKS: kept, refreshed, persisted (seed 000). */
+    cache: z
+      .strictObject({
+        refresh_after: duration.default(600),
+        stale_if_error: duration.default(3 * 86_400),
+        unknown_kid_cooldown: duration.default(30),
+      })
+      .default({ refresh_after: 600, stale_if_error: 3 * 86_400, unknown_kid_cooldown: 30 }),
   }),
   session: z.strictObject({
     secrets: z.array(secretRef).min(1),

@@ -3,8 +3,9 @@ import { jwtVerify } from 'jose'
 import * as oauth from 'oauth4webapi'
 import type { Clock } from '../core/clock.ts'
 import { ProviderRejectedError, ProviderResponseError, ProviderUnavailableError } from '../core/errors.ts'
-import type { OIDCPort, TokenResult } from '../core/ports.ts'
-import { createProviderKeys } from '../keys/provider-keys.ts'
+import { type OIDCPort, silentLogger, type TokenResult } from '../core/ports.ts'
+import { createProviderCache, type ProviderCache } from '../keys/provider-cache.ts'
+import { createMemoryStore } from '../store/memory-store.ts'
 
 export type ProviderPreset = 'generic' | 'cognito'
 
@@ -25,10 +26,12 @@ export interface OIDCClientOptions {
   clock: Clock
   /** Injected for tests; defaults to the global fetch. */
   fetch?: typeof fetch
+  /** The provider's metadata and keys; default an in-memory cache (nothing persisted). */
+  cache?: ProviderCache | undefined
 }
 
 export interface OIDCClient extends OIDCPort {
-  /** The provider's metadata (discovered on first use, then kept). */
+  /** The provider's metadata (from the provider cache). */
   metadata(): Promise<oauth.AuthorizationServer>
   /** The provider's signing keys, shared with the bearer-token verifier. */
   keys(): Promise<JWTVerifyGetKey>
@@ -97,35 +100,20 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
     [oauth.customFetch]: fetchImpl as never,
     [oauth.allowInsecureRequests]: insecure,
   })
-  let metadataPromise: Promise<oauth.AuthorizationServer> | undefined
-  let keysGetter: JWTVerifyGetKey | undefined
-
-  async function metadata(): Promise<oauth.AuthorizationServer> {
-    if (metadataPromise === undefined) {
-      metadataPromise = (async () => {
-        try {
-          const response = assertAvailable(await oauth.discoveryRequest(issuer, http()), 'discovery')
-          return await oauth.processDiscoveryResponse(issuer, response)
-        } catch (err) {
-          throw toProviderError(err, 'discovery')
-        }
-      })()
-      // A failed discovery is retried on the next call instead of being cached.
-      metadataPromise.catch(() => {
-        metadataPromise = undefined
-      })
-    }
-    return metadataPromise
-  }
-
-  async function keys(): Promise<JWTVerifyGetKey> {
-    if (keysGetter === undefined) {
-      const as = await metadata()
-      if (as.jwks_uri === undefined) throw new ProviderResponseError('discovery: no jwks_uri')
-      keysGetter = createProviderKeys({ jwksUri: as.jwks_uri, timeoutMs: options.timeoutMs })
-    }
-    return keysGetter
-  }
+  // Discovery and keys come from the provider cache: in memory, refreshed before they age out, kept
+  // through a failed refresh, persisted when the cache has a durable store.
+  const cache =
+    options.cache ??
+    createProviderCache({
+      issuer: options.issuer,
+      clock: options.clock,
+      log: silentLogger,
+      store: createMemoryStore(),
+      timeoutMs: options.timeoutMs,
+      fetch: fetchImpl,
+    })
+  const metadata = () => cache.metadata()
+  const keys = async (): Promise<JWTVerifyGetKey> => cache.getKey
 
   async function verifyIdToken(
     idToken: string | undefined,
@@ -174,6 +162,11 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
     keys,
 
     async authorizationUrl({ state, nonce, codeChallenge }) {
+      // Sending a browser to a provider that is not answering only trades our clear 503 page for the
+      // browser's connection error.
+      const st = cache.status()
+      if (st.stale)
+        throw new ProviderUnavailableError(`the provider is not answering: ${st.lastError ?? 'unknown'}`)
       const as = await metadata()
       if (as.authorization_endpoint === undefined)
         throw new ProviderResponseError('discovery: no authorization_endpoint')

@@ -299,8 +299,8 @@ describe('when the provider is down', () => {
       const again = await browser.request(`${base}/still-here`, { headers: { accept: 'text/html' } })
       assert.equal(again.status, 200, 'the session verifies without the provider')
       assert.equal(upstream.requests.at(-1)!.url, '/still-here')
-      // A stranger arriving at a gateway that has never reached the provider (a cold start during the
-      // outage) gets the 503 page, not a redirect to a dead provider.
+      // A stranger arriving at a gateway that starts during the outage (it has the persisted copy of the
+      // provider's metadata, and its first refresh fails) gets the 503 page, not a redirect to a dead provider.
       const cold = await startGateway(config, {
         baseDir: process.cwd(),
         log: silentLogger,
@@ -309,6 +309,8 @@ describe('when the provider is down', () => {
         env: { S: idp.clientSecret, K: SESSION_SECRET },
       })
       try {
+        await cold.providerCache.refreshNow().catch(() => {})
+        assert.equal(cold.providerCache.status().metadata.source, 'persisted')
         const count = upstream.requests.length
         const r = await browserFetch(`${cold.url}/`, { headers: { accept: 'text/html' } })
         assert.equal(r.status, 503)
