@@ -32,6 +32,11 @@ export interface TestIdPOptions {
   sessionTtlSeconds?: number
   /** Default: a fresh `':memory:'` database, closed by `close()`. A given one is left open. */
   db?: DatabaseSync
+  /**
+   * The origin the provider says it is at (its issuer is `<issuerOrigin>/_idp`), when something such as a
+   * fault-injecting proxy stands in front of it. Default: its own `http://127.0.0.1:<port>`.
+   */
+  issuerOrigin?: string
   /** Default 0 (random). Pass the port of a stopped IdP to restart it under the same issuer. */
   port?: number
   /**
@@ -81,7 +86,7 @@ export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
     })
   })
   const { port } = server.address() as AddressInfo
-  const issuer = `http://127.0.0.1:${port}/_idp`
+  const issuer = `${options.issuerOrigin ?? `http://127.0.0.1:${port}`}/_idp`
 
   try {
     idp = await createEmbeddedIdP({

@@ -1,0 +1,201 @@
+/**
+ * Outage drills (seed 000): a fault-injecting proxy stands in front of a real oidc-provider, and the
+ * provider's discovery, JWKS and token endpoints fail while the clock jumps ahead. Each drill asserts
+ * what the upstream saw, not only status codes.
+ */
+import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { generateKeyPair, SignJWT } from 'jose'
+import { type Gateway, startGateway } from '../../src/app.ts'
+import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
+import { validateConfig } from '../../src/config/load.ts'
+import type { Config } from '../../src/config/schema.ts'
+import { createFrozenClock } from '../../src/core/clock.ts'
+import { silentLogger } from '../../src/core/ports.ts'
+import { browserFetch } from '../helpers/browser-fetch.ts'
+import { createCookieClient } from '../helpers/cookie-client.ts'
+import { type FaultProxy, startFaultProxy } from '../helpers/fault-proxy.ts'
+import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
+import { DEMO_USER, signIn, startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
+
+const HOUR = 3_600_000
+const env = { CS: '', SS: 'drill-session-secret-0123456789abcdefghijkl' }
+const JWKS = '/_idp/jwks'
+const TOKEN = '/_idp/token'
+const DISCOVERY = '/_idp/.well-known/openid-configuration'
+
+describe('identity provider outage drills', () => {
+  let idp: TestIdP
+  let proxy: FaultProxy
+  let upstream: RecordingUpstream
+  let gateway: Gateway
+  let config: Config
+  let base: string
+  let session: ReturnType<typeof createCookieClient>
+  let providerToken: string
+  let apiToken: string
+  const clock = createFrozenClock(Date.now())
+
+  const outage = () => {
+    for (const path of [JWKS, TOKEN, DISCOVERY])
+      proxy.set(path, { kind: 'status', status: 504, body: '<html>504 Gateway Timeout</html>' })
+  }
+
+  before(async () => {
+    const proxyPort = await freePort()
+    const port = await freePort()
+    base = `http://127.0.0.1:${port}`
+    idp = await startTestIdP({
+      redirectUris: [`${base}/oauth2/callback`],
+      issuerOrigin: `http://127.0.0.1:${proxyPort}`,
+      // Longer than the drill's simulated hour, so sessions need no refresh (session grace is not built yet).
+      accessTokenTtlSeconds: 4 * 3600,
+    })
+    proxy = await startFaultProxy(`http://127.0.0.1:${idp.port}`, { port: proxyPort })
+    env.CS = idp.clientSecret
+    upstream = await startRecordingUpstream()
+    config = validateConfig({
+      public_url: base,
+      upstream: upstream.url,
+      data_dir: mkdtempSync(join(tmpdir(), 'gh-drill-')),
+      listen: { host: '127.0.0.1', port },
+      provider: {
+        issuer: idp.issuer,
+        client_id: idp.clientId,
+        client_secret: { env: 'CS' },
+        scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
+        timeout: 2,
+      },
+      session: { secrets: [{ env: 'SS' }] },
+      lifetimes: DEV_LIFETIMES,
+      identity: { pass_access_token: true },
+      shutdown: { drain: '1s' },
+    })
+    gateway = await startGateway(config, {
+      baseDir: process.cwd(),
+      clock,
+      log: silentLogger,
+      admin: false,
+      env,
+    })
+    await gateway.providerCache.refreshNow()
+
+    session = createCookieClient({ fetch: browserFetch })
+    const first = await session.request(`${base}/`, { headers: { accept: 'text/html' } })
+    const callback = await signIn(
+      session,
+      first.headers.get('location')!,
+      DEMO_USER.username,
+      DEMO_USER.password,
+      idp.issuer,
+    )
+    assert.equal((await session.follow(callback, { headers: { accept: 'text/html' } })).response.status, 200)
+    providerToken = String(upstream.requests.at(-1)!.headers['x-auth-request-access-token'])
+    apiToken = (await gateway.services.tokens.issue({ subject: 'drill-bot' })).token
+  })
+
+  after(async () => {
+    await gateway?.close()
+    await upstream?.close()
+    await proxy?.close()
+    await idp?.close()
+  })
+
+  test('Drill A (seed 000 replayed): JWKS, token and discovery answer 504 for an hour; every valid credential still passes', async () => {
+    outage()
+    const jwksBefore = proxy.count(JWKS)
+    for (let minute = 0; minute <= 60; minute += 15) {
+      clock.set(clock.now() + 15 * 60_000)
+      await gateway.providerCache.refreshIfDue().catch(() => {})
+      const bySession = await session.request(`${base}/with-session`)
+      assert.equal(bySession.status, 200, `session at +${minute} min`)
+      assert.equal(upstream.requests.at(-1)!.headers['x-auth-request-email'], DEMO_USER.email)
+      const byProvider = await fetch(`${base}/with-provider-token`, {
+        headers: { authorization: `Bearer ${providerToken}` },
+      })
+      assert.equal(byProvider.status, 200, `provider access token at +${minute} min`)
+      assert.equal(upstream.requests.at(-1)!.url, '/with-provider-token')
+      const byApiToken = await fetch(`${base}/with-api-token`, {
+        headers: { authorization: `Bearer ${apiToken}` },
+      })
+      assert.equal(byApiToken.status, 200, `API token at +${minute} min`)
+      assert.equal(upstream.requests.at(-1)!.headers['x-auth-request-user'], 'drill-bot')
+    }
+    const st = gateway.providerCache.status()
+    assert.equal(st.stale, true, 'the cache knows it is serving an old copy')
+    assert.match(st.lastError ?? '', /504/)
+    // Backoff: a handful of refresh attempts over the hour, not one per request.
+    assert.ok(proxy.count(JWKS) - jwksBefore <= 6, `JWKS attempts: ${proxy.count(JWKS) - jwksBefore}`)
+  })
+
+  test('Drill B: a gateway started during the outage verifies at once from the persisted copy', async () => {
+    outage()
+    const cold = await startGateway(config, {
+      baseDir: process.cwd(),
+      clock,
+      log: silentLogger,
+      admin: false,
+      env,
+      listen: { host: '127.0.0.1', port: 0 },
+    })
+    try {
+      await cold.providerCache.refreshNow().catch(() => {})
+      assert.equal(cold.providerCache.status().jwks.source, 'persisted')
+      const r = await fetch(`${cold.url}/cold`, { headers: { authorization: `Bearer ${providerToken}` } })
+      assert.equal(r.status, 200)
+      assert.equal(upstream.requests.at(-1)!.url, '/cold')
+      // A stranger gets the clear 503 page, not a redirect to the dead provider.
+      const count = upstream.requests.length
+      const stranger = await browserFetch(`${cold.url}/`, { headers: { accept: 'text/html' } })
+      assert.equal(stranger.status, 503)
+      assert.ok(stranger.headers.get('retry-after'))
+      assert.equal(upstream.requests.length, count, 'the upstream was not reached')
+    } finally {
+      await cold.close()
+    }
+  })
+
+  test('Drill D: a token naming a key the provider rotated in during the outage: 401, and fetches respect the cooldown', async () => {
+    outage()
+    clock.advance(HOUR) // past any earlier unknown-kid fetch
+    const { privateKey } = await generateKeyPair('RS256')
+    const now = Math.floor(clock.now() / 1000)
+    const before = proxy.count(JWKS)
+    const count = upstream.requests.length
+    for (let i = 0; i < 20; i++) {
+      const forged = await new SignJWT({ sub: 'x' })
+        .setProtectedHeader({ alg: 'RS256', kid: `rotated-${i}` })
+        .setIssuer(idp.issuer)
+        .setAudience(idp.clientId)
+        .setIssuedAt(now)
+        .setExpirationTime(now + 300)
+        .sign(privateKey)
+      const r = await fetch(`${base}/unknown-kid`, { headers: { authorization: `Bearer ${forged}` } })
+      assert.equal(r.status, 401)
+      assert.match(r.headers.get('www-authenticate')!, /error="invalid_token"/)
+    }
+    assert.equal(upstream.requests.length, count, 'the upstream was not reached')
+    assert.ok(
+      proxy.count(JWKS) - before <= 1,
+      `JWKS fetches for 20 unknown kids: ${proxy.count(JWKS) - before}`,
+    )
+  })
+
+  test('Drill E: when the provider returns, copies and sign-ins recover without a restart', async () => {
+    proxy.clear()
+    clock.advance(HOUR) // past the backoff
+    await gateway.providerCache.refreshNow()
+    const st = gateway.providerCache.status()
+    assert.equal(st.stale, false)
+    assert.equal(st.jwks.ageSeconds, 0)
+    const browser = createCookieClient({ fetch: browserFetch })
+    const r = await browser.request(`${base}/again`, { headers: { accept: 'text/html' } })
+    assert.equal(r.status, 302)
+    assert.ok(r.headers.get('location')!.startsWith(idp.issuer))
+    const bySession = await session.request(`${base}/after-recovery`)
+    assert.equal(bySession.status, 200)
+  })
+})
