@@ -18,6 +18,7 @@ import { createSessionCodec } from './core/session-codec.ts'
 import { createProviderCache, type ProviderCache } from './keys/provider-cache.ts'
 import { createLogger } from './log.ts'
 import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
+import { createGuardedFetch, type GuardedFetch } from './oidc/guarded-fetch.ts'
 import { openTokenServices, type TokenServices } from './services.ts'
 import type { CacheStore, KeyStore, TokenStore } from './store/ports.ts'
 import { TOKEN_PREFIX } from './tokens/token-service.ts'
@@ -47,6 +48,7 @@ export interface Gateway {
   gatehouse: Gatehouse
   oidc: OIDCClient
   providerCache: ProviderCache
+  providerGuard: GuardedFetch
   services: TokenServices
   metrics: Metrics
   server: Server
@@ -115,6 +117,13 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     store: options.store,
     onCapped: (cap) => metrics.tokensCapped.inc({ by: cap.by }),
   })
+  // Every call to the provider goes through one breaker and bulkhead.
+  const guard = createGuardedFetch(options.fetch ?? fetch, {
+    clock,
+    maxInFlight: config.provider.breaker.max_in_flight,
+    failureThreshold: config.provider.breaker.failures,
+    openSeconds: config.provider.breaker.open_for,
+  })
   const providerCache = createProviderCache({
     issuer: config.provider.issuer,
     clock,
@@ -124,7 +133,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     refreshAfterSeconds: config.provider.cache.refresh_after,
     staleIfErrorSeconds: config.provider.cache.stale_if_error,
     unknownKidCooldownSeconds: config.provider.cache.unknown_kid_cooldown,
-    fetch: options.fetch,
+    fetch: guard.fetch,
   })
   const oidc = createOIDCClient({
     issuer: config.provider.issuer,
@@ -137,7 +146,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     algorithms: config.provider.algorithms,
     timeoutMs: config.provider.timeout * 1000,
     clock,
-    fetch: options.fetch,
+    fetch: guard.fetch,
     cache: providerCache,
   })
   const providerBearer = createBearerVerifier(
@@ -168,6 +177,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
         ttlSeconds: config.lifetimes.session.ttl,
         maxTtlSeconds: config.lifetimes.session.max_ttl,
         refreshBeforeSeconds: config.session.refresh_before,
+        outageGraceSeconds: config.provider.outage_grace,
       },
       signInTtlSeconds: config.sign_in.ttl,
       mapping,
@@ -236,6 +246,21 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   if (adminListen !== false) {
     admin = createAdminServer({
       metrics,
+      status: async () => {
+        const cache = providerCache.status()
+        return {
+          provider: {
+            issuer: config.provider.issuer,
+            state: cache.stale ? 'degraded' : cache.metadata.source === 'none' ? 'unknown' : 'ok',
+            last_error: cache.lastError ?? null,
+            breaker: guard.status(),
+            discovery: cache.metadata,
+            jwks: cache.jwks,
+            unknown_kid_fetches: cache.unknownKidFetches,
+          },
+          keys: services.keyRing.list(),
+        }
+      },
       // Never calls the provider: a probe every few seconds must not become load on it. Existing
       // sessions and API tokens verify without the provider, so Gatehouse stays ready and says degraded.
       ready: async () => {
@@ -308,6 +333,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     gatehouse,
     oidc,
     providerCache,
+    providerGuard: guard,
     services,
     metrics,
     server: gateway.server,

@@ -5,9 +5,14 @@ export interface AdminOptions {
   metrics: Metrics
   /** Readiness with a short description of each dependency. */
   ready: () => Promise<{ ready: boolean; checks: Record<string, string> }>
+  /** What `/status.json` shows: provider state, cache ages, breaker, keys. Never a secret. */
+  status?: () => Promise<Record<string, unknown>>
 }
 
-/** The admin port: `/healthz` (the process answers), `/readyz` (it can serve), `/metrics` (Prometheus). */
+/**
+ * The admin port: `/healthz` (the process answers), `/readyz` (it can serve), `/metrics` (Prometheus),
+ * `/status.json` (what Gatehouse knows of its dependencies).
+ */
 export function createAdminServer(options: AdminOptions): Server {
   return createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
@@ -29,6 +34,9 @@ export function createAdminServer(options: AdminOptions): Server {
           'application/json',
           JSON.stringify({ status: r.ready ? 'ready' : 'not_ready', checks: r.checks }) + '\n',
         )
+      }
+      if (path === '/status.json' && options.status !== undefined) {
+        return send(200, 'application/json', `${JSON.stringify(await options.status(), null, 2)}\n`)
       }
       if (path === '/metrics')
         return send(200, options.metrics.registry.contentType, await options.metrics.registry.metrics())

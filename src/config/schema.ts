@@ -74,6 +74,19 @@ export const configSchema = z.strictObject({
     timeout: duration.default(5),
     /** Accepted `aud` values of provider access tokens; default: the client id. */
     audiences: z.array(z.string().min(1)).optional(),
+    /**
+     * A session whose access token expired while the provider could not be reached (not when it refused)
+     * stays valid this long, never past lifetimes.session.max_ttl; 0 turns it off.
+     */
+    outage_grace: duration.default(3600),
+    /** Calls to the provider: a breaker opens after `failures` in a row for `open_for`; at most `max_in_flight` at once. */
+    breaker: z
+      .strictObject({
+        failures: z.number().int().min(1).default(5),
+        open_for: duration.default(30),
+        max_in_flight: z.number().int().min(1).default(16),
+      })
+      .default({ failures: 5, open_for: 30, max_in_flight: 16 }),
     /** The provider's discovery document and JWKS: kept, refreshed, persisted (seed 000). */
     cache: z
       .strictObject({

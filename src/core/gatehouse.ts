@@ -34,6 +34,11 @@ export interface GatehouseOptions {
     maxTtlSeconds: number
     /** Refresh the provider's tokens when they expire within this many seconds (seed 004: 10 minutes). */
     refreshBeforeSeconds: number
+    /**
+     * When a refresh fails because the provider is unreachable (not because it refused), an expired
+     * access token is tolerated this long, never past the session's max_ttl. Default 3600; 0 disables.
+     */
+    outageGraceSeconds?: number
   }
   /** How long a sign-in attempt (its state cookie) stays valid. */
   signInTtlSeconds: number
@@ -72,6 +77,8 @@ type RefreshOutcome =
   | { ok: false; kind: 'rejected' | 'unavailable'; reason: string }
 
 const RECENT_REFRESH_MS = 60_000
+const MIN_RETRY_MS = 5_000
+const MAX_RETRY_MS = 300_000
 const MAX_STATE_COOKIES = 8
 
 /**
@@ -93,6 +100,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   if (!/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/.test(prefix))
     throw new TypeError(`prefix: invalid path ${prefix}`)
   const { ttlSeconds, maxTtlSeconds, refreshBeforeSeconds } = options.session
+  const outageGraceSeconds = options.session.outageGraceSeconds ?? 3600
   if (!(ttlSeconds > 0 && maxTtlSeconds >= ttlSeconds)) {
     throw new TypeError('session: ttl must be positive and max_ttl at least ttl')
   }
@@ -114,6 +122,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   }
   const ownPrefix = `${prefix}/`
   const inFlightRefresh = new Map<string, Promise<RefreshOutcome>>()
+  const refreshRetry = new Map<string, number>()
   const recentRefresh = new Map<
     string,
     { oldRefreshToken: string; outcome: RefreshOutcome; untilMs: number }
@@ -362,10 +371,20 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       (outcome) => {
         inFlightRefresh.delete(session.sid)
         // Requests still carrying the old cookie (sent before the browser saw the new one) reuse this
-        // outcome instead of presenting the already-rotated refresh token again.
+        // outcome instead of presenting the already-rotated refresh token again. After a failure to reach
+        // the provider, the same holds for a backoff with jitter: a retry per session, not per request.
         const now = clock.now()
         for (const [k, v] of recentRefresh) if (v.untilMs <= now) recentRefresh.delete(k)
-        recentRefresh.set(session.sid, { oldRefreshToken: rt, outcome, untilMs: now + RECENT_REFRESH_MS })
+        let holdMs = RECENT_REFRESH_MS
+        if (!outcome.ok && outcome.kind === 'unavailable') {
+          const delayMs = Math.min(MAX_RETRY_MS, 2 * (refreshRetry.get(session.sid) ?? MIN_RETRY_MS / 2))
+          if (refreshRetry.size >= 10_000) refreshRetry.clear()
+          refreshRetry.set(session.sid, delayMs)
+          holdMs = Math.round(delayMs * (0.75 + Math.random() * 0.5))
+        } else {
+          refreshRetry.delete(session.sid)
+        }
+        recentRefresh.set(session.sid, { oldRefreshToken: rt, outcome, untilMs: now + holdMs })
       },
       // An unexpected failure (not the provider's answer) reaches the waiting requests as an error.
       () => inFlightRefresh.delete(session.sid),
@@ -383,6 +402,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         setCookies: string[]
         session?: Session
         token?: string
+        /** Served under the outage grace: the provider could not refresh an expired access token. */
+        degraded?: boolean
       }
     | {
         ok: false
@@ -455,19 +476,30 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         }
       }
       if (ate <= now) {
+        // The provider is unreachable (not refusing): a bounded grace keeps the session, never past its
+        // absolute end, and the upstream is told (seed 000).
+        const graceEnd = Math.min(ate + outageGraceSeconds, session.maxExpiresAt)
+        if (now < graceEnd) {
+          return {
+            ok: true,
+            identity: session.identity,
+            accessToken: session.accessToken,
+            setCookies: [],
+            session,
+            token: read.token,
+            degraded: true,
+          }
+        }
+        log.info({ event: 'session_ended', sid: session.sid, reason: 'outage grace over' }, 'session ended')
+        codec.forget(read.token)
         return {
           ok: false,
-          response: async (f) =>
-            problem(
-              f,
-              503,
-              'idp_unavailable',
-              'Sign-in is unavailable',
-              'The sign-in service is unavailable. Try again in a few minutes.',
-              {
-                headers: { 'retry-after': '30' },
-              },
-            ),
+          response: notSignedIn(
+            'session_expired',
+            'The session ended while the sign-in service was unavailable',
+            true,
+            codec.clear(cookieHeader),
+          ),
         }
       }
       // The provider is unreachable but the access token still lives: serve, retry on a later request.
@@ -511,7 +543,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const auth = await authenticate(facts, true)
     if (!auth.ok) return auth.response(facts, path, true)
     if (!isAllowed(access, auth.identity)) return forbidden(facts, auth.identity, auth.setCookies)
-    return allow(path, auth.identity, auth.accessToken, upstreamCookie, auth.setCookies)
+    return allow(path, auth.identity, auth.accessToken, upstreamCookie, auth.setCookies, auth.degraded)
   }
 
   function allow(
@@ -520,12 +552,14 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     accessToken: string | undefined,
     upstreamCookie: string | undefined,
     setCookies: string[],
+    degraded = false,
   ): Allow {
+    const headers = upstreamHeadersFor(identity, accessToken)
     return {
       kind: 'allow',
       path,
       identity,
-      upstreamHeaders: upstreamHeadersFor(identity, accessToken),
+      upstreamHeaders: degraded ? { ...headers, 'x-gatehouse-degraded': 'idp-unavailable' } : headers,
       upstreamCookie,
       setCookies,
     }

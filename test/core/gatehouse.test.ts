@@ -462,18 +462,56 @@ describe('refresh_auth', () => {
     assert.equal(api.code, 'session_expired')
   })
 
-  test('provider unreachable: serve while the access token lives, 503 once it has expired', async () => {
-    const g = await setup()
+  test('provider unreachable: serve while the access token lives, then a bounded grace marked degraded, then a clean end', async () => {
+    const g = await setup({
+      session: {
+        ttlSeconds: 12 * 3600,
+        maxTtlSeconds: 7 * 86400,
+        refreshBeforeSeconds: 600,
+        outageGraceSeconds: 3600,
+      },
+    })
     const { cookie } = await signIn(g)
     g.provider.state.refresh = async () => {
       throw new ProviderUnavailableError('connect ECONNREFUSED')
     }
     g.clock.advance((3600 - 100) * 1000)
-    allowed(await g.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
+    const before = allowed(await g.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
+    assert.equal(
+      before.upstreamHeaders['x-gatehouse-degraded'],
+      undefined,
+      'the token still lives: not degraded',
+    )
+    // The access token expires at +3600 s; the grace lasts until +7200 s.
     g.clock.advance(200_000)
-    const d = respond(await g.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
-    assert.equal(d.status, 503)
-    assert.equal(d.headers['retry-after'], '30')
+    const grace = allowed(await g.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
+    assert.equal(grace.upstreamHeaders['x-gatehouse-degraded'], 'idp-unavailable')
+    assert.equal(grace.upstreamHeaders['x-auth-request-user'], 'user-1')
+    g.clock.advance(3600_000) // +7300 s: past the grace
+    const ended = respond(await g.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
+    assert.equal(ended.status, 401)
+    assert.equal(ended.code, 'session_expired')
+    assert.ok(
+      ended.setCookies.some((c) => c.startsWith('__Host-gatehouse=;') && c.includes('Max-Age=0')),
+      'cleared',
+    )
+  })
+
+  test('while the provider is unreachable a session retries its refresh with backoff, not on every request', async () => {
+    const g = await setup()
+    const { cookie } = await signIn(g)
+    g.provider.state.refresh = async () => {
+      throw new ProviderUnavailableError('timed out')
+    }
+    g.clock.advance((3600 - 100) * 1000)
+    for (let i = 0; i < 35; i++) {
+      allowed(await g.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
+      g.clock.advance(100) // 3.5 s of traffic at 10 requests a second; the first backoff is 5 s ± 25%
+    }
+    assert.equal(g.provider.calls.refresh, 1, 'one attempt in the first backoff window')
+    g.clock.advance(10_000)
+    allowed(await g.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
+    assert.equal(g.provider.calls.refresh, 2)
   })
 
   test('a refresh never extends past max_ttl', async () => {

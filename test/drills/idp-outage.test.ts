@@ -198,4 +198,71 @@ describe('identity provider outage drills', () => {
     const bySession = await session.request(`${base}/after-recovery`)
     assert.equal(bySession.status, 200)
   })
+
+  test('Drill C: a session whose refresh falls in the outage lives on for outage_grace, marked degraded, then ends cleanly', async () => {
+    proxy.clear()
+    const browser = createCookieClient({ fetch: browserFetch })
+    const first = await browser.request(`${base}/c`, { headers: { accept: 'text/html' } })
+    const callback = await signIn(
+      browser,
+      first.headers.get('location')!,
+      DEMO_USER.username,
+      DEMO_USER.password,
+      idp.issuer,
+    )
+    assert.equal((await browser.follow(callback, { headers: { accept: 'text/html' } })).response.status, 200)
+    outage()
+    // The access token (4 h) expired 10 minutes ago and cannot be refreshed: inside the 1 h grace.
+    clock.advance(4 * HOUR + 10 * 60_000)
+    const tokenCalls = proxy.count(TOKEN)
+    for (let i = 0; i < 30; i++) {
+      const r = await browser.request(`${base}/in-grace`)
+      assert.equal(r.status, 200)
+    }
+    const seen = upstream.requests.at(-1)!
+    assert.equal(seen.url, '/in-grace')
+    assert.equal(seen.headers['x-gatehouse-degraded'], 'idp-unavailable')
+    assert.equal(seen.headers['x-auth-request-email'], DEMO_USER.email)
+    assert.ok(proxy.count(TOKEN) - tokenCalls <= 1, `refresh attempts: ${proxy.count(TOKEN) - tokenCalls}`)
+    // Past the grace: the session ends cleanly, cookie cleared, a clear answer and no redirect loop.
+    clock.advance(HOUR)
+    const count = upstream.requests.length
+    const api = await browser.request(`${base}/after-grace`, { headers: { accept: 'application/json' } })
+    assert.equal(api.status, 401)
+    assert.equal((await api.json()).error, 'session_expired')
+    assert.ok(api.headers.getSetCookie().some((c) => /^gatehouse=;.*Max-Age=0/.test(c)))
+    const page = await browser.request(`${base}/after-grace`, { headers: { accept: 'text/html' } })
+    assert.equal(page.status, 503, 'the provider is still down: the sign-in page says so')
+    assert.equal(upstream.requests.length, count, 'the upstream was not reached')
+  })
+
+  test('status.json on the admin port shows the provider state, copies and breaker', async () => {
+    outage()
+    const admin = await startGateway(config, {
+      baseDir: process.cwd(),
+      clock,
+      log: silentLogger,
+      admin: { host: '127.0.0.1', port: 0 },
+      env,
+      listen: { host: '127.0.0.1', port: 0 },
+    })
+    try {
+      await admin.providerCache.refreshNow().catch(() => {})
+      const st = (await (await fetch(`${admin.adminUrl}/status.json`)).json()) as {
+        provider: {
+          state: string
+          breaker: { state: string; consecutiveFailures: number }
+          jwks: { source: string }
+        }
+      }
+      assert.equal(st.provider.state, 'degraded')
+      assert.equal(st.provider.jwks.source, 'persisted')
+      assert.ok(st.provider.breaker.consecutiveFailures >= 1)
+      const ready = await fetch(`${admin.adminUrl}/readyz`)
+      assert.equal(ready.status, 200)
+      assert.match(JSON.stringify(await ready.json()), /degraded/)
+    } finally {
+      await admin.close()
+    }
+  })
 })
