@@ -1,5 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
+import { Gauge } from 'prom-client'
 import { createGatewayServer, type GatewayServer } from './adapters/node-proxy/server.ts'
 import { createUpstream, type Upstream } from './adapters/node-proxy/upstream.ts'
 import { createAdminServer } from './admin/admin-server.ts'
@@ -148,6 +149,26 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     clock,
     fetch: guard.fetch,
     cache: providerCache,
+  })
+  // Read at scrape time: how old the provider copies in use are, and whether the breaker is open.
+  new Gauge({
+    name: 'gatehouse_provider_copy_age_seconds',
+    help: "Age of the provider's discovery document and JWKS in use (-1 when there is none)",
+    labelNames: ['what'],
+    registers: [metrics.registry],
+    collect() {
+      const st = providerCache.status()
+      this.set({ what: 'discovery' }, st.metadata.ageSeconds ?? -1)
+      this.set({ what: 'jwks' }, st.jwks.ageSeconds ?? -1)
+    },
+  })
+  new Gauge({
+    name: 'gatehouse_provider_breaker_open',
+    help: '1 while calls to the provider are suspended by the circuit breaker',
+    registers: [metrics.registry],
+    collect() {
+      this.set(guard.status().state === 'open' ? 1 : 0)
+    },
   })
   const providerBearer = createBearerVerifier(
     {
