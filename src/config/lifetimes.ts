@@ -1,5 +1,5 @@
 import { formatDuration } from './duration.ts'
-import type { ConfigProblem } from './load.ts'
+import type { ConfigProblem } from './validate.ts'
 
 /**
  * Explicit credential lifetimes, their effective values through chains of parents, expiry caps, and

@@ -1,0 +1,141 @@
+/** Config validation without any Node API, so the edge adapters can validate a config too. */
+import type { z } from 'zod'
+import { GatehouseError } from '../core/errors.ts'
+import { formatDuration } from './duration.ts'
+import { type Config, configSchema } from './schema.ts'
+
+/** One problem in a config file: where, what was expected, what was found. */
+export interface ConfigProblem {
+  path: string
+  message: string
+}
+
+export class ConfigError extends GatehouseError {
+  override readonly name = 'ConfigError'
+  readonly problems: ConfigProblem[]
+  constructor(file: string, problems: ConfigProblem[]) {
+    super(
+      'ERR_CONFIG',
+      `${file}: ${problems.length} problem(s)\n${problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}`,
+    )
+    this.problems = problems
+  }
+}
+
+function pathOf(path: PropertyKey[]): string {
+  let out = ''
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out === '' ? String(p) : `.${String(p)}`
+  return out || '(top level)'
+}
+
+function valueAt(input: unknown, path: PropertyKey[]): unknown {
+  let v: unknown = input
+  for (const p of path) {
+    if (v === null || typeof v !== 'object') return undefined
+    v = (v as Record<PropertyKey, unknown>)[p]
+  }
+  return v
+}
+
+function describeValue(v: unknown): string {
+  if (v === undefined) return 'nothing'
+  const s = JSON.stringify(v)
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s
+}
+
+function toProblems(input: unknown, issues: z.core.$ZodIssue[]): ConfigProblem[] {
+  return issues.map((issue) => {
+    const path = pathOf(issue.path)
+    const found = valueAt(input, issue.path)
+    if (found === undefined && issue.code !== 'unrecognized_keys' && issue.code !== 'custom') {
+      const expected = issue.code === 'invalid_type' ? issue.expected : 'a value'
+      return { path, message: `required: expected ${expected}, got nothing` }
+    }
+    // A value given where a secret belongs is never echoed back.
+    if (/secret/i.test(path)) return { path, message: issue.message }
+    if (issue.code === 'unrecognized_keys') {
+      return { path, message: `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}` }
+    }
+    if (issue.code === 'invalid_type') {
+      return { path, message: `expected ${issue.expected}, got ${describeValue(valueAt(input, issue.path))}` }
+    }
+    if (issue.code === 'custom') return { path, message: issue.message }
+    return { path, message: `${issue.message}; got ${describeValue(valueAt(input, issue.path))}` }
+  })
+}
+
+/** Validates an already-parsed config object; throws ConfigError listing every problem. The result is frozen. */
+export function validateConfig(input: unknown, file = 'config'): Config {
+  const result = configSchema.safeParse(input)
+  if (!result.success) throw new ConfigError(file, toProblems(input, result.error.issues))
+  const config = result.data
+  const problems: ConfigProblem[] = []
+  for (const [name, l] of Object.entries(config.lifetimes)) {
+    if (l.ttl <= 0)
+      problems.push({ path: `lifetimes.${name}.ttl`, message: 'expected a positive duration, got 0' })
+    if (l.max_ttl < l.ttl) {
+      problems.push({
+        path: `lifetimes.${name}.max_ttl`,
+        message: `expected at least lifetimes.${name}.ttl (${l.ttl}s), got ${l.max_ttl}s`,
+      })
+    }
+  }
+  // A signing key lives next (publish_ahead), then signs (ttl), then stays published while anything it
+  // signed can live. Its declared max_ttl must leave room for all three.
+  const retention =
+    Math.max(
+      config.lifetimes.api_token.max_ttl,
+      Math.min(config.lifetimes.derived_token.max_ttl, config.lifetimes.api_token.max_ttl),
+    ) + config.provider.leeway
+  const keyLife = config.keys.publish_ahead + config.lifetimes.signing_key.ttl + retention
+  if (config.lifetimes.signing_key.max_ttl < keyLife) {
+    problems.push({
+      path: 'lifetimes.signing_key.max_ttl',
+      message: `expected at least ${Math.ceil(keyLife / 86_400)}d (keys.publish_ahead + signing_key.ttl + the longest API token lifetime it must verify), got ${formatDuration(config.lifetimes.signing_key.max_ttl)}`,
+    })
+  }
+  const publicUrl = new URL(config.public_url)
+  if (publicUrl.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(publicUrl.hostname)) {
+    problems.push({
+      path: 'public_url',
+      message: `expected https (http only for localhost), got ${config.public_url}`,
+    })
+  }
+  const issuer = new URL(config.provider.issuer)
+  if (issuer.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(issuer.hostname)) {
+    problems.push({
+      path: 'provider.issuer',
+      message: `expected https (http only for loopback), got ${config.provider.issuer}`,
+    })
+  }
+  if (config.provider.preset === 'cognito' && config.provider.end_session_url === undefined) {
+    problems.push({
+      path: 'provider.end_session_url',
+      message: 'expected the Cognito hosted UI logout URL (https://<domain>/logout), got nothing',
+    })
+  }
+  config.routes.forEach((r, i) => {
+    if (
+      !(
+        r.path === '*' ||
+        (r.path.startsWith('/') &&
+          (!r.path.includes('*') || (r.path.endsWith('/*') && r.path.indexOf('*') === r.path.length - 1)))
+      )
+    ) {
+      problems.push({
+        path: `routes[${i}].path`,
+        message: `expected "/exact", "/prefix/*" or "*", got ${JSON.stringify(r.path)}`,
+      })
+    }
+  })
+  if (problems.length > 0) throw new ConfigError(file, problems)
+  return deepFreeze(config)
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v)
+    Object.freeze(value)
+  }
+  return value
+}
