@@ -77,6 +77,12 @@ type RefreshOutcome =
   | { ok: false; kind: 'rejected' | 'unavailable'; reason: string }
 
 const RECENT_REFRESH_MS = 60_000
+const EMPTY_IDENTITY: Readonly<Record<string, string>> = Object.freeze({
+  'x-auth-request-user': '',
+  'x-auth-request-email': '',
+  'x-auth-request-groups': '',
+  'x-auth-request-preferred-username': '',
+})
 const MIN_RETRY_MS = 5_000
 const MAX_RETRY_MS = 300_000
 const MAX_STATE_COOKIES = 8
@@ -605,7 +611,9 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     switch (pathname) {
       case endpoints.signIn:
         if (!isGet) break
-        return startSignIn(facts, safeReturnPath(query.get('rd')))
+        // Behind forward-auth, nginx can hand over the original request URI as a header instead of
+        // an rd parameter it cannot URL-encode. Either way only a same-origin path is accepted.
+        return startSignIn(facts, safeReturnPath(query.get('rd') ?? facts.header('x-forwarded-uri')))
       case endpoints.callback:
         if (!isGet) break
         return callback(facts, query)
@@ -654,7 +662,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         )
       }
       case endpoints.auth: {
-        // Forward-auth (nginx auth_request, Traefik, Caddy): 202 with identity headers, or 401. Never a redirect.
+        // Forward-auth (nginx auth_request, Traefik, Caddy): 202 with identity headers, or 401 (a sign-in
+        // redirect only when asked with ?redirect=1).
         const forwardedUri = facts.header('x-forwarded-uri')
         const target =
           forwardedUri !== undefined ? normalizePath(forwardedUri) : { pathname: '/', search: '' }
@@ -666,9 +675,21 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         const { access } = matchRoute(facts.header('x-forwarded-method') ?? 'GET', target.pathname)
         const auth = await authenticate(facts, true)
         if (!auth.ok) {
+          // Every identity header is present, empty when unknown: proxies that copy headers from this
+          // answer (Caddy 2.6's copy_headers) would otherwise copy a placeholder or a client's own value.
           if (access.kind === 'anonymous')
-            return { kind: 'respond', status: 202, code: 'anonymous', headers: {}, body: '', setCookies: [] }
-          return auth.response(facts, '/', false)
+            return {
+              kind: 'respond',
+              status: 202,
+              code: 'anonymous',
+              headers: { ...EMPTY_IDENTITY },
+              body: '',
+              setCookies: [],
+            }
+          // Traefik and Caddy pass a non-2xx answer to the client as it is, so with ?redirect=1 a browser
+          // navigation gets the sign-in redirect (nginx's auth_request accepts only 2xx, 401 and 403).
+          const returnTo = safeReturnPath(target.pathname + target.search)
+          return auth.response(facts, returnTo, query.get('redirect') === '1')
         }
         if (!isAllowed(access, auth.identity))
           return json(403, 'forbidden', { error: 'forbidden' }, {}, auth.setCookies)
@@ -676,7 +697,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
           kind: 'respond',
           status: 202,
           code: 'authorized',
-          headers: { ...upstreamHeadersFor(auth.identity, auth.accessToken) },
+          headers: { ...EMPTY_IDENTITY, ...upstreamHeadersFor(auth.identity, auth.accessToken) },
           body: '',
           setCookies: auth.setCookies,
         }
