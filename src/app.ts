@@ -5,21 +5,18 @@ import { createGatewayServer, type GatewayServer } from './adapters/node-proxy/s
 import { createUpstream, type Upstream } from './adapters/node-proxy/upstream.ts'
 import { createAdminServer } from './admin/admin-server.ts'
 import { createMetrics, type Metrics } from './admin/metrics.ts'
+import { assembleCore } from './assemble.ts'
 import { detectExpiryCliff } from './config/lifetimes.ts'
 import { resolveSecret } from './config/load.ts'
 import type { Config } from './config/schema.ts'
-import { type BearerVerifier, createBearerVerifier } from './core/bearer.ts'
 import { type Clock, systemClock } from './core/clock.ts'
-import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
-import { createSecurityHeaders, defaultSecurityHeaders } from './core/http-headers.ts'
-import { createMemoryOneTimeStore } from './core/one-time-store.ts'
+import type { Gatehouse } from './core/gatehouse.ts'
 import type { Logger } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
-import { createSessionCodec } from './core/session-codec.ts'
-import { createProviderCache, type ProviderCache } from './keys/provider-cache.ts'
+import type { ProviderCache } from './keys/provider-cache.ts'
 import { createLogger } from './log.ts'
-import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
-import { createGuardedFetch, type GuardedFetch } from './oidc/guarded-fetch.ts'
+import type { OIDCClient } from './oidc/client.ts'
+import type { GuardedFetch } from './oidc/guarded-fetch.ts'
 import { openTokenServices, type TokenServices } from './services.ts'
 import type { CacheStore, KeyStore, TokenStore } from './store/ports.ts'
 import { TOKEN_PREFIX } from './tokens/token-service.ts'
@@ -61,7 +58,7 @@ export interface Gateway {
   close(): Promise<void>
 }
 
-function accessOf(allow: Config['routes'][number]['allow']): Access {
+function _accessOf(allow: Config['routes'][number]['allow']): Access {
   if (allow === 'anonymous') return { kind: 'anonymous' }
   if (allow === 'authenticated') return { kind: 'authenticated' }
   return { kind: 'restricted', groups: allow.groups, emails: allow.emails }
@@ -87,7 +84,6 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   const log = options.log ?? createLogger(config.log.level)
   const env = options.env ?? process.env
   const publicUrl = new URL(config.public_url)
-  const secure = publicUrl.protocol === 'https:'
   const secrets = config.session.secrets.map((ref, i) =>
     resolveSecret(ref, `session.secrets[${i}]`, options.baseDir, env),
   )
@@ -97,18 +93,6 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     options.baseDir,
     env,
   )
-  const cognito = config.provider.preset === 'cognito'
-  const mapping = {
-    userClaim: config.identity.user_claim,
-    groupsClaim: config.identity.groups_claim ?? (cognito ? 'cognito:groups' : 'groups'),
-  }
-  const codec = await createSessionCodec({
-    secrets,
-    // RFC 6265bis §4.1.3.2: __Host- pins the cookie to this host, path / and Secure.
-    cookieName: secure ? `__Host-${config.session.cookie_name}` : config.session.cookie_name,
-    secure,
-    clock,
-  })
   const metrics = createMetrics()
   const services = await openTokenServices(config, {
     baseDir: options.baseDir,
@@ -118,37 +102,26 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     store: options.store,
     onCapped: (cap) => metrics.tokensCapped.inc({ by: cap.by }),
   })
-  // Every call to the provider goes through one breaker and bulkhead.
-  const guard = createGuardedFetch(options.fetch ?? fetch, {
-    clock,
-    maxInFlight: config.provider.breaker.max_in_flight,
-    failureThreshold: config.provider.breaker.failures,
-    openSeconds: config.provider.breaker.open_for,
-  })
-  const providerCache = createProviderCache({
-    issuer: config.provider.issuer,
+  const {
+    gatehouse,
+    oidc,
+    providerCache,
+    providerGuard: guard,
+    securityHeaders,
+  } = await assembleCore(config, {
     clock,
     log,
-    store: services.store,
-    timeoutMs: config.provider.timeout * 1000,
-    refreshAfterSeconds: config.provider.cache.refresh_after,
-    staleIfErrorSeconds: config.provider.cache.stale_if_error,
-    unknownKidCooldownSeconds: config.provider.cache.unknown_kid_cooldown,
-    fetch: guard.fetch,
-  })
-  const oidc = createOIDCClient({
-    issuer: config.provider.issuer,
-    clientId: config.provider.client_id,
-    clientSecret,
-    redirectUri: new URL('/oauth2/callback', publicUrl).href,
-    scopes: config.provider.scopes,
-    preset: config.provider.preset,
-    endSessionUrl: config.provider.end_session_url,
-    algorithms: config.provider.algorithms,
-    timeoutMs: config.provider.timeout * 1000,
-    clock,
-    fetch: guard.fetch,
-    cache: providerCache,
+    secrets: { session: secrets, clientSecret },
+    cacheStore: services.store,
+    fetch: options.fetch ?? fetch,
+    // Gatehouse's own API tokens are told apart by their prefix and verified without the provider.
+    bearer: (providerBearer) => ({
+      verify: (token) =>
+        token.startsWith(TOKEN_PREFIX) ? services.tokens.verify(token) : providerBearer.verify(token),
+      forget: (token) =>
+        token.startsWith(TOKEN_PREFIX) ? services.tokens.forget(token) : providerBearer.forget(token),
+    }),
+    jwks: () => services.keyRing.jwks(),
   })
   // Read at scrape time: how old the provider copies in use are, and whether the breaker is open.
   new Gauge({
@@ -170,73 +143,6 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       this.set(guard.status().state === 'open' ? 1 : 0)
     },
   })
-  const providerBearer = createBearerVerifier(
-    {
-      issuer: config.provider.issuer,
-      audiences: config.provider.audiences ?? [config.provider.client_id],
-      audienceClaim: cognito ? 'client_id' : 'aud',
-      algorithms: config.provider.algorithms,
-      leewaySeconds: config.provider.leeway,
-      mapping,
-      clock,
-      requiredClaims: cognito ? { token_use: 'access' } : undefined,
-    },
-    async (header, token) => (await oidc.keys())(header, token),
-  )
-  // Gatehouse's own API tokens are told apart by their prefix and verified without the provider.
-  const bearer: BearerVerifier = {
-    verify: (token) =>
-      token.startsWith(TOKEN_PREFIX) ? services.tokens.verify(token) : providerBearer.verify(token),
-    forget: (token) =>
-      token.startsWith(TOKEN_PREFIX) ? services.tokens.forget(token) : providerBearer.forget(token),
-  }
-  const gatehouse = createGatehouse(
-    {
-      publicUrl: publicUrl.origin,
-      routes: config.routes.map((r) => ({ path: r.path, methods: r.methods, access: accessOf(r.allow) })),
-      session: {
-        ttlSeconds: config.lifetimes.session.ttl,
-        maxTtlSeconds: config.lifetimes.session.max_ttl,
-        refreshBeforeSeconds: config.session.refresh_before,
-        outageGraceSeconds: config.provider.outage_grace,
-      },
-      signInTtlSeconds: config.sign_in.ttl,
-      mapping,
-      passAccessToken: config.identity.pass_access_token,
-      signOutRedirectPath: config.sign_out.redirect,
-    },
-    {
-      clock,
-      oidc,
-      codec,
-      oneTime: createMemoryOneTimeStore(clock),
-      bearer,
-      log,
-      jwks: () => services.keyRing.jwks(),
-      // Verifiers must see a new key before it signs: cache for at most a quarter of the publish-ahead time.
-      jwksMaxAgeSeconds: Math.max(60, Math.min(3600, Math.floor(config.keys.publish_ahead / 4))),
-    },
-  )
-  const h = config.headers
-  const securityHeaders = createSecurityHeaders(
-    {
-      hsts:
-        h.hsts === false
-          ? false
-          : h.hsts === undefined
-            ? defaultSecurityHeaders.hsts
-            : {
-                maxAgeSeconds: h.hsts.max_age,
-                includeSubDomains: h.hsts.include_subdomains,
-                preload: h.hsts.preload,
-              },
-      contentSecurityPolicy: h.content_security_policy ?? defaultSecurityHeaders.contentSecurityPolicy,
-      frameOptions: h.frame_options ?? defaultSecurityHeaders.frameOptions,
-      referrerPolicy: h.referrer_policy ?? defaultSecurityHeaders.referrerPolicy,
-      contentTypeOptions: h.content_type_options ?? defaultSecurityHeaders.contentTypeOptions,
-    },
-    secure,
-  )
   const upstream: Upstream = createUpstream({
     url: config.upstream,
     connectTimeoutMs: config.upstream_timeouts.connect * 1000,

@@ -4,20 +4,12 @@
  * the Node proxy; only the translation differs. No Node API is used here or below.
  */
 
+import { assembleCore } from '../../assemble.ts'
 import type { Config } from '../../config/schema.ts'
 import { ConfigError } from '../../config/validate.ts'
-import { createBearerVerifier } from '../../core/bearer.ts'
 import { type Clock, systemClock } from '../../core/clock.ts'
 import type { RequestFacts } from '../../core/decisions.ts'
-import { createGatehouse } from '../../core/gatehouse.ts'
-import { createSecurityHeaders, defaultSecurityHeaders } from '../../core/http-headers.ts'
-import { createMemoryOneTimeStore } from '../../core/one-time-store.ts'
 import { type Logger, silentLogger } from '../../core/ports.ts'
-import type { Access } from '../../core/route-policy.ts'
-import { createSessionCodec } from '../../core/session-codec.ts'
-import { createProviderCache } from '../../keys/provider-cache.ts'
-import { createOIDCClient } from '../../oidc/client.ts'
-import { createGuardedFetch } from '../../oidc/guarded-fetch.ts'
 import { createMemoryStore } from '../../store/memory-store.ts'
 
 export interface FetchHandlerOptions {
@@ -66,12 +58,6 @@ function secret(
   return v
 }
 
-function accessOf(allow: Config['routes'][number]['allow']): Access {
-  if (allow === 'anonymous') return { kind: 'anonymous' }
-  if (allow === 'authenticated') return { kind: 'authenticated' }
-  return { kind: 'restricted', groups: allow.groups, emails: allow.emails }
-}
-
 /**
  * @example
  * // Cloudflare Worker
@@ -85,104 +71,20 @@ export async function createFetchHandler(
   const clock = options.clock ?? systemClock
   const log = options.log ?? silentLogger
   const fetchImpl = options.fetch ?? fetch
-  const publicUrl = new URL(config.public_url)
-  const secure = publicUrl.protocol === 'https:'
   const upstream = new URL(config.upstream)
   const upstreamBase = upstream.pathname.replace(/\/$/, '')
   const addressHeader = options.clientAddressHeader ?? 'cf-connecting-ip'
-  const cognito = config.provider.preset === 'cognito'
-  const mapping = {
-    userClaim: config.identity.user_claim,
-    groupsClaim: config.identity.groups_claim ?? (cognito ? 'cognito:groups' : 'groups'),
-  }
-  const codec = await createSessionCodec({
-    secrets: config.session.secrets.map((ref, i) => secret(ref, `session.secrets[${i}]`, options.env)),
-    cookieName: secure ? `__Host-${config.session.cookie_name}` : config.session.cookie_name,
-    secure,
-    clock,
-  })
-  const guard = createGuardedFetch(fetchImpl, {
-    clock,
-    maxInFlight: config.provider.breaker.max_in_flight,
-    failureThreshold: config.provider.breaker.failures,
-    openSeconds: config.provider.breaker.open_for,
-  })
-  // An isolate keeps its copies in memory; nothing is persisted at the edge.
-  const cache = createProviderCache({
-    issuer: config.provider.issuer,
+  // An isolate keeps the provider's copies in memory; nothing is persisted at the edge.
+  const { gatehouse, securityHeaders } = await assembleCore(config, {
     clock,
     log,
-    store: createMemoryStore({ clock }),
-    timeoutMs: config.provider.timeout * 1000,
-    refreshAfterSeconds: config.provider.cache.refresh_after,
-    staleIfErrorSeconds: config.provider.cache.stale_if_error,
-    unknownKidCooldownSeconds: config.provider.cache.unknown_kid_cooldown,
-    fetch: guard.fetch,
+    secrets: {
+      session: config.session.secrets.map((ref, i) => secret(ref, `session.secrets[${i}]`, options.env)),
+      clientSecret: secret(config.provider.client_secret, 'provider.client_secret', options.env),
+    },
+    cacheStore: createMemoryStore({ clock }),
+    fetch: fetchImpl,
   })
-  const oidc = createOIDCClient({
-    issuer: config.provider.issuer,
-    clientId: config.provider.client_id,
-    clientSecret: secret(config.provider.client_secret, 'provider.client_secret', options.env),
-    redirectUri: new URL('/oauth2/callback', publicUrl).href,
-    scopes: config.provider.scopes,
-    preset: config.provider.preset,
-    endSessionUrl: config.provider.end_session_url,
-    algorithms: config.provider.algorithms,
-    timeoutMs: config.provider.timeout * 1000,
-    clock,
-    fetch: guard.fetch,
-    cache,
-  })
-  const bearer = createBearerVerifier(
-    {
-      issuer: config.provider.issuer,
-      audiences: config.provider.audiences ?? [config.provider.client_id],
-      audienceClaim: cognito ? 'client_id' : 'aud',
-      algorithms: config.provider.algorithms,
-      leewaySeconds: config.provider.leeway,
-      mapping,
-      clock,
-      requiredClaims: cognito ? { token_use: 'access' } : undefined,
-    },
-    cache.getKey,
-  )
-  const gatehouse = createGatehouse(
-    {
-      publicUrl: publicUrl.origin,
-      routes: config.routes.map((r) => ({ path: r.path, methods: r.methods, access: accessOf(r.allow) })),
-      session: {
-        ttlSeconds: config.lifetimes.session.ttl,
-        maxTtlSeconds: config.lifetimes.session.max_ttl,
-        refreshBeforeSeconds: config.session.refresh_before,
-        outageGraceSeconds: config.provider.outage_grace,
-      },
-      signInTtlSeconds: config.sign_in.ttl,
-      mapping,
-      passAccessToken: config.identity.pass_access_token,
-      signOutRedirectPath: config.sign_out.redirect,
-    },
-    { clock, oidc, codec, oneTime: createMemoryOneTimeStore(clock), bearer, log },
-  )
-  const h = config.headers
-  const securityHeaders = createSecurityHeaders(
-    {
-      hsts:
-        h.hsts === false
-          ? false
-          : h.hsts === undefined
-            ? defaultSecurityHeaders.hsts
-            : {
-                maxAgeSeconds: h.hsts.max_age,
-                includeSubDomains: h.hsts.include_subdomains,
-                preload: h.hsts.preload,
-              },
-      contentSecurityPolicy: h.content_security_policy ?? defaultSecurityHeaders.contentSecurityPolicy,
-      frameOptions: h.frame_options ?? defaultSecurityHeaders.frameOptions,
-      referrerPolicy: h.referrer_policy ?? defaultSecurityHeaders.referrerPolicy,
-      contentTypeOptions: h.content_type_options ?? defaultSecurityHeaders.contentTypeOptions,
-    },
-    secure,
-  )
 
   function withSecurityHeaders(headers: Headers, setCookies: readonly string[]): Headers {
     for (const [name, value] of securityHeaders) if (!headers.has(name)) headers.set(name, value)

@@ -1,0 +1,158 @@
+/**
+ * Builds the decision core and everything it talks to (session codec, provider cache behind the
+ * breaker, OIDC client, bearer verifier, security headers) from a validated config. Shared by every
+ * adapter; uses no Node API, so the fetch adapter can use it at the edge. Secrets arrive resolved.
+ */
+
+import type { Config } from './config/schema.ts'
+import { type BearerVerifier, createBearerVerifier } from './core/bearer.ts'
+import type { Clock } from './core/clock.ts'
+import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
+import { createSecurityHeaders, defaultSecurityHeaders } from './core/http-headers.ts'
+import { createMemoryOneTimeStore } from './core/one-time-store.ts'
+import type { Logger } from './core/ports.ts'
+import type { Access } from './core/route-policy.ts'
+import { createSessionCodec, type SessionCodec } from './core/session-codec.ts'
+import { createProviderCache, type ProviderCache } from './keys/provider-cache.ts'
+import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
+import { createGuardedFetch, type GuardedFetch } from './oidc/guarded-fetch.ts'
+import type { CacheStore } from './store/ports.ts'
+
+export interface AssembleOptions {
+  clock: Clock
+  log: Logger
+  secrets: { session: string[]; clientSecret: string }
+  /** Where the provider's copies are kept (SQLite in the Node gateway, memory at the edge). */
+  cacheStore: CacheStore
+  fetch: typeof fetch
+  /** Wraps the provider-token verifier, e.g. to route Gatehouse's own API tokens elsewhere. */
+  bearer?: (providerBearer: BearerVerifier) => BearerVerifier
+  jwks?: (() => { keys: Record<string, unknown>[] }) | undefined
+}
+
+export interface Assembled {
+  gatehouse: Gatehouse
+  oidc: OIDCClient
+  codec: SessionCodec
+  providerCache: ProviderCache
+  providerGuard: GuardedFetch
+  /** `[lower-case name, value]` pairs added to every response that lacks them. */
+  securityHeaders: ReadonlyArray<readonly [string, string]>
+}
+
+function accessOf(allow: Config['routes'][number]['allow']): Access {
+  if (allow === 'anonymous') return { kind: 'anonymous' }
+  if (allow === 'authenticated') return { kind: 'authenticated' }
+  return { kind: 'restricted', groups: allow.groups, emails: allow.emails }
+}
+
+export async function assembleCore(config: Config, options: AssembleOptions): Promise<Assembled> {
+  const { clock, log } = options
+  const publicUrl = new URL(config.public_url)
+  const secure = publicUrl.protocol === 'https:'
+  const cognito = config.provider.preset === 'cognito'
+  const mapping = {
+    userClaim: config.identity.user_claim,
+    groupsClaim: config.identity.groups_claim ?? (cognito ? 'cognito:groups' : 'groups'),
+  }
+  const codec = await createSessionCodec({
+    secrets: options.secrets.session,
+    // RFC 6265bis §4.1.3.2: __Host- pins the cookie to this host, path / and Secure.
+    cookieName: secure ? `__Host-${config.session.cookie_name}` : config.session.cookie_name,
+    secure,
+    clock,
+  })
+  // Every call to the provider goes through one breaker and bulkhead.
+  const providerGuard = createGuardedFetch(options.fetch, {
+    clock,
+    maxInFlight: config.provider.breaker.max_in_flight,
+    failureThreshold: config.provider.breaker.failures,
+    openSeconds: config.provider.breaker.open_for,
+  })
+  const providerCache = createProviderCache({
+    issuer: config.provider.issuer,
+    clock,
+    log,
+    store: options.cacheStore,
+    timeoutMs: config.provider.timeout * 1000,
+    refreshAfterSeconds: config.provider.cache.refresh_after,
+    staleIfErrorSeconds: config.provider.cache.stale_if_error,
+    unknownKidCooldownSeconds: config.provider.cache.unknown_kid_cooldown,
+    fetch: providerGuard.fetch,
+  })
+  const oidc = createOIDCClient({
+    issuer: config.provider.issuer,
+    clientId: config.provider.client_id,
+    clientSecret: options.secrets.clientSecret,
+    redirectUri: new URL('/oauth2/callback', publicUrl).href,
+    scopes: config.provider.scopes,
+    preset: config.provider.preset,
+    endSessionUrl: config.provider.end_session_url,
+    algorithms: config.provider.algorithms,
+    timeoutMs: config.provider.timeout * 1000,
+    clock,
+    fetch: providerGuard.fetch,
+    cache: providerCache,
+  })
+  const providerBearer = createBearerVerifier(
+    {
+      issuer: config.provider.issuer,
+      audiences: config.provider.audiences ?? [config.provider.client_id],
+      audienceClaim: cognito ? 'client_id' : 'aud',
+      algorithms: config.provider.algorithms,
+      leewaySeconds: config.provider.leeway,
+      mapping,
+      clock,
+      requiredClaims: cognito ? { token_use: 'access' } : undefined,
+    },
+    providerCache.getKey,
+  )
+  const gatehouse = createGatehouse(
+    {
+      publicUrl: publicUrl.origin,
+      routes: config.routes.map((r) => ({ path: r.path, methods: r.methods, access: accessOf(r.allow) })),
+      session: {
+        ttlSeconds: config.lifetimes.session.ttl,
+        maxTtlSeconds: config.lifetimes.session.max_ttl,
+        refreshBeforeSeconds: config.session.refresh_before,
+        outageGraceSeconds: config.provider.outage_grace,
+      },
+      signInTtlSeconds: config.sign_in.ttl,
+      mapping,
+      passAccessToken: config.identity.pass_access_token,
+      signOutRedirectPath: config.sign_out.redirect,
+    },
+    {
+      clock,
+      oidc,
+      codec,
+      oneTime: createMemoryOneTimeStore(clock),
+      bearer: options.bearer ? options.bearer(providerBearer) : providerBearer,
+      log,
+      jwks: options.jwks,
+      // Verifiers must see a new key before it signs: cache for at most a quarter of the publish-ahead time.
+      jwksMaxAgeSeconds: Math.max(60, Math.min(3600, Math.floor(config.keys.publish_ahead / 4))),
+    },
+  )
+  const h = config.headers
+  const securityHeaders = createSecurityHeaders(
+    {
+      hsts:
+        h.hsts === false
+          ? false
+          : h.hsts === undefined
+            ? defaultSecurityHeaders.hsts
+            : {
+                maxAgeSeconds: h.hsts.max_age,
+                includeSubDomains: h.hsts.include_subdomains,
+                preload: h.hsts.preload,
+              },
+      contentSecurityPolicy: h.content_security_policy ?? defaultSecurityHeaders.contentSecurityPolicy,
+      frameOptions: h.frame_options ?? defaultSecurityHeaders.frameOptions,
+      referrerPolicy: h.referrer_policy ?? defaultSecurityHeaders.referrerPolicy,
+      contentTypeOptions: h.content_type_options ?? defaultSecurityHeaders.contentTypeOptions,
+    },
+    secure,
+  )
+  return { gatehouse, oidc, codec, providerCache, providerGuard, securityHeaders }
+}
