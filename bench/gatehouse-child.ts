@@ -32,6 +32,12 @@ const config = validateConfig({
   session: { secrets: [{ env: 'GATEHOUSE_BENCH_SECRET' }] },
   lifetimes: DEV_LIFETIMES,
   shutdown: { drain: '1s' },
+  // Limits so high they never trip: the benchmark measures their cost, not their refusals.
+  rate_limits: {
+    client: { points: 100_000_000, per: 60 },
+    credential: { points: 100_000_000, per: 60 },
+    auth_endpoints: { points: 100_000_000, per: 60 },
+  },
 })
 const gateway = await startGateway(config, { baseDir: process.cwd(), log: silentLogger, admin: false })
 // For the API-token target: a token issued by this gateway's own key ring, handed to the parent in a file.

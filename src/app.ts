@@ -17,6 +17,7 @@ import type { ProviderCache } from './keys/provider-cache.ts'
 import { createLogger } from './log.ts'
 import type { OIDCClient } from './oidc/client.ts'
 import type { GuardedFetch } from './oidc/guarded-fetch.ts'
+import { createRateLimiter } from './protect/rate-limits.ts'
 import { openTokenServices, type TokenServices } from './services.ts'
 import type { CacheStore, KeyStore, TokenStore } from './store/ports.ts'
 import { TOKEN_PREFIX } from './tokens/token-service.ts'
@@ -62,6 +63,10 @@ function _accessOf(allow: Config['routes'][number]['allow']): Access {
   if (allow === 'anonymous') return { kind: 'anonymous' }
   if (allow === 'authenticated') return { kind: 'authenticated' }
   return { kind: 'restricted', groups: allow.groups, emails: allow.emails }
+}
+
+function limitOf(l: false | { points: number; per: number }) {
+  return l === false ? undefined : { points: l.points, perSeconds: l.per }
 }
 
 function listen(server: Server, host: string, port: number): Promise<number> {
@@ -122,6 +127,11 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
         token.startsWith(TOKEN_PREFIX) ? services.tokens.forget(token) : providerBearer.forget(token),
     }),
     jwks: () => services.keyRing.jwks(),
+    limiter: createRateLimiter({
+      client: limitOf(config.rate_limits.client),
+      credential: limitOf(config.rate_limits.credential),
+      authEndpoint: limitOf(config.rate_limits.auth_endpoints),
+    }),
   })
   // Read at scrape time: how old the provider copies in use are, and whether the breaker is open.
   new Gauge({

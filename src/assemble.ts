@@ -10,7 +10,7 @@ import type { Clock } from './core/clock.ts'
 import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
 import { createSecurityHeaders, defaultSecurityHeaders } from './core/http-headers.ts'
 import { createMemoryOneTimeStore } from './core/one-time-store.ts'
-import type { Logger } from './core/ports.ts'
+import type { Logger, RateLimiter } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
 import { createSessionCodec, type SessionCodec } from './core/session-codec.ts'
 import { createProviderCache, type ProviderCache } from './keys/provider-cache.ts'
@@ -28,6 +28,8 @@ export interface AssembleOptions {
   /** Wraps the provider-token verifier, e.g. to route Gatehouse's own API tokens elsewhere. */
   bearer?: (providerBearer: BearerVerifier) => BearerVerifier
   jwks?: (() => { keys: Record<string, unknown>[] }) | undefined
+  /** Rate limits (the Node gateway: rate-limiter-flexible; at the edge the platform's own). */
+  limiter?: RateLimiter | undefined
 }
 
 export interface Assembled {
@@ -130,6 +132,7 @@ export async function assembleCore(config: Config, options: AssembleOptions): Pr
       bearer: options.bearer ? options.bearer(providerBearer) : providerBearer,
       log,
       jwks: options.jwks,
+      limiter: options.limiter,
       // Verifiers must see a new key before it signs: cache for at most a quarter of the publish-ahead time.
       jwksMaxAgeSeconds: Math.max(60, Math.min(3600, Math.floor(config.keys.publish_ahead / 4))),
     },

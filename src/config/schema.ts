@@ -14,6 +14,7 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
 })
 
 const lifetime = z.strictObject({ ttl: duration, max_ttl: duration })
+const rate = z.strictObject({ points: z.number().int().min(1), per: duration })
 
 /** A secret is never inline: it comes from an environment variable or a file. */
 const secretRef = z.union(
@@ -139,6 +140,18 @@ export const configSchema = z.strictObject({
       min_count: z.number().int().min(1).default(10),
     })
     .default({ window: 3600, share: 0.5, min_count: 10 }),
+  /** 429 with Retry-After past these (seed 003). `false` turns a limit off. */
+  rate_limits: z
+    .strictObject({
+      client: z.union([z.literal(false), rate]).default({ points: 6000, per: 60 }),
+      credential: z.union([z.literal(false), rate]).default({ points: 3000, per: 60 }),
+      auth_endpoints: z.union([z.literal(false), rate]).default({ points: 30, per: 60 }),
+    })
+    .default({
+      client: { points: 6000, per: 60 },
+      credential: { points: 3000, per: 60 },
+      auth_endpoints: { points: 30, per: 60 },
+    }),
   sign_in: z.strictObject({ ttl: duration.default(600) }).default({ ttl: 600 }),
   sign_out: z.strictObject({ redirect: z.string().startsWith('/').default('/') }).default({ redirect: '/' }),
   routes: z

@@ -15,10 +15,11 @@ import {
 import { base64url, randomToken, sha256, timingSafeEqualString } from './encoding.ts'
 import { ProviderRejectedError, ProviderResponseError, ProviderUnavailableError } from './errors.ts'
 import { type Identity, type IdentityMapping, identityFromClaims, identityHeaders } from './identity.ts'
-import type { Logger, OIDCPort, OneTimeStore, TokenResult } from './ports.ts'
+import type { Logger, OIDCPort, OneTimeStore, RateBucket, RateLimiter, TokenResult } from './ports.ts'
 import { safeReturnPath } from './return-to.ts'
 import { type Access, compileRoutePolicy, isAllowed, normalizePath, type RouteRule } from './route-policy.ts'
 import type { Session, SessionCodec } from './session-codec.ts'
+import { createTokenCache } from './token-cache.ts'
 
 /** Options of the decision core. Every lifetime is explicit; nothing here has a hidden default. */
 export interface GatehouseOptions {
@@ -62,6 +63,8 @@ export interface GatehouseDeps {
   jwks?: (() => { keys: Record<string, unknown>[] }) | undefined
   /** Seconds verifiers may cache the JWKS: shorter than the time a new key is published before it signs. */
   jwksMaxAgeSeconds?: number | undefined
+  /** Rate limits per client address, per credential and on the sign-in endpoints; none when absent. */
+  limiter?: RateLimiter | undefined
 }
 
 export interface Gatehouse {
@@ -77,6 +80,7 @@ type RefreshOutcome =
   | { ok: false; kind: 'rejected' | 'unavailable'; reason: string }
 
 const RECENT_REFRESH_MS = 60_000
+const REJECTED_TTL_MS = 60_000
 const EMPTY_IDENTITY: Readonly<Record<string, string>> = Object.freeze({
   'x-auth-request-user': '',
   'x-auth-request-email': '',
@@ -129,6 +133,9 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   const ownPrefix = `${prefix}/`
   const inFlightRefresh = new Map<string, Promise<RefreshOutcome>>()
   const refreshRetry = new Map<string, number>()
+  // Seed 003: a client retrying a bad token in a loop costs a lookup, no parsing and no crypto.
+  const rejected = createTokenCache<{ code: 'token_expired' | 'invalid_token'; untilMs: number }>(10_000)
+  const limiter = deps.limiter
   const recentRefresh = new Map<
     string,
     { oldRefreshToken: string; outcome: RefreshOutcome; untilMs: number }
@@ -437,9 +444,17 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
           response: notSignedIn('invalid_token', 'Bearer tokens are not accepted here', true),
         }
       }
-      const result = await bearer.verify(m[1]!)
+      const presented = m[1]!
+      const known = rejected.get(presented)
+      if (known !== undefined && known.untilMs > clock.now()) {
+        const text =
+          known.code === 'token_expired' ? 'The access token expired' : 'The access token is not valid'
+        return { ok: false, response: notSignedIn(known.code, text, true) }
+      }
+      const result = await bearer.verify(presented)
       if (!result.ok) {
         log.info({ code: result.code, reason: result.reason }, 'bearer token refused')
+        rejected.set(presented, { code: result.code, untilMs: clock.now() + REJECTED_TTL_MS })
         const text =
           result.code === 'token_expired' ? 'The access token expired' : 'The access token is not valid'
         return { ok: false, response: notSignedIn(result.code, text, true) }
@@ -520,6 +535,28 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     }
   }
 
+  /** A 429 with Retry-After when `key` is over its limit in `bucket`; undefined when it may pass. */
+  async function limit(facts: RequestFacts, bucket: RateBucket, key: string): Promise<Respond | undefined> {
+    if (limiter === undefined) return undefined
+    const r = await limiter.consume(bucket, key)
+    if (r.allowed) return undefined
+    // The key is a client address or a session id, never a token.
+    log.info(
+      { code: 'rate_limited', bucket, retryAfter: r.retryAfterSeconds, ua: facts.header('user-agent') },
+      'rate limited',
+    )
+    return problem(
+      facts,
+      429,
+      'rate_limited',
+      'Too many requests',
+      `Too many requests. Try again in ${r.retryAfterSeconds} s.`,
+      {
+        headers: { 'retry-after': String(r.retryAfterSeconds) },
+      },
+    )
+  }
+
   function forbidden(facts: RequestFacts, identity: Identity, setCookies: string[]): Respond {
     log.info({ code: 'forbidden', sub: identity.sub }, 'authenticated but not allowed')
     return problem(
@@ -548,6 +585,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     }
     const auth = await authenticate(facts, true)
     if (!auth.ok) return auth.response(facts, path, true)
+    const byCredential = await limit(facts, 'credential', auth.session?.sid ?? `sub:${auth.identity.sub}`)
+    if (byCredential !== undefined) return byCredential
     if (!isAllowed(access, auth.identity)) return forbidden(facts, auth.identity, auth.setCookies)
     return allow(path, auth.identity, auth.accessToken, upstreamCookie, auth.setCookies, auth.degraded)
   }
@@ -716,7 +755,19 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         return problem(facts, 400, 'bad_path', 'Bad request', 'The request path is not valid.')
       }
       const { pathname, search } = target
-      if (pathname.startsWith(ownPrefix)) return ownEndpoint(facts, pathname, search)
+      const byClient = await limit(facts, 'client', facts.clientAddress)
+      if (byClient !== undefined) return byClient
+      if (pathname.startsWith(ownPrefix)) {
+        if (
+          pathname === endpoints.signIn ||
+          pathname === endpoints.callback ||
+          pathname === endpoints.refresh
+        ) {
+          const byEndpoint = await limit(facts, 'auth_endpoint', facts.clientAddress)
+          if (byEndpoint !== undefined) return byEndpoint
+        }
+        return ownEndpoint(facts, pathname, search)
+      }
       if (pathname === '/.well-known/jwks.json' && deps.jwks !== undefined) {
         return json(200, 'jwks', deps.jwks(), {
           'cache-control': `public, max-age=${deps.jwksMaxAgeSeconds ?? 300}`,

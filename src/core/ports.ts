@@ -34,6 +34,21 @@ export interface OIDCPort {
   revoke(token: string): Promise<void>
 }
 
+/** Which limit a request counts against. */
+export type RateBucket = 'client' | 'credential' | 'auth_endpoint'
+
+/**
+ * Rate limits (seed 003: a retry storm from old clients drowned the auth service). Memory in one
+ * process; shared (Redis) across instances later, behind the same port.
+ */
+export interface RateLimiter {
+  /** Take one point from `key` in `bucket`; a refusal says when to come back. */
+  consume(
+    bucket: RateBucket,
+    key: string,
+  ): Promise<{ allowed: true } | { allowed: false; retryAfterSeconds: number }>
+}
+
 /** Remembers one-time values (sign-in `state`) until they expire. */
 export interface OneTimeStore {
   /** True the first time `key` is consumed before `expiresAtMs`; false on every later try. */

@@ -1,7 +1,7 @@
 import { createFrozenClock } from '../../src/core/clock.ts'
 import type { RequestFacts } from '../../src/core/decisions.ts'
 import { ProviderRejectedError } from '../../src/core/errors.ts'
-import { createGatehouse, type GatehouseOptions } from '../../src/core/gatehouse.ts'
+import { createGatehouse, type GatehouseDeps, type GatehouseOptions } from '../../src/core/gatehouse.ts'
 import { createMemoryOneTimeStore } from '../../src/core/one-time-store.ts'
 import type { OIDCPort, TokenResult } from '../../src/core/ports.ts'
 import { createSessionCodec } from '../../src/core/session-codec.ts'
@@ -85,6 +85,7 @@ export const API = { accept: 'application/json' }
 export async function setup(
   overrides: Partial<GatehouseOptions> = {},
   publicUrl = 'https://app.example.com',
+  extraDeps: Partial<GatehouseDeps> = {},
 ) {
   const clock = createFrozenClock(START)
   const provider = createScriptedProvider()
@@ -119,7 +120,7 @@ export async function setup(
       passAccessToken: false,
       ...overrides,
     },
-    { clock, oidc: provider.port, codec, oneTime: createMemoryOneTimeStore(clock), log },
+    { clock, oidc: provider.port, codec, oneTime: createMemoryOneTimeStore(clock), log, ...extraDeps },
   )
   return { gatehouse, clock, provider, codec, logs }
 }

@@ -5,6 +5,7 @@ import {
   ProviderResponseError,
   ProviderUnavailableError,
 } from '../../src/core/errors.ts'
+import type { RateBucket, RateLimiter } from '../../src/core/ports.ts'
 import { API, cookieHeaderFrom, facts, NAV, setup, signIn } from './fixtures.ts'
 
 function respond(d: Awaited<ReturnType<Awaited<ReturnType<typeof setup>>['gatehouse']['handle']>>) {
@@ -613,5 +614,78 @@ describe('cookies over http (dev)', () => {
     const d = respond(await g.gatehouse.handle(facts('/', { headers: NAV })))
     assert.ok(d.setCookies[0]!.startsWith('gatehouse-state-'))
     assert.ok(!d.setCookies[0]!.includes('Secure'))
+  })
+})
+
+describe('protection (seed 003)', () => {
+  function scriptedLimiter(limits: Partial<Record<RateBucket, number>>) {
+    const used = new Map<string, number>()
+    const limiter: RateLimiter = {
+      async consume(bucket, key) {
+        const k = `${bucket}:${key}`
+        const n = (used.get(k) ?? 0) + 1
+        used.set(k, n)
+        const max = limits[bucket]
+        return max !== undefined && n > max ? { allowed: false, retryAfterSeconds: 42 } : { allowed: true }
+      },
+    }
+    return { limiter, used }
+  }
+
+  test('over the per-client limit: 429 with Retry-After, nothing allowed through', async () => {
+    const { limiter } = scriptedLimiter({ client: 3 })
+    const g = await setup({}, 'https://app.example.com', { limiter })
+    for (let i = 0; i < 3; i++) allowed(await g.gatehouse.handle(facts('/public/a', { headers: API })))
+    const d = respond(await g.gatehouse.handle(facts('/public/a', { headers: API })))
+    assert.equal(d.status, 429)
+    assert.equal(d.code, 'rate_limited')
+    assert.equal(d.headers['retry-after'], '42')
+    assert.equal(JSON.parse(d.body).error, 'rate_limited')
+    // Another client address has its own budget.
+    allowed(await g.gatehouse.handle(facts('/public/a', { headers: API, ip: '10.0.0.9' })))
+  })
+
+  test('sign-in endpoints have their own, tighter limit; per-credential limits follow the session', async () => {
+    const { limiter } = scriptedLimiter({ auth_endpoint: 2, credential: 2 })
+    const g = await setup({}, 'https://app.example.com', { limiter })
+    respond(await g.gatehouse.handle(facts('/oauth2/sign_in', { headers: NAV })))
+    respond(await g.gatehouse.handle(facts('/oauth2/sign_in', { headers: NAV })))
+    const third = respond(await g.gatehouse.handle(facts('/oauth2/sign_in', { headers: NAV })))
+    assert.equal(third.status, 429)
+    assert.equal(g.provider.calls.authorize, 2, 'the refused sign-in never reached the provider')
+    const other = await setup({}, 'https://app.example.com', {
+      limiter: scriptedLimiter({ credential: 2 }).limiter,
+    })
+    const { cookie } = await signIn(other)
+    allowed(await other.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
+    allowed(await other.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
+    const limited = respond(await other.gatehouse.handle(facts('/x', { headers: { ...API, cookie } })))
+    assert.equal(limited.status, 429)
+  })
+
+  test('a bad bearer token presented again costs a lookup, not another verification', async () => {
+    let verifications = 0
+    const bearer = {
+      async verify() {
+        verifications++
+        return { ok: false as const, code: 'token_expired' as const, reason: 'token expired' }
+      },
+      forget() {},
+    }
+    const g = await setup({}, 'https://app.example.com', { bearer })
+    for (let i = 0; i < 100; i++) {
+      const d = respond(
+        await g.gatehouse.handle(facts('/api', { headers: { authorization: 'Bearer aaa.bbb.ccc' } })),
+      )
+      assert.equal(d.status, 401)
+      assert.match(
+        d.headers['www-authenticate']!,
+        /error="invalid_token", error_description="The access token expired"/,
+      )
+    }
+    assert.equal(verifications, 1)
+    g.clock.advance(61_000)
+    await g.gatehouse.handle(facts('/api', { headers: { authorization: 'Bearer aaa.bbb.ccc' } }))
+    assert.equal(verifications, 2, 'the memory of a refusal is short')
   })
 })

@@ -43,7 +43,7 @@ async function sessionCookie(): Promise<string> {
   return set!.split(';')[0]!
 }
 
-async function gatewayFor(upstreamUrl: string, drain = '5s') {
+async function gatewayFor(upstreamUrl: string, drain = '5s', extra: Record<string, unknown> = {}) {
   const config = validateConfig({
     public_url: 'http://localhost:8080',
     upstream: upstreamUrl,
@@ -53,6 +53,7 @@ async function gatewayFor(upstreamUrl: string, drain = '5s') {
     session: { secrets: [{ env: 'S' }] },
     lifetimes: { ...DEV_LIFETIMES, session: { ttl: '1h', max_ttl: '2h' } },
     shutdown: { drain },
+    ...extra,
   })
   return startGateway(config, { baseDir: process.cwd(), log: silentLogger, admin: false, env: { S: SECRET } })
 }
@@ -218,4 +219,35 @@ test('gatehouse users: add (password on stdin or generated), list, remove, refus
   assert.ok(!JSON.stringify(list).includes('scrypt'), 'no hashes in the listing')
   assert.equal(run(['remove', 'bob']).status, 0)
   assert.equal(run(['remove', 'bob']).status, 1)
+})
+
+test('rate limits (rate-limiter-flexible): past the per-client limit, 429 with Retry-After and the upstream is not reached', async () => {
+  let reached = 0
+  const origin = createServer((_req, res) => {
+    reached++
+    res.end('ok')
+  })
+  origin.listen(0, '127.0.0.1')
+  await once(origin, 'listening')
+  const gateway = await gatewayFor(`http://127.0.0.1:${(origin.address() as { port: number }).port}`, '5s', {
+    rate_limits: {
+      client: { points: 5, per: '1m' },
+      credential: false,
+      auth_endpoints: { points: 2, per: '1m' },
+    },
+    routes: [{ path: '/public/*', allow: 'anonymous' }],
+  })
+  try {
+    for (let i = 0; i < 5; i++) assert.equal((await fetch(`${gateway.url}/public/x`)).status, 200)
+    const limited = await fetch(`${gateway.url}/public/x`, { headers: { accept: 'application/json' } })
+    assert.equal(limited.status, 429)
+    const retryAfter = Number(limited.headers.get('retry-after'))
+    assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After ${retryAfter}`)
+    assert.equal((await limited.json()).error, 'rate_limited')
+    assert.equal(reached, 5)
+  } finally {
+    await gateway.close()
+    origin.closeAllConnections()
+    origin.close()
+  }
 })
