@@ -81,6 +81,8 @@ type RefreshOutcome =
 
 const RECENT_REFRESH_MS = 60_000
 const REJECTED_TTL_MS = 60_000
+const LOOP_WINDOW_SECONDS = 60
+const LOOP_MAX_SIGN_INS = 5
 const EMPTY_IDENTITY: Readonly<Record<string, string>> = Object.freeze({
   'x-auth-request-user': '',
   'x-auth-request-email': '',
@@ -120,8 +122,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   const cookieName = codec.cookieName
   const stateCookiePrefix = `${cookieName}-state-`
   const cookieAttrs = { secure: publicUrl.protocol === 'https:' }
+  const loopCookie = `${cookieName}-loop`
   const isOwnCookie = (name: string) =>
-    name === cookieName || name.startsWith(`${cookieName}.`) || name.startsWith(stateCookiePrefix)
+    name === cookieName ||
+    name.startsWith(`${cookieName}.`) ||
+    name.startsWith(stateCookiePrefix) ||
+    name === loopCookie
   const endpoints = {
     signIn: `${prefix}/sign_in`,
     callback: `${prefix}/callback`,
@@ -172,6 +178,30 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     returnTo: string,
     setCookies: string[] = [],
   ): Promise<Respond> {
+    // Loop guard (seed 003): a browser that starts sign-in over and over (its session cookie never
+    // sticks, or an app redirects back at once) gets a clear page instead of another round trip.
+    const [countText, startText] = (readCookie(facts.header('cookie'), loopCookie) ?? '').split('.')
+    const t = nowSeconds()
+    const prevStart = Number(startText)
+    const prevCount = Number(countText)
+    const inWindow = Number.isInteger(prevStart) && prevStart <= t && t - prevStart < LOOP_WINDOW_SECONDS
+    const windowStart = inWindow ? prevStart : t
+    const count = (inWindow && Number.isInteger(prevCount) && prevCount > 0 ? Math.min(99, prevCount) : 0) + 1
+    const loopSet = serializeCookie(loopCookie, `${count}.${windowStart}`, {
+      ...cookieAttrs,
+      maxAgeSeconds: LOOP_WINDOW_SECONDS,
+    })
+    if (count > LOOP_MAX_SIGN_INS) {
+      log.warn({ code: 'sign_in_loop', count, ua: facts.header('user-agent') }, 'sign-in keeps starting over')
+      return problem(
+        facts,
+        429,
+        'sign_in_loop',
+        'Signing in keeps starting over',
+        'This browser was sent to sign in several times in a row without staying signed in. Check that cookies are allowed for this site, then try again in a minute.',
+        { headers: { 'retry-after': String(LOOP_WINDOW_SECONDS) }, setCookies: [...setCookies, loopSet] },
+      )
+    }
     const state = randomToken(32)
     const nonce = randomToken(32)
     const codeVerifier = randomToken(32)
@@ -196,6 +226,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         maxAgeSeconds: options.signInTtlSeconds,
       }),
     )
+    cookies.push(loopSet)
     return redirect(location, cookies, 'sign_in')
   }
 

@@ -29,7 +29,11 @@ describe('check_auth without a session', () => {
     assert.equal(location.origin, 'https://idp.example')
     const state = location.searchParams.get('state')!
     assert.match(state, /^[A-Za-z0-9_-]{43}$/)
-    assert.equal(d.setCookies.length, 1)
+    assert.equal(d.setCookies.length, 2, 'the attempt, and the loop guard')
+    assert.match(
+      d.setCookies[1]!,
+      /^__Host-gatehouse-loop=1\.\d+; Path=\/; HttpOnly; SameSite=Lax; Secure; Max-Age=60$/,
+    )
     const cookie = d.setCookies[0]!
     assert.ok(cookie.startsWith(`__Host-gatehouse-state-${state.slice(0, 16)}=`))
     assert.match(cookie, /; Path=\/; HttpOnly; SameSite=Lax; Secure; Max-Age=600$/)
@@ -82,6 +86,33 @@ describe('check_auth without a session', () => {
     const d = allowed(await g.gatehouse.handle(facts('/public/logo.png', { headers: NAV })))
     assert.equal(d.identity, undefined)
     assert.deepEqual(d.upstreamHeaders, {})
+  })
+
+  test('loop guard: the sixth sign-in start within a minute gets a clear page, not another redirect', async () => {
+    const g = await setup()
+    const jar = new Map<string, string>()
+    for (let i = 1; i <= 5; i++) {
+      const d = respond(
+        await g.gatehouse.handle(facts(`/p${i}`, { headers: { ...NAV, cookie: cookieHeaderFrom([], jar) } })),
+      )
+      assert.equal(d.status, 302, `attempt ${i}`)
+      cookieHeaderFrom(d.setCookies, jar)
+      g.clock.advance(5_000)
+    }
+    const stop = respond(
+      await g.gatehouse.handle(facts('/p6', { headers: { ...NAV, cookie: cookieHeaderFrom([], jar) } })),
+    )
+    assert.equal(stop.status, 429)
+    assert.equal(stop.code, 'sign_in_loop')
+    assert.equal(stop.headers['retry-after'], '60')
+    assert.match(stop.body, /cookies are allowed/)
+    assert.equal(g.provider.calls.authorize, 5, 'the sixth never reached the provider')
+    // A minute later the window has passed.
+    g.clock.advance(60_000)
+    const again = respond(
+      await g.gatehouse.handle(facts('/p7', { headers: { ...NAV, cookie: cookieHeaderFrom([], jar) } })),
+    )
+    assert.equal(again.status, 302)
   })
 
   test('provider down at sign-in: 503 page with Retry-After, no redirect', async () => {
