@@ -5,6 +5,7 @@ import { createGatewayServer, type GatewayServer } from './adapters/node-proxy/s
 import { createUpstream, type Upstream } from './adapters/node-proxy/upstream.ts'
 import { createAdminServer } from './admin/admin-server.ts'
 import { createMetrics, type Metrics } from './admin/metrics.ts'
+import { createOffenders } from './admin/offenders.ts'
 import { assembleCore } from './assemble.ts'
 import { detectExpiryCliff } from './config/lifetimes.ts'
 import { resolveSecret } from './config/load.ts'
@@ -159,6 +160,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     headersTimeoutMs: config.upstream_timeouts.headers * 1000,
     bodyTimeoutMs: config.upstream_timeouts.body * 1000,
   })
+  const offenders = createOffenders(() => clock.now())
   const gateway: GatewayServer = createGatewayServer({
     gatehouse,
     upstream,
@@ -167,6 +169,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     metrics,
     log,
     mounts: options.mounts,
+    onRefused: (code, address, ua) => offenders.record(code, address, ua),
   })
   const listenOn = options.listen ?? config.listen
   const port = await listen(gateway.server, listenOn.host, listenOn.port)
@@ -196,6 +199,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
             unknown_kid_fetches: cache.unknownKidFetches,
           },
           keys: services.keyRing.list(),
+          top_offenders: offenders.top(10),
         }
       },
       // Never calls the provider: a probe every few seconds must not become load on it. Existing

@@ -43,7 +43,12 @@ async function sessionCookie(): Promise<string> {
   return set!.split(';')[0]!
 }
 
-async function gatewayFor(upstreamUrl: string, drain = '5s', extra: Record<string, unknown> = {}) {
+async function gatewayFor(
+  upstreamUrl: string,
+  drain = '5s',
+  extra: Record<string, unknown> = {},
+  admin: { host: string; port: number } | false = false,
+) {
   const config = validateConfig({
     public_url: 'http://localhost:8080',
     upstream: upstreamUrl,
@@ -55,7 +60,7 @@ async function gatewayFor(upstreamUrl: string, drain = '5s', extra: Record<strin
     shutdown: { drain },
     ...extra,
   })
-  return startGateway(config, { baseDir: process.cwd(), log: silentLogger, admin: false, env: { S: SECRET } })
+  return startGateway(config, { baseDir: process.cwd(), log: silentLogger, admin, env: { S: SECRET } })
 }
 
 function upgrade(url: string, headers: Record<string, string>) {
@@ -229,14 +234,19 @@ test('rate limits (rate-limiter-flexible): past the per-client limit, 429 with R
   })
   origin.listen(0, '127.0.0.1')
   await once(origin, 'listening')
-  const gateway = await gatewayFor(`http://127.0.0.1:${(origin.address() as { port: number }).port}`, '5s', {
-    rate_limits: {
-      client: { points: 5, per: '1m' },
-      credential: false,
-      auth_endpoints: { points: 2, per: '1m' },
+  const gateway = await gatewayFor(
+    `http://127.0.0.1:${(origin.address() as { port: number }).port}`,
+    '5s',
+    {
+      rate_limits: {
+        client: { points: 5, per: '1m' },
+        credential: false,
+        auth_endpoints: { points: 2, per: '1m' },
+      },
+      routes: [{ path: '/public/*', allow: 'anonymous' }],
     },
-    routes: [{ path: '/public/*', allow: 'anonymous' }],
-  })
+    { host: '127.0.0.1', port: 0 },
+  )
   try {
     for (let i = 0; i < 5; i++) assert.equal((await fetch(`${gateway.url}/public/x`)).status, 200)
     const limited = await fetch(`${gateway.url}/public/x`, { headers: { accept: 'application/json' } })
@@ -245,6 +255,17 @@ test('rate limits (rate-limiter-flexible): past the per-client limit, 429 with R
     assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After ${retryAfter}`)
     assert.equal((await limited.json()).error, 'rate_limited')
     assert.equal(reached, 5)
+    // The offender, with its User-Agent, on the status page.
+    await fetch(`${gateway.url}/public/x`, { headers: { 'user-agent': 'OldDesktop/1.2.3' } })
+    const status = (await (await fetch(`${gateway.adminUrl}/status.json`)).json()) as {
+      top_offenders: Array<{ userAgent: string; code: string; count: number }>
+    }
+    assert.ok(
+      status.top_offenders.some(
+        (o) => o.userAgent === 'OldDesktop/1.2.3' && o.code === 'rate_limited' && o.count === 1,
+      ),
+      JSON.stringify(status.top_offenders),
+    )
   } finally {
     await gateway.close()
     origin.closeAllConnections()

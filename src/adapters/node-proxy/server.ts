@@ -17,6 +17,8 @@ export interface GatewayServerOptions {
   log: Logger
   /** Requests under these path prefixes bypass the gateway (the embedded provider in dev mode). */
   mounts?: ReadonlyArray<{ prefix: string; handler: (req: IncomingMessage, res: ServerResponse) => void }>
+  /** Told about every request refused for its behaviour (rate limits, sign-in loops): top offenders. */
+  onRefused?: (code: string, clientAddress: string, userAgent: string | undefined) => void
 }
 
 export interface GatewayServer {
@@ -104,7 +106,12 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       return
     }
     record(decision, start)
-    if (decision.kind === 'respond') return respond(res, decision, req.method ?? 'GET')
+    if (decision.kind === 'respond') {
+      if (decision.status === 429) {
+        options.onRefused?.(decision.code, req.socket.remoteAddress ?? '', req.headers['user-agent'])
+      }
+      return respond(res, decision, req.method ?? 'GET')
+    }
     if (draining) res.setHeader('connection', 'close')
     const headers = buildUpstreamHeaders(req, {
       identity: decision.upstreamHeaders,
