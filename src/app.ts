@@ -18,6 +18,7 @@ import type { ProviderCache } from './keys/provider-cache.ts'
 import { createLogger } from './log.ts'
 import type { OIDCClient } from './oidc/client.ts'
 import type { GuardedFetch } from './oidc/guarded-fetch.ts'
+import { createOverloadMonitor } from './protect/overload.ts'
 import { createRateLimiter } from './protect/rate-limits.ts'
 import { openTokenServices, type TokenServices } from './services.ts'
 import type { CacheStore, KeyStore, TokenStore } from './store/ports.ts'
@@ -39,6 +40,8 @@ export interface GatewayOptions {
   fetch?: typeof fetch
   /** Storage for keys and tokens; default SQLite in data_dir. */
   store?: KeyStore & TokenStore & CacheStore
+  /** Overload signal for load shedding; default the event-loop monitor (config `shedding`). */
+  isOverloaded?: () => boolean
   /** How often revocations and keys are reloaded from the store. Default 5 s and 60 s. */
   refreshRevocationsMs?: number
   keyTickMs?: number
@@ -161,6 +164,8 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     bodyTimeoutMs: config.upstream_timeouts.body * 1000,
   })
   const offenders = createOffenders(() => clock.now())
+  const overload =
+    config.shedding === false ? undefined : createOverloadMonitor(config.shedding.max_event_loop_delay_ms)
   const gateway: GatewayServer = createGatewayServer({
     gatehouse,
     upstream,
@@ -170,6 +175,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     log,
     mounts: options.mounts,
     onRefused: (code, address, ua) => offenders.record(code, address, ua),
+    isOverloaded: options.isOverloaded ?? overload?.isOverloaded,
   })
   const listenOn = options.listen ?? config.listen
   const port = await listen(gateway.server, listenOn.host, listenOn.port)
@@ -283,6 +289,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     adminUrl,
     async close() {
       for (const t of timers) clearInterval(t)
+      overload?.stop()
       await gateway.drain(config.shutdown.drain * 1000)
       v6?.close()
       await upstream.close()

@@ -152,6 +152,16 @@ export const configSchema = z.strictObject({
       credential: { points: 3000, per: 60 },
       auth_endpoints: { points: 30, per: 60 },
     }),
+  /**
+   * Load shedding: while the event loop lags more than this (mean over half a second), requests
+   * without a credential, or with one refused a moment ago, get 503 before any work. `false`: never.
+   */
+  shedding: z
+    .union([
+      z.literal(false),
+      z.strictObject({ max_event_loop_delay_ms: z.number().int().min(10).default(200) }),
+    ])
+    .default({ max_event_loop_delay_ms: 200 }),
   sign_in: z.strictObject({ ttl: duration.default(600) }).default({ ttl: 600 }),
   sign_out: z.strictObject({ redirect: z.string().startsWith('/').default('/') }).default({ redirect: '/' }),
   routes: z

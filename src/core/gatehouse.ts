@@ -70,6 +70,11 @@ export interface GatehouseDeps {
 export interface Gatehouse {
   /** Decide what to do with a request: pass it upstream, or answer it. */
   handle(facts: RequestFacts): Promise<Decision>
+  /**
+   * A synchronous, allocation-free first look for load shedding: does the request carry a credential,
+   * and is it one refused a moment ago? Decides nothing; `handle` still checks everything.
+   */
+  classify(facts: RequestFacts): 'credential' | 'rejected' | 'none'
   /** The cookie name prefix Gatehouse owns (used by adapters to avoid forwarding them). */
   readonly cookieName: string
   readonly prefix: string
@@ -779,6 +784,15 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   return {
     cookieName,
     prefix,
+    classify(facts) {
+      const authorization = facts.header('authorization')
+      if (authorization !== undefined) {
+        const token = authorization.slice(authorization.indexOf(' ') + 1).trim()
+        const known = rejected.get(token)
+        return known !== undefined && known.untilMs > clock.now() ? 'rejected' : 'credential'
+      }
+      return readCookie(facts.header('cookie'), cookieName) !== undefined ? 'credential' : 'none'
+    },
     async handle(facts) {
       const target = normalizePath(facts.url)
       if (target === undefined) {

@@ -61,6 +61,8 @@ lifetimes:
   derived_token: { ttl: 1h, max_ttl: 1d }
   signing_key: { ttl: 30d, max_ttl: 180d }
 expiry_cliff: { window: 1h, share: 0.5, min_count: 10 }
+# The CLI runs with spawnSync in this very process, blocking its event loop on purpose: no shedding.
+shedding: false
 log: { level: error }
 `,
     )

@@ -17,6 +17,11 @@ export interface GatewayServerOptions {
   log: Logger
   /** Requests under these path prefixes bypass the gateway (the embedded provider in dev mode). */
   mounts?: ReadonlyArray<{ prefix: string; handler: (req: IncomingMessage, res: ServerResponse) => void }>
+  /**
+   * True while the process is overloaded: requests without a credential, or with one refused a moment
+   * ago, are shed with 503 before any work, so those carrying a valid session or token are served first.
+   */
+  isOverloaded?: () => boolean
   /** Told about every request refused for its behaviour (rate limits, sign-in loops): top offenders. */
   onRefused?: (code: string, clientAddress: string, userAgent: string | undefined) => void
 }
@@ -94,6 +99,19 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     }
     const start = process.hrtime.bigint()
     let decision: Decision
+    if (options.isOverloaded?.()) {
+      const facts = factsOf(req)
+      if (gatehouse.classify(facts) !== 'credential') {
+        count('respond', 'shed')
+        res.writeHead(503, {
+          'content-type': 'application/json',
+          'retry-after': '2',
+          'cache-control': 'no-store',
+        })
+        res.end('{"error":"overloaded","error_description":"Busy: try again in a moment"}')
+        return
+      }
+    }
     try {
       decision = await options.gatehouse.handle(factsOf(req))
     } catch (err) {

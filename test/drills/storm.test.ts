@@ -1,0 +1,179 @@
+/**
+ * Storm drill (seed 003), short and bounded, loopback only: many concurrent clients hammer the gateway
+ * with bad bearer tokens while a few good clients make ordinary authenticated requests. Asserts the good
+ * clients' success, how often the identity provider was called, that memory stays bounded, and that
+ * shedding under overload keeps credential holders served.
+ */
+import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { generateKeyPair, SignJWT } from 'jose'
+import { Agent, request } from 'undici'
+import { type Gateway, startGateway } from '../../src/app.ts'
+import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
+import { validateConfig } from '../../src/config/load.ts'
+import { systemClock } from '../../src/core/clock.ts'
+import { silentLogger } from '../../src/core/ports.ts'
+import { createSessionCodec } from '../../src/core/session-codec.ts'
+import { type FaultProxy, startFaultProxy } from '../helpers/fault-proxy.ts'
+import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
+import { startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
+
+const SECRET = 'storm-drill-session-secret-0123456789abcdef'
+const STORM_CLIENTS = 32
+const STORM_REQUESTS = 4_000
+const GOOD_REQUESTS = 200
+
+describe('retry storm drill', () => {
+  let idp: TestIdP
+  let proxy: FaultProxy
+  let upstream: RecordingUpstream
+  let gateway: Gateway
+  let overloaded = false
+  let goodCookie: string
+  const badTokens: string[] = []
+  const agent = new Agent({ connections: STORM_CLIENTS + 4 })
+
+  before(async () => {
+    const proxyPort = await freePort()
+    idp = await startTestIdP({
+      redirectUris: ['http://127.0.0.1:1/oauth2/callback'],
+      issuerOrigin: `http://127.0.0.1:${proxyPort}`,
+    })
+    proxy = await startFaultProxy(`http://127.0.0.1:${idp.port}`, { port: proxyPort })
+    upstream = await startRecordingUpstream()
+    gateway = await startGateway(
+      validateConfig({
+        public_url: 'http://127.0.0.1:1',
+        upstream: upstream.url,
+        data_dir: mkdtempSync(join(tmpdir(), 'gh-storm-')),
+        listen: { host: '127.0.0.1', port: 0 },
+        provider: { issuer: idp.issuer, client_id: idp.clientId, client_secret: { env: 'CS' } },
+        session: { secrets: [{ env: 'SS' }] },
+        lifetimes: DEV_LIFETIMES,
+        // Every client here shares 127.0.0.1, so the per-address limit is off; the others stay on.
+        rate_limits: { client: false },
+      }),
+      {
+        baseDir: process.cwd(),
+        log: silentLogger,
+        admin: false,
+        env: { CS: idp.clientSecret, SS: SECRET },
+        isOverloaded: () => overloaded,
+      },
+    )
+    await gateway.providerCache.refreshNow()
+    const codec = await createSessionCodec({
+      secrets: [SECRET],
+      cookieName: 'gatehouse',
+      secure: false,
+      clock: systemClock,
+    })
+    const now = Math.floor(Date.now() / 1000)
+    const [set] = await codec.write({
+      sid: 'good-client',
+      identity: { sub: 'good', user: 'good', groups: [] },
+      signedInAt: now,
+      expiresAt: now + 3600,
+      maxExpiresAt: now + 7200,
+      accessToken: 'at',
+      accessTokenExpiresAt: now + 3600,
+      refreshToken: 'rt',
+    })
+    goodCookie = set!.split(';')[0]!
+    // Expired tokens in the provider's shape, naming the provider's real key, but signed by another:
+    // each costs a real signature check the first time it is seen.
+    const jwks = (await (await fetch(`${idp.issuer}/jwks`)).json()) as {
+      keys: Array<{ kid: string; alg?: string }>
+    }
+    const kid = jwks.keys.find((k) => k.alg === 'RS256' || k.kid)!.kid
+    const { privateKey } = await generateKeyPair('RS256')
+    for (let i = 0; i < 200; i++) {
+      badTokens.push(
+        await new SignJWT({ sub: `old-client-${i}` })
+          .setProtectedHeader({ alg: 'RS256', kid })
+          .setIssuer(idp.issuer)
+          .setAudience(idp.clientId)
+          .setIssuedAt(now - 7200)
+          .setExpirationTime(now - 3600)
+          .sign(privateKey),
+      )
+    }
+  })
+
+  after(async () => {
+    await agent.close()
+    await gateway?.close()
+    await upstream?.close()
+    await proxy?.close()
+    await idp?.close()
+  })
+
+  async function get(path: string, headers: Record<string, string>) {
+    const r = await request(`${gateway.url}${path}`, { headers, dispatcher: agent })
+    await r.body.dump()
+    return r.statusCode
+  }
+
+  test('good clients keep being served while old clients retry bad tokens as fast as they can', async () => {
+    const providerCalls = proxy.count()
+    const upstreamBefore = upstream.requests.length
+    const heapBefore = process.memoryUsage().heapUsed
+    let sent = 0
+    const stormStatuses = new Map<number, number>()
+    const storm = Array.from({ length: STORM_CLIENTS }, async (_, c) => {
+      while (sent < STORM_REQUESTS) {
+        sent++
+        const token = badTokens[(sent * 7 + c) % badTokens.length]!
+        const status = await get('/api/sync', {
+          authorization: `Bearer ${token}`,
+          'user-agent': 'OldDesktop/1.2.3',
+        })
+        stormStatuses.set(status, (stormStatuses.get(status) ?? 0) + 1)
+      }
+    })
+    let goodOk = 0
+    const good = (async () => {
+      for (let i = 0; i < GOOD_REQUESTS; i++) {
+        if ((await get(`/good/${i}`, { cookie: goodCookie })) === 200) goodOk++
+      }
+    })()
+    await Promise.all([...storm, good])
+
+    assert.equal(goodOk, GOOD_REQUESTS, `good clients: ${goodOk}/${GOOD_REQUESTS}`)
+    assert.deepEqual([...stormStatuses.keys()], [401], 'every bad token gets a precise 401')
+    assert.equal(
+      upstream.requests.length - upstreamBefore,
+      GOOD_REQUESTS,
+      'no storm request reached the upstream',
+    )
+    assert.ok(
+      proxy.count() - providerCalls <= 1,
+      `calls to the provider during the storm: ${proxy.count() - providerCalls}`,
+    )
+    const growthMb = (process.memoryUsage().heapUsed - heapBefore) / 1e6
+    assert.ok(growthMb < 100, `heap grew by ${growthMb.toFixed(1)} MB`)
+  })
+
+  test('under overload, unauthenticated and already-refused requests are shed first; sessions are served', async () => {
+    // Make sure the storm tokens are known bad, then declare overload.
+    for (const t of badTokens.slice(0, 5)) await get('/api/sync', { authorization: `Bearer ${t}` })
+    overloaded = true
+    try {
+      assert.equal(await get('/anything', {}), 503, 'no credential: shed')
+      assert.equal(
+        await get('/api/sync', { authorization: `Bearer ${badTokens[0]}` }),
+        503,
+        'refused a moment ago: shed',
+      )
+      const before = upstream.requests.length
+      assert.equal(await get('/good/under-load', { cookie: goodCookie }), 200, 'a valid session is served')
+      assert.equal(upstream.requests.length, before + 1)
+    } finally {
+      overloaded = false
+    }
+    assert.equal(await get('/anything', {}), 401, 'back to normal answers')
+  })
+})
