@@ -11,6 +11,7 @@ import { type Clock, systemClock } from '../../core/clock.ts'
 import type { RequestFacts } from '../../core/decisions.ts'
 import { type Logger, silentLogger } from '../../core/ports.ts'
 import { createMemoryStore } from '../../store/memory-store.ts'
+import { HOP_BY_HOP, isGatewayOwned } from '../header-rules.ts'
 
 export interface FetchHandlerOptions {
   /** Where `{ env: NAME }` secrets are read (Workers: the `env` binding; Deno: `Deno.env.toObject()`). `{ file }` secrets are not supported here. */
@@ -23,23 +24,8 @@ export interface FetchHandlerOptions {
   clientAddressHeader?: string
 }
 
-// RFC 9110 §7.6.1 hop-by-hop fields; and headers that only Gatehouse may set.
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'host',
-  'forwarded',
-  'x-real-ip',
-])
-const isOwnHeader = (name: string) =>
-  name.startsWith('x-auth-request-') || name.startsWith('x-gatehouse-') || name.startsWith('x-forwarded-')
+// Besides hop-by-hop fields: fetch sets Host itself, and forwarding fields come from Gatehouse only.
+const NOT_FORWARDED: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'host', 'forwarded', 'x-real-ip'])
 
 function secret(
   ref: { env: string } | { file: string },
@@ -113,7 +99,12 @@ export async function createFetchHandler(
       .split(',')
       .map((t) => t.trim())
     request.headers.forEach((value, name) => {
-      if (HOP_BY_HOP.has(name) || isOwnHeader(name) || connectionTokens.includes(name) || name === 'cookie')
+      if (
+        NOT_FORWARDED.has(name) ||
+        isGatewayOwned(name) ||
+        connectionTokens.includes(name) ||
+        name === 'cookie'
+      )
         return
       out.set(name, value)
     })
@@ -151,8 +142,7 @@ export async function createFetchHandler(
       })
     }
     const headers = new Headers(response.headers)
-    for (const name of ['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection'])
-      headers.delete(name)
+    for (const name of HOP_BY_HOP) headers.delete(name)
     return new Response(response.body, {
       status: response.status,
       statusText: response.statusText,

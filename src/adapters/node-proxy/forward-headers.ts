@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http'
+import { HOP_BY_HOP, isGatewayOwned } from '../header-rules.ts'
 
 /** Request headers as handed to the upstream client: lower-case names, duplicates kept as arrays. */
 export type UpstreamHeaders = Record<string, string | string[]>
@@ -18,19 +19,6 @@ export interface BuildUpstreamHeadersOptions {
   /** Keep `Upgrade` and send `Connection: upgrade` (WebSocket passthrough). Default `false`. */
   upgrade?: boolean
 }
-
-// RFC 9110 §7.6.1: hop-by-hop fields, plus the legacy ones still seen in the wild.
-const HOP_BY_HOP: ReadonlySet<string> = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-])
 
 // Request fields Gatehouse sets itself and never takes from the client.
 const REQUEST_DROPPED: ReadonlySet<string> = new Set([
@@ -59,15 +47,6 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
     tokens.add(token)
   }
   return tokens
-}
-
-function isGatewayOwned(name: string): boolean {
-  // Every `x-auth-request-*`, `x-gatehouse-*` and `x-forwarded-*` header is Gatehouse's to set.
-  return (
-    name.charCodeAt(0) === 120 /* x */ &&
-    name.charCodeAt(1) === 45 /* - */ &&
-    (name.startsWith('x-auth-request-') || name.startsWith('x-gatehouse-') || name.startsWith('x-forwarded-'))
-  )
 }
 
 function append(headers: UpstreamHeaders, name: string, value: string): void {
