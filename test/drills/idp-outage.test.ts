@@ -19,7 +19,7 @@ import { browserFetch } from '../helpers/browser-fetch.ts'
 import { createCookieClient } from '../helpers/cookie-client.ts'
 import { type FaultProxy, startFaultProxy } from '../helpers/fault-proxy.ts'
 import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
-import { DEMO_USER, signIn, startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
+import { DEMO_USER, signInAt, startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
 
 const HOUR = 3_600_000
 const env = { CS: '', SS: 'drill-session-secret-0123456789abcdefghijkl' }
@@ -83,16 +83,10 @@ describe('identity provider outage drills', () => {
     })
     await gateway.providerCache.refreshNow()
 
-    session = createCookieClient({ fetch: browserFetch })
-    const first = await session.request(`${base}/`, { headers: { accept: 'text/html' } })
-    const callback = await signIn(
-      session,
-      first.headers.get('location')!,
-      DEMO_USER.username,
-      DEMO_USER.password,
-      idp.issuer,
-    )
-    assert.equal((await session.follow(callback, { headers: { accept: 'text/html' } })).response.status, 200)
+    const signedIn = await signInAt(`${base}/`, idp.issuer)
+    session = signedIn.browser
+    const done = signedIn.done
+    assert.equal(done.response.status, 200)
     providerToken = String(upstream.requests.at(-1)!.headers['x-auth-request-access-token'])
     apiToken = (await gateway.services.tokens.issue({ subject: 'drill-bot' })).token
   })
@@ -201,16 +195,8 @@ describe('identity provider outage drills', () => {
 
   test('Drill C: a session whose refresh falls in the outage lives on for outage_grace, marked degraded, then ends cleanly', async () => {
     proxy.clear()
-    const browser = createCookieClient({ fetch: browserFetch })
-    const first = await browser.request(`${base}/c`, { headers: { accept: 'text/html' } })
-    const callback = await signIn(
-      browser,
-      first.headers.get('location')!,
-      DEMO_USER.username,
-      DEMO_USER.password,
-      idp.issuer,
-    )
-    assert.equal((await browser.follow(callback, { headers: { accept: 'text/html' } })).response.status, 200)
+    const { browser, done } = await signInAt(`${base}/c`, idp.issuer)
+    assert.equal(done.response.status, 200)
     outage()
     // The access token (4 h) expired 10 minutes ago and cannot be refreshed: inside the 1 h grace.
     clock.advance(4 * HOUR + 10 * 60_000)
@@ -283,16 +269,7 @@ describe('identity provider outage drills', () => {
     clock.set(Date.now())
     proxy.clear()
     await gateway.providerCache.refreshNow()
-    const browser = createCookieClient({ fetch: browserFetch })
-    const first = await browser.request(`${base}/fresh`, { headers: { accept: 'text/html' } })
-    const callback = await signIn(
-      browser,
-      first.headers.get('location')!,
-      DEMO_USER.username,
-      DEMO_USER.password,
-      idp.issuer,
-    )
-    await browser.follow(callback, { headers: { accept: 'text/html' } })
+    await signInAt(`${base}/fresh`, idp.issuer)
     const token = String(upstream.requests.at(-1)!.headers['x-auth-request-access-token'])
     for (const [name, inject] of faults) {
       proxy.clear()
@@ -317,16 +294,7 @@ describe('identity provider outage drills', () => {
     clock.set(Date.now())
     proxy.clear()
     await gateway.providerCache.refreshNow()
-    const browser = createCookieClient({ fetch: browserFetch })
-    const first = await browser.request(`${base}/fresh2`, { headers: { accept: 'text/html' } })
-    const callback = await signIn(
-      browser,
-      first.headers.get('location')!,
-      DEMO_USER.username,
-      DEMO_USER.password,
-      idp.issuer,
-    )
-    await browser.follow(callback, { headers: { accept: 'text/html' } })
+    await signInAt(`${base}/fresh2`, idp.issuer)
     const token = String(upstream.requests.at(-1)!.headers['x-auth-request-access-token'])
     assert.equal(
       (await fetch(`${base}/key-listed`, { headers: { authorization: `Bearer ${token}` } })).status,

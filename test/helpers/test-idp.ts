@@ -7,7 +7,8 @@ import { DatabaseSync } from 'node:sqlite'
 
 import { createEmbeddedIdP, type EmbeddedIdP } from '../../src/idp/embedded-idp.ts'
 import type { UserStore } from '../../src/idp/users.ts'
-import type { CookieClient } from './cookie-client.ts'
+import { browserFetch } from './browser-fetch.ts'
+import { type CookieClient, createCookieClient, type FollowResult } from './cookie-client.ts'
 
 export const DEMO_USER = Object.freeze({
   username: 'alice',
@@ -231,4 +232,23 @@ function decodeEntities(value: string): string {
     .replaceAll('&lt;', '<')
     .replaceAll('&gt;', '>')
     .replaceAll('&amp;', '&')
+}
+
+/**
+ * A browser's whole sign-in as the demo user: the protected `url` (a navigation), the redirect to the
+ * provider, its form, the callback, and back. Returns the browser and the last response.
+ */
+export async function signInAt(
+  url: string,
+  issuer: string,
+  browser: CookieClient = createCookieClient({ fetch: browserFetch }),
+): Promise<{ browser: CookieClient; done: FollowResult }> {
+  const first = await browser.request(url, { headers: { accept: 'text/html' } })
+  const location = first.headers.get('location')
+  if (first.status !== 302 || location === null) {
+    throw new Error(`expected a sign-in redirect from ${url}, got ${first.status}`)
+  }
+  const callback = await signIn(browser, location, DEMO_USER.username, DEMO_USER.password, issuer)
+  const done = await browser.follow(callback, { headers: { accept: 'text/html' } })
+  return { browser, done }
 }

@@ -21,6 +21,7 @@ import {
   formAction,
   hiddenInputs,
   signIn,
+  signInAt,
   startTestIdP,
   type TestIdP,
 } from '../helpers/test-idp.ts'
@@ -282,19 +283,8 @@ describe('when the provider is down', () => {
       env: { S: idp.clientSecret, K: SESSION_SECRET },
     })
     try {
-      const browser = createCookieClient({ fetch: browserFetch })
-      const first = await browser.request(`${base}/`, { headers: { accept: 'text/html' } })
-      const callback = await signIn(
-        browser,
-        first.headers.get('location')!,
-        DEMO_USER.username,
-        DEMO_USER.password,
-        idp.issuer,
-      )
-      assert.equal(
-        (await browser.follow(callback, { headers: { accept: 'text/html' } })).response.status,
-        200,
-      )
+      const { browser, done } = await signInAt(`${base}/`, idp.issuer)
+      assert.equal(done.response.status, 200)
       await idp.close()
       const again = await browser.request(`${base}/still-here`, { headers: { accept: 'text/html' } })
       assert.equal(again.status, 200, 'the session verifies without the provider')
