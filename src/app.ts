@@ -136,6 +136,13 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       credential: limitOf(config.rate_limits.credential),
       authEndpoint: limitOf(config.rate_limits.auth_endpoints),
     }),
+    repeatPenalty:
+      config.rate_limits.repeat_penalty === false
+        ? undefined
+        : {
+            after: config.rate_limits.repeat_penalty.after,
+            maxDelayMs: config.rate_limits.repeat_penalty.max_delay_ms,
+          },
   })
   // Read at scrape time: how old the provider copies in use are, and whether the breaker is open.
   new Gauge({
@@ -165,7 +172,12 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   })
   const offenders = createOffenders(() => clock.now())
   const overload =
-    config.shedding === false ? undefined : createOverloadMonitor(config.shedding.max_event_loop_delay_ms)
+    config.shedding === false
+      ? undefined
+      : createOverloadMonitor({
+          maxDelayMs: config.shedding.max_event_loop_delay_ms,
+          maxInFlight: config.shedding.max_in_flight,
+        })
   const gateway: GatewayServer = createGatewayServer({
     gatehouse,
     upstream,
@@ -176,6 +188,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     mounts: options.mounts,
     onRefused: (code, address, ua) => offenders.record(code, address, ua),
     isOverloaded: options.isOverloaded ?? overload?.isOverloaded,
+    inFlight: overload?.inFlight,
   })
   const listenOn = options.listen ?? config.listen
   const port = await listen(gateway.server, listenOn.host, listenOn.port)

@@ -18,6 +18,21 @@ import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
 import { createGuardedFetch, type GuardedFetch } from './oidc/guarded-fetch.ts'
 import type { CacheStore } from './store/ports.ts'
 
+/** The part of the config the core reads (the Lambda@Edge bundles bake only this). */
+export type AssembleConfig = Pick<
+  Config,
+  | 'public_url'
+  | 'provider'
+  | 'session'
+  | 'lifetimes'
+  | 'sign_in'
+  | 'sign_out'
+  | 'routes'
+  | 'identity'
+  | 'headers'
+  | 'keys'
+>
+
 export interface AssembleOptions {
   clock: Clock
   log: Logger
@@ -30,6 +45,12 @@ export interface AssembleOptions {
   jwks?: (() => { keys: Record<string, unknown>[] }) | undefined
   /** Rate limits (the Node gateway: rate-limiter-flexible; at the edge the platform's own). */
   limiter?: RateLimiter | undefined
+  /** Wraps the provider refresh, e.g. single-flight across instances through Redis. */
+  sharedRefresh?: ((refresh: OIDCClient['refresh']) => OIDCClient['refresh']) | undefined
+  /** See GatehouseOptions.repeatPenalty (config `rate_limits.repeat_penalty`); none when absent. */
+  repeatPenalty?: { after: number; maxDelayMs: number } | undefined
+  /** See GatehouseOptions.refreshMode; default `inline`. */
+  refreshMode?: 'inline' | 'redirect' | undefined
 }
 
 export interface Assembled {
@@ -48,7 +69,7 @@ function accessOf(allow: Config['routes'][number]['allow']): Access {
   return { kind: 'restricted', groups: allow.groups, emails: allow.emails }
 }
 
-export async function assembleCore(config: Config, options: AssembleOptions): Promise<Assembled> {
+export async function assembleCore(config: AssembleConfig, options: AssembleOptions): Promise<Assembled> {
   const { clock, log } = options
   const publicUrl = new URL(config.public_url)
   const secure = publicUrl.protocol === 'https:'
@@ -68,6 +89,8 @@ export async function assembleCore(config: Config, options: AssembleOptions): Pr
   const providerGuard = createGuardedFetch(options.fetch, {
     clock,
     maxInFlight: config.provider.breaker.max_in_flight,
+    maxQueued: config.provider.breaker.max_queued,
+    queueTimeoutMs: config.provider.breaker.queue_timeout * 1000,
     failureThreshold: config.provider.breaker.failures,
     openSeconds: config.provider.breaker.open_for,
   })
@@ -123,10 +146,12 @@ export async function assembleCore(config: Config, options: AssembleOptions): Pr
       mapping,
       passAccessToken: config.identity.pass_access_token,
       signOutRedirectPath: config.sign_out.redirect,
+      refreshMode: options.refreshMode ?? 'inline',
+      repeatPenalty: options.repeatPenalty,
     },
     {
       clock,
-      oidc,
+      oidc: options.sharedRefresh ? { ...oidc, refresh: options.sharedRefresh(oidc.refresh) } : oidc,
       codec,
       oneTime: createMemoryOneTimeStore(clock),
       bearer: options.bearer ? options.bearer(providerBearer) : providerBearer,

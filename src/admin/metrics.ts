@@ -5,6 +5,7 @@ export interface Metrics {
   decisions: Counter<'decision' | 'code'>
   decisionSeconds: Histogram<'decision'>
   upstreamErrors: Counter<'kind'>
+  heldResponses: Counter
   tokensCapped: Counter<'by'>
   expiryCliff: Gauge<'class'>
   expiryCliffShare: Gauge<'class'>
@@ -33,6 +34,11 @@ export function createMetrics(): Metrics {
       name: 'gatehouse_upstream_errors_total',
       help: 'Upstream failures by kind (connect, timeout, reset, other)',
       labelNames: ['kind'],
+      registers: [registry],
+    }),
+    heldResponses: new Counter({
+      name: 'gatehouse_responses_held_total',
+      help: 'Refusals answered late because the client kept presenting a credential already refused (rate_limits.repeat_penalty)',
       registers: [registry],
     }),
     tokensCapped: new Counter({

@@ -11,6 +11,7 @@ const commands: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   users: () => import('./users.ts'),
   keys: () => import('./keys.ts'),
   tokens: () => import('./tokens.ts'),
+  'build-edge': () => import('./build-edge.ts'),
 }
 
 const USAGE = `Usage: gatehouse <command> [options]
@@ -22,6 +23,7 @@ Commands:
   users   manage the embedded provider's users: add | list | remove      [--data DIR | --config FILE]
   keys    Gatehouse's signing keys: list | rotate                        [--data DIR | --config FILE]
   tokens  API tokens: issue | list | revoke | inspect                    [--data DIR | --config FILE]
+  build-edge  Lambda@Edge bundles, config and keys baked in              --config FILE --out DIR
 `
 
 async function main(argv: string[]): Promise<number> {

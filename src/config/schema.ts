@@ -80,14 +80,20 @@ export const configSchema = z.strictObject({
      * stays valid this long, never past lifetimes.session.max_ttl; 0 turns it off.
      */
     outage_grace: duration.default(3600),
-    /** Calls to the provider: a breaker opens after `failures` in a row for `open_for`; at most `max_in_flight` at once. */
+    /**
+     * Calls to the provider: a breaker opens after `failures` in a row for `open_for`; at most
+     * `max_in_flight` at once, up to `max_queued` more wait at most `queue_timeout` for a slot, and the
+     * rest get 503 `idp_busy` with Retry-After at once.
+     */
     breaker: z
       .strictObject({
         failures: z.number().int().min(1).default(5),
         open_for: duration.default(30),
         max_in_flight: z.number().int().min(1).default(16),
+        max_queued: z.number().int().min(0).default(64),
+        queue_timeout: duration.default(2),
       })
-      .default({ failures: 5, open_for: 30, max_in_flight: 16 }),
+      .default({ failures: 5, open_for: 30, max_in_flight: 16, max_queued: 64, queue_timeout: 2 }),
     /** The provider's discovery document and JWKS: kept, refreshed, persisted (seed 000). */
     cache: z
       .strictObject({
@@ -146,22 +152,41 @@ export const configSchema = z.strictObject({
       client: z.union([z.literal(false), rate]).default({ points: 6000, per: 60 }),
       credential: z.union([z.literal(false), rate]).default({ points: 3000, per: 60 }),
       auth_endpoints: z.union([z.literal(false), rate]).default({ points: 30, per: 60 }),
+      /**
+       * A client that presents the same refused token or cookie more than `after` times gets each
+       * further 401 later (50 ms, doubling, at most `max_delay_ms`): clients that retry on the answer
+       * (seed 003) are slowed to a trickle without holding a thread. `false`: answer at once.
+       */
+      repeat_penalty: z
+        .union([
+          z.literal(false),
+          z.strictObject({
+            after: z.number().int().min(0).default(5),
+            max_delay_ms: z.number().int().min(1).max(10_000).default(1000),
+          }),
+        ])
+        .default({ after: 5, max_delay_ms: 1000 }),
     })
     .default({
       client: { points: 6000, per: 60 },
       credential: { points: 3000, per: 60 },
       auth_endpoints: { points: 30, per: 60 },
+      repeat_penalty: { after: 5, max_delay_ms: 1000 },
     }),
   /**
-   * Load shedding: while the event loop lags more than this (mean over half a second), requests
-   * without a credential, or with one refused a moment ago, get 503 before any work. `false`: never.
+   * Load shedding: while the event loop lags more than `max_event_loop_delay_ms` (mean over half a
+   * second), or more than `max_in_flight` requests are being handled, requests without a credential,
+   * or with one refused a moment ago, get 503 with Retry-After before any work. `false`: never.
    */
   shedding: z
     .union([
       z.literal(false),
-      z.strictObject({ max_event_loop_delay_ms: z.number().int().min(10).default(200) }),
+      z.strictObject({
+        max_event_loop_delay_ms: z.number().int().min(10).default(200),
+        max_in_flight: z.number().int().min(1).default(1024),
+      }),
     ])
-    .default({ max_event_loop_delay_ms: 200 }),
+    .default({ max_event_loop_delay_ms: 200, max_in_flight: 1024 }),
   sign_in: z.strictObject({ ttl: duration.default(600) }).default({ ttl: 600 }),
   sign_out: z.strictObject({ redirect: z.string().startsWith('/').default('/') }).default({ redirect: '/' }),
   routes: z

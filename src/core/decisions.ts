@@ -32,6 +32,12 @@ export interface Respond {
   headers: Record<string, string>
   body: string
   setCookies: string[]
+  /**
+   * Wait this long before sending the answer: set when a client keeps presenting a credential that was
+   * already refused. Such clients retry as soon as they get an answer (seed 003), so the answer's timing
+   * sets their rate. Adapters that can hold a response cheaply (a timer, not a thread) honour it.
+   */
+  delayMs?: number
 }
 
 export type Decision = Allow | Respond

@@ -28,9 +28,25 @@ export class ProviderRejectedError extends GatehouseError {
 
 /** The identity provider could not be reached, timed out, answered 5xx or something unreadable. */
 export class ProviderUnavailableError extends GatehouseError {
-  override readonly name = 'ProviderUnavailableError'
+  override readonly name: string = 'ProviderUnavailableError'
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_PROVIDER_UNAVAILABLE', message, 'The sign-in service is unavailable', options)
+  }
+}
+
+/**
+ * Gatehouse's own cap on provider calls is full (every slot busy and the queue full, or the queue's
+ * deadline passed): the provider was not called. Answered with 503 and a short Retry-After, so a
+ * crowd of clients cannot pile calls onto a provider that is already slow (seed 003).
+ */
+export class ProviderBusyError extends ProviderUnavailableError {
+  override readonly name = 'ProviderBusyError'
+  override readonly code: string = 'ERR_PROVIDER_BUSY'
+  /** When a retry is worth making. */
+  readonly retryAfterSeconds: number
+  constructor(message: string, retryAfterSeconds: number) {
+    super(message)
+    this.retryAfterSeconds = retryAfterSeconds
   }
 }
 

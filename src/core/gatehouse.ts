@@ -13,7 +13,12 @@ import {
   unauthorized,
 } from './decisions.ts'
 import { base64url, randomToken, sha256, timingSafeEqualString } from './encoding.ts'
-import { ProviderRejectedError, ProviderResponseError, ProviderUnavailableError } from './errors.ts'
+import {
+  ProviderBusyError,
+  ProviderRejectedError,
+  ProviderResponseError,
+  ProviderUnavailableError,
+} from './errors.ts'
 import { type Identity, type IdentityMapping, identityFromClaims, identityHeaders } from './identity.ts'
 import type { Logger, OIDCPort, OneTimeStore, RateBucket, RateLimiter, TokenResult } from './ports.ts'
 import { safeReturnPath } from './return-to.ts'
@@ -50,6 +55,18 @@ export interface GatehouseOptions {
   signOutRedirectPath?: string
   /** The realm in `WWW-Authenticate`. Default `gatehouse`. */
   realm?: string
+  /**
+   * A client presenting the same refused token or cookie more than `after` times gets each further
+   * answer later: 50 ms, doubling per repeat, at most `maxDelayMs` (see Respond.delayMs). Absent: never.
+   */
+  repeatPenalty?: { after: number; maxDelayMs: number } | undefined
+  /**
+   * How a request whose access token is due for a refresh is handled. `inline` (default): refreshed
+   * within the request. `redirect` (seed 004's check_auth on Lambda@Edge, where check-auth holds no
+   * client secret): a navigation is sent to `<prefix>/refresh?rd=<path>`; an API call is served while
+   * the access token lives, then gets 401 `refresh_required` until it calls the refresh endpoint.
+   */
+  refreshMode?: 'inline' | 'redirect'
 }
 
 export interface GatehouseDeps {
@@ -82,10 +99,15 @@ export interface Gatehouse {
 
 type RefreshOutcome =
   | { ok: true; session: Session; setCookies: string[] }
-  | { ok: false; kind: 'rejected' | 'unavailable'; reason: string }
+  | { ok: false; kind: 'rejected' | 'unavailable'; reason: string; error?: unknown }
+
+/** The answer to a request without a usable credential: a 401, or a redirect to sign in for a browser. */
+type NotSignedIn = (facts: RequestFacts, returnTo: string, allowRedirect: boolean) => Promise<Respond>
 
 const RECENT_REFRESH_MS = 60_000
 const REJECTED_TTL_MS = 60_000
+const REJECTED_MAX_CHARS = 8_000_000
+const PENALTY_BASE_MS = 50
 const LOOP_WINDOW_SECONDS = 60
 const LOOP_MAX_SIGN_INS = 5
 const EMPTY_IDENTITY: Readonly<Record<string, string>> = Object.freeze({
@@ -97,6 +119,9 @@ const EMPTY_IDENTITY: Readonly<Record<string, string>> = Object.freeze({
 const MIN_RETRY_MS = 5_000
 const MAX_RETRY_MS = 300_000
 const MAX_STATE_COOKIES = 8
+// Redirect mode: after the refresh endpoint found the provider unreachable, navigations are not bounced
+// to it again for this long (no redirect loop while the provider is down).
+const REFRESH_WAIT_SECONDS = 30
 
 /**
  * The decision core: seed 004's check_auth, parse_auth, refresh_auth and sign_out behind one
@@ -128,11 +153,14 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   const stateCookiePrefix = `${cookieName}-state-`
   const cookieAttrs = { secure: publicUrl.protocol === 'https:' }
   const loopCookie = `${cookieName}-loop`
+  const refreshWaitCookie = `${cookieName}-refresh-wait`
+  const refreshInline = (options.refreshMode ?? 'inline') === 'inline'
   const isOwnCookie = (name: string) =>
     name === cookieName ||
     name.startsWith(`${cookieName}.`) ||
     name.startsWith(stateCookiePrefix) ||
-    name === loopCookie
+    name === loopCookie ||
+    name === refreshWaitCookie
   const endpoints = {
     signIn: `${prefix}/sign_in`,
     callback: `${prefix}/callback`,
@@ -145,7 +173,25 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   const inFlightRefresh = new Map<string, Promise<RefreshOutcome>>()
   const refreshRetry = new Map<string, number>()
   // Seed 003: a client retrying a bad token in a loop costs a lookup, no parsing and no crypto.
-  const rejected = createTokenCache<{ code: 'token_expired' | 'invalid_token'; untilMs: number }>(10_000)
+  // Bounded in entries and in the characters held: the tokens are whatever clients send.
+  const rejected = createTokenCache<{
+    code: 'token_expired' | 'invalid_token'
+    untilMs: number
+    repeats: number
+  }>(10_000, { maxBytes: REJECTED_MAX_CHARS })
+  const repeatPenalty = options.repeatPenalty
+
+  /** Hold the 401 for a client that keeps sending what was refused (see `repeatPenalty`). */
+  function penalise(answer: NotSignedIn, repeats: number): NotSignedIn {
+    if (repeatPenalty === undefined || repeats <= repeatPenalty.after) return answer
+    const exponent = Math.min(30, repeats - repeatPenalty.after - 1)
+    const delayMs = Math.min(repeatPenalty.maxDelayMs, PENALTY_BASE_MS * 2 ** exponent)
+    return async (facts, returnTo, allowRedirect) => {
+      const response = await answer(facts, returnTo, allowRedirect)
+      if (response.status === 401) response.delayMs = delayMs
+      return response
+    }
+  }
   const limiter = deps.limiter
   const recentRefresh = new Map<
     string,
@@ -236,6 +282,18 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   }
 
   function providerDown(facts: RequestFacts, err: unknown): Respond {
+    if (err instanceof ProviderBusyError) {
+      // Our own cap on provider calls is full: nothing reached the provider. A short, precise wait.
+      log.warn({ err: describe(err) }, 'provider calls capped')
+      return problem(
+        facts,
+        503,
+        'idp_busy',
+        'Sign-in is busy',
+        'Too many sign-ins are in progress. Try again in a few seconds.',
+        { headers: { 'retry-after': String(err.retryAfterSeconds) } },
+      )
+    }
     log.warn({ err: describe(err) }, 'identity provider unavailable')
     return problem(
       facts,
@@ -387,7 +445,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
             ? 'rejected'
             : 'unavailable'
         log.warn({ event: 'refresh_failed', sid: session.sid, kind, err: describe(err) }, 'refresh failed')
-        return { ok: false, kind, reason: describe(err) }
+        return { ok: false, kind, reason: describe(err), error: err }
       }
       let identity = session.identity
       if (tokens.claims !== undefined) {
@@ -456,12 +514,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       }
     | {
         ok: false
-        response: (facts: RequestFacts, returnTo: string, allowRedirect: boolean) => Promise<Respond>
+        response: NotSignedIn
       }
 
   const notSignedIn =
-    (code: string, description: string, invalidToken: boolean, setCookies: string[] = []) =>
-    async (facts: RequestFacts, returnTo: string, allowRedirect: boolean): Promise<Respond> => {
+    (code: string, description: string, invalidToken: boolean, setCookies: string[] = []): NotSignedIn =>
+    async (facts, returnTo, allowRedirect) => {
       if (allowRedirect && isNavigation(facts)) return startSignIn(facts, returnTo, setCookies)
       return unauthorized(realm, code, description, invalidToken, setCookies)
     }
@@ -483,14 +541,15 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       const presented = m[1]!
       const known = rejected.get(presented)
       if (known !== undefined && known.untilMs > clock.now()) {
+        known.repeats++
         const text =
           known.code === 'token_expired' ? 'The access token expired' : 'The access token is not valid'
-        return { ok: false, response: notSignedIn(known.code, text, true) }
+        return { ok: false, response: penalise(notSignedIn(known.code, text, true), known.repeats) }
       }
       const result = await bearer.verify(presented)
       if (!result.ok) {
         log.info({ code: result.code, reason: result.reason }, 'bearer token refused')
-        rejected.set(presented, { code: result.code, untilMs: clock.now() + REJECTED_TTL_MS })
+        rejected.set(presented, { code: result.code, untilMs: clock.now() + REJECTED_TTL_MS, repeats: 0 })
         const text =
           result.code === 'token_expired' ? 'The access token expired' : 'The access token is not valid'
         return { ok: false, response: notSignedIn(result.code, text, true) }
@@ -504,10 +563,15 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       if (read.reason === 'missing') {
         return { ok: false, response: notSignedIn('missing_credentials', 'Sign-in required', false) }
       }
-      log.info({ code: 'invalid_session', reason: read.reason }, 'session cookie refused')
+      const repeats = read.repeats ?? 0
+      // One log line per bad cookie value, not per retry of it.
+      if (repeats === 0) log.info({ code: 'invalid_session', reason: read.reason }, 'session cookie refused')
       const text = read.reason === 'expired' ? 'The session expired' : 'The session cookie is not valid'
       const code = read.reason === 'expired' ? 'session_expired' : 'invalid_session'
-      return { ok: false, response: notSignedIn(code, text, true, codec.clear(cookieHeader)) }
+      return {
+        ok: false,
+        response: penalise(notSignedIn(code, text, true, codec.clear(cookieHeader)), repeats),
+      }
     }
     const { session } = read
     const now = nowSeconds()
@@ -619,12 +683,55 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       const identity = auth?.ok ? auth.identity : undefined
       return allow(path, identity, auth?.ok ? auth.accessToken : undefined, upstreamCookie, [])
     }
-    const auth = await authenticate(facts, true)
+    const auth = await authenticate(facts, refreshInline)
     if (!auth.ok) return auth.response(facts, path, true)
+    let degraded = auth.degraded
+    if (!refreshInline && auth.session !== undefined) {
+      const due = await refreshDue(facts, path, auth.session, auth.token)
+      if (due === 'degraded') degraded = true
+      else if (due !== 'serve') return due
+    }
     const byCredential = await limit(facts, 'credential', auth.session?.sid ?? `sub:${auth.identity.sub}`)
     if (byCredential !== undefined) return byCredential
     if (!isAllowed(access, auth.identity)) return forbidden(facts, auth.identity, auth.setCookies)
-    return allow(path, auth.identity, auth.accessToken, upstreamCookie, auth.setCookies, auth.degraded)
+    return allow(path, auth.identity, auth.accessToken, upstreamCookie, auth.setCookies, degraded)
+  }
+
+  /** Redirect mode: what a session whose access token is due for a refresh gets instead of a refresh. */
+  async function refreshDue(
+    facts: RequestFacts,
+    path: string,
+    session: Session,
+    token: string | undefined,
+  ): Promise<Respond | 'serve' | 'degraded'> {
+    const now = nowSeconds()
+    const ate = session.accessTokenExpiresAt ?? Number.POSITIVE_INFINITY
+    if (session.refreshToken === undefined || ate - now > refreshBeforeSeconds) return 'serve'
+    const wait = readCookie(facts.header('cookie'), refreshWaitCookie)
+    const until = wait === undefined ? undefined : (await codec.unseal(wait))?.['w']
+    const waiting = typeof until === 'number' && until > now
+    if (!waiting && isNavigation(facts)) {
+      return redirect(`${endpoints.refresh}?rd=${encodeURIComponent(path)}`, [], 'refresh_required')
+    }
+    if (ate > now) return 'serve'
+    if (!waiting) {
+      return unauthorized(
+        realm,
+        'refresh_required',
+        `The access token expired; refresh the session at ${endpoints.refresh}`,
+        true,
+      )
+    }
+    // The refresh endpoint found the provider unreachable a moment ago: the same bounded grace as inline.
+    if (now < Math.min(ate + outageGraceSeconds, session.maxExpiresAt)) return 'degraded'
+    log.info({ event: 'session_ended', sid: session.sid, reason: 'outage grace over' }, 'session ended')
+    if (token !== undefined) codec.forget(token)
+    return notSignedIn(
+      'session_expired',
+      'The session ended while the sign-in service was unavailable',
+      true,
+      codec.clear(facts.header('cookie')),
+    )(facts, path, true)
   }
 
   function allow(
@@ -654,6 +761,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const cookies = codec.clear(cookieHeader)
     for (const name of cookieNamesWithPrefix(cookieHeader, stateCookiePrefix))
       cookies.push(clearCookie(name, cookieAttrs))
+    if (readCookie(cookieHeader, refreshWaitCookie) !== undefined)
+      cookies.push(clearCookie(refreshWaitCookie, cookieAttrs))
     const returnTo = safeReturnPath(query.get('rd'), signOutRedirect)
     let location = returnTo
     if (read.ok) {
@@ -697,13 +806,30 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         return signOut(facts, query)
       case endpoints.refresh: {
         if (!isGet && method !== 'POST') break
+        // Redirect mode: a navigation here was bounced by check-auth; it gets redirects, never JSON.
+        const bounced = !refreshInline && isNavigation(facts)
+        const rd = safeReturnPath(query.get('rd'))
         const read = await codec.read(facts.header('cookie'))
         if (!read.ok || read.session.refreshToken === undefined) {
+          if (bounced) return startSignIn(facts, rd, read.ok ? [] : codec.clear(facts.header('cookie')))
           return unauthorized(realm, 'missing_credentials', 'No session to refresh', false)
         }
         const outcome = await refreshSession(read.session, facts.header('cookie'))
         if (!outcome.ok) {
-          if (outcome.kind === 'unavailable') return providerDown(facts, new Error(outcome.reason))
+          if (outcome.kind === 'unavailable' && bounced) {
+            const until = nowSeconds() + REFRESH_WAIT_SECONDS
+            const wait = serializeCookie(refreshWaitCookie, await codec.seal({ w: until }, until), {
+              ...cookieAttrs,
+              maxAgeSeconds: REFRESH_WAIT_SECONDS,
+            })
+            return redirect(rd, [wait], 'refresh_deferred')
+          }
+          if (outcome.kind === 'unavailable')
+            return providerDown(facts, outcome.error ?? new Error(outcome.reason))
+          if (bounced) {
+            codec.forget(read.token)
+            return startSignIn(facts, rd, codec.clear(facts.header('cookie')))
+          }
           return unauthorized(
             realm,
             'session_expired',
@@ -712,8 +838,9 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
             codec.clear(facts.header('cookie')),
           )
         }
-        if (isNavigation(facts))
-          return redirect(safeReturnPath(query.get('rd')), outcome.setCookies, 'refreshed')
+        if (readCookie(facts.header('cookie'), refreshWaitCookie) !== undefined)
+          outcome.setCookies.push(clearCookie(refreshWaitCookie, cookieAttrs))
+        if (isNavigation(facts)) return redirect(rd, outcome.setCookies, 'refreshed')
         return json(200, 'refreshed', { expires_at: outcome.session.expiresAt }, {}, outcome.setCookies)
       }
       case endpoints.userinfo: {

@@ -23,7 +23,12 @@ export interface Session {
 
 export type SessionReadResult =
   | { ok: true; session: Session; token: string }
-  | { ok: false; reason: 'missing' | 'malformed' | 'undecryptable' | 'expired' }
+  | {
+      ok: false
+      reason: 'missing' | 'malformed' | 'undecryptable' | 'expired'
+      /** How many times this exact cookie value was refused before (0 the first time). */
+      repeats?: number
+    }
 
 export interface SessionCodecOptions {
   /** Cookie secrets, at least 32 characters each. The first encrypts; all decrypt (rotation). */
@@ -124,6 +129,15 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
   const sessionKeyByKid = byKid(sessionKeys)
   const stateKeyByKid = byKid(stateKeys)
   const cache = createTokenCache<Session>(cacheEntries)
+  type Refusal = 'malformed' | 'undecryptable' | 'expired'
+  // Bounded in characters too (8 MB): refused values are whatever clients send.
+  const refused = createTokenCache<{ reason: Refusal; repeats: number }>(cacheEntries, {
+    maxBytes: 8_000_000,
+  })
+  function refuse(token: string, reason: Refusal): SessionReadResult {
+    refused.set(token, { reason, repeats: 0 })
+    return { ok: false, reason, repeats: 0 }
+  }
 
   const keyGetter = (map: Map<string, Uint8Array>) => (header: { kid?: string | undefined }) => {
     const key = header.kid === undefined ? undefined : map.get(header.kid)
@@ -172,19 +186,26 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
       if (hit !== undefined) {
         if (hit.expiresAt > nowSeconds) return { ok: true, session: hit, token }
         cache.delete(token)
-        return { ok: false, reason: 'expired' }
+        return refuse(token, 'expired')
       }
-      if (token.split('.').length !== 5) return { ok: false, reason: 'malformed' }
+      // Seed 003: a client sending the same bad cookie again costs a lookup, no crypto. Refusals do
+      // not change with time (an expired or undecryptable value stays so), so the entry needs no expiry.
+      const known = refused.get(token)
+      if (known !== undefined) {
+        known.repeats++
+        return { ok: false, reason: known.reason, repeats: known.repeats }
+      }
+      if (token.split('.').length !== 5) return refuse(token, 'malformed')
       let payload: Record<string, unknown>
       try {
         payload = (await jwtDecrypt(token, getSessionKey, decryptOptions())).payload
       } catch (err) {
         const code = (err as { code?: string }).code
-        return { ok: false, reason: code === 'ERR_JWT_EXPIRED' ? 'expired' : 'undecryptable' }
+        return refuse(token, code === 'ERR_JWT_EXPIRED' ? 'expired' : 'undecryptable')
       }
       const session = toSession(payload)
-      if (session === undefined) return { ok: false, reason: 'malformed' }
-      if (session.expiresAt <= nowSeconds) return { ok: false, reason: 'expired' }
+      if (session === undefined) return refuse(token, 'malformed')
+      if (session.expiresAt <= nowSeconds) return refuse(token, 'expired')
       remember(token, session)
       return { ok: true, session, token }
     },

@@ -1,12 +1,16 @@
 import type { Clock } from '../core/clock.ts'
-import { ProviderUnavailableError } from '../core/errors.ts'
+import { ProviderBusyError, ProviderUnavailableError } from '../core/errors.ts'
 
 export type BreakerState = 'closed' | 'open' | 'half-open'
 
 export interface GuardOptions {
   clock: Clock
-  /** Calls to the provider in flight at most; more fail at once (a bulkhead: a slow provider cannot hold every connection). */
+  /** Calls to the provider in flight at most (a bulkhead: a slow provider cannot hold every connection). */
   maxInFlight: number
+  /** Calls that may wait for a free slot; more fail at once with ProviderBusyError. Default 64. */
+  maxQueued?: number
+  /** How long a call may wait for a slot before failing with ProviderBusyError. Default 2000 ms. */
+  queueTimeoutMs?: number
   /** Consecutive failures (network error, timeout, 5xx) that open the breaker. */
   failureThreshold: number
   /** How long the breaker stays open before one trial call is let through. */
@@ -16,10 +20,12 @@ export interface GuardOptions {
 export interface GuardStatus {
   state: BreakerState
   inFlight: number
+  /** Calls waiting for a slot. */
+  queued: number
   consecutiveFailures: number
   /** Seconds until a trial call is allowed, while open. */
   retryInSeconds: number | undefined
-  /** Calls refused without reaching the provider (breaker open or bulkhead full). */
+  /** Calls refused without reaching the provider (breaker open, queue full or its deadline passed). */
   shortCircuited: number
 }
 
@@ -32,7 +38,8 @@ export interface GuardedFetch {
  * A circuit breaker and bulkhead around every call to the identity provider. After `failureThreshold`
  * consecutive failures the breaker opens: calls fail at once with ProviderUnavailableError (Gatehouse
  * answers from its caches) until `openSeconds` have passed, then one trial call decides. At most
- * `maxInFlight` calls run at once; more fail at once instead of piling up.
+ * `maxInFlight` calls run at once; up to `maxQueued` more wait, each for at most `queueTimeoutMs`, and
+ * the rest fail at once with ProviderBusyError instead of piling up (seed 003).
  */
 export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): GuardedFetch {
   const { clock } = options
@@ -42,6 +49,52 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
   let inFlight = 0
   let trialInFlight = false
   let shortCircuited = 0
+  const maxQueued = options.maxQueued ?? 64
+  const queueTimeoutMs = options.queueTimeoutMs ?? 2000
+  // Waiting calls, oldest first; each is woken with a slot handed over, or times out and leaves.
+  const queue: Array<{ wake(): void }> = []
+  const retryAfterSeconds = Math.max(1, Math.ceil(queueTimeoutMs / 1000))
+
+  function busy(why: string): never {
+    shortCircuited++
+    throw new ProviderBusyError(`provider calls capped: ${why}`, retryAfterSeconds)
+  }
+
+  /** A slot: at once when one is free, else after waiting in line (bounded in length and time). */
+  async function acquire(): Promise<void> {
+    if (inFlight < options.maxInFlight) {
+      inFlight++
+      return
+    }
+    if (queue.length >= maxQueued) busy(`${inFlight} in flight and ${queue.length} waiting`)
+    await new Promise<void>((resolve, reject) => {
+      const entry = {
+        wake() {
+          clearTimeout(timer)
+          resolve()
+        },
+      }
+      const timer = setTimeout(() => {
+        const i = queue.indexOf(entry)
+        if (i !== -1) queue.splice(i, 1)
+        shortCircuited++
+        reject(
+          new ProviderBusyError(
+            `provider calls capped: waited ${queueTimeoutMs} ms for a slot`,
+            retryAfterSeconds,
+          ),
+        )
+      }, queueTimeoutMs)
+      queue.push(entry)
+    })
+  }
+
+  /** Hand the slot to the oldest waiting call, or free it. */
+  function release() {
+    const next = queue.shift()
+    if (next !== undefined) next.wake()
+    else inFlight--
+  }
 
   function refuse(why: string): never {
     shortCircuited++
@@ -67,11 +120,17 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
       trialInFlight = true
       trial = true
     }
-    if (inFlight >= options.maxInFlight) {
+    try {
+      await acquire()
+    } catch (err) {
       if (trial) trialInFlight = false
-      refuse(`${inFlight} calls already in flight`)
+      throw err
     }
-    inFlight++
+    if ((state as BreakerState) === 'open' && !trial) {
+      // The breaker opened while this call waited for its slot.
+      release()
+      refuse('circuit open after repeated failures')
+    }
     try {
       const response = await inner(input, init)
       if (response.status >= 500) failed()
@@ -84,7 +143,7 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
       failed()
       throw err
     } finally {
-      inFlight--
+      release()
       if (trial) trialInFlight = false
     }
   }) as typeof fetch
@@ -94,6 +153,7 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
     status: () => ({
       state,
       inFlight,
+      queued: queue.length,
       consecutiveFailures: failures,
       retryInSeconds:
         state === 'open'

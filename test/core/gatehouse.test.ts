@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import {
+  ProviderBusyError,
   ProviderRejectedError,
   ProviderResponseError,
   ProviderUnavailableError,
@@ -125,6 +126,21 @@ describe('check_auth without a session', () => {
     assert.equal(d.code, 'idp_unavailable')
     assert.equal(d.headers['retry-after'], '30')
     assert.match(d.body, /sign-in service is unavailable/)
+    assert.equal(d.setCookies.length, 0)
+  })
+  test("Gatehouse's own cap on provider calls is full: 503 idp_busy with the cap's short Retry-After", async () => {
+    const g = await setup()
+    g.provider.port.authorizationUrl = async () => {
+      throw new ProviderBusyError('provider calls capped: 16 in flight and 64 waiting', 2)
+    }
+    const d = respond(await g.gatehouse.handle(facts('/oauth2/sign_in?rd=/dashboard', { headers: API })))
+    assert.equal(d.status, 503)
+    assert.equal(d.code, 'idp_busy')
+    assert.equal(d.headers['retry-after'], '2')
+    assert.deepEqual(JSON.parse(d.body), {
+      error: 'idp_busy',
+      error_description: 'Too many sign-ins are in progress. Try again in a few seconds.',
+    })
     assert.equal(d.setCookies.length, 0)
   })
 })
@@ -718,5 +734,55 @@ describe('protection (seed 003)', () => {
     g.clock.advance(61_000)
     await g.gatehouse.handle(facts('/api', { headers: { authorization: 'Bearer aaa.bbb.ccc' } }))
     assert.equal(verifications, 2, 'the memory of a refusal is short')
+  })
+
+  test('a client repeating a refused token or cookie is answered later and later, up to the cap', async () => {
+    const bearer = {
+      async verify() {
+        return { ok: false as const, code: 'token_expired' as const, reason: 'token expired' }
+      },
+      forget() {},
+    }
+    const g = await setup({ repeatPenalty: { after: 2, maxDelayMs: 300 } }, 'https://app.example.com', {
+      bearer,
+    })
+    const delays: Array<number | undefined> = []
+    for (let i = 0; i < 8; i++) {
+      const d = respond(
+        await g.gatehouse.handle(facts('/api', { headers: { authorization: 'Bearer aaa.bbb.ccc' } })),
+      )
+      assert.equal(d.status, 401)
+      delays.push(d.delayMs)
+    }
+    // First answer, then 2 free repeats; then 50 ms doubling, capped at 300.
+    assert.deepEqual(delays, [undefined, undefined, undefined, 50, 100, 200, 300, 300])
+    // Another token from the same client starts at no delay: the penalty follows the credential.
+    const other = respond(
+      await g.gatehouse.handle(facts('/api', { headers: { authorization: 'Bearer aaa.bbb.ddd' } })),
+    )
+    assert.equal(other.delayMs, undefined)
+    // A bad session cookie repeated: same rule, and the refusal is logged once, not per retry.
+    const cookie = '__Host-gatehouse=a.b.c.d.e'
+    const cookieDelays: Array<number | undefined> = []
+    for (let i = 0; i < 5; i++) {
+      const d = respond(await g.gatehouse.handle(facts('/api', { headers: { ...API, cookie } })))
+      assert.equal(d.status, 401)
+      assert.equal(d.code, 'invalid_session')
+      cookieDelays.push(d.delayMs)
+    }
+    assert.deepEqual(cookieDelays, [undefined, undefined, undefined, 50, 100])
+    assert.equal(g.logs.filter((l) => l.msg === 'session cookie refused').length, 1)
+    // A browser navigating with it is sent to sign in, never held.
+    const nav = respond(await g.gatehouse.handle(facts('/page', { headers: { ...NAV, cookie } })))
+    assert.equal(nav.status, 302)
+    assert.equal(nav.delayMs, undefined)
+    // Without the option, nothing is ever held.
+    const plain = await setup({}, 'https://app.example.com', { bearer })
+    for (let i = 0; i < 10; i++) {
+      const d = respond(
+        await plain.gatehouse.handle(facts('/api', { headers: { authorization: 'Bearer aaa.bbb.ccc' } })),
+      )
+      assert.equal(d.delayMs, undefined)
+    }
   })
 })

@@ -85,7 +85,21 @@ test('secret rotation: a cookie from the old secret still reads; new cookies use
   const onlyNew = await createSessionCodec({ secrets: [SECRET], cookieName: 'gh', secure: false, clock })
   assert.ok((await onlyNew.read(newHeader)).ok)
   const onlyOld = await createSessionCodec({ secrets: [OTHER], cookieName: 'gh', secure: false, clock })
-  assert.deepEqual(await onlyOld.read(newHeader), { ok: false, reason: 'undecryptable' })
+  assert.deepEqual(await onlyOld.read(newHeader), { ok: false, reason: 'undecryptable', repeats: 0 })
+})
+
+test('a refused cookie value sent again is answered from memory, and its repeats are counted', async () => {
+  const clock = createFrozenClock(START)
+  const codec = await createSessionCodec({ secrets: [SECRET], cookieName: 'gh', secure: false, clock })
+  const other = await createSessionCodec({ secrets: [OTHER], cookieName: 'gh', secure: false, clock })
+  const foreign = cookieHeaderFrom(await other.write(session()))
+  for (let i = 0; i < 4; i++) {
+    assert.deepEqual(await codec.read(foreign), { ok: false, reason: 'undecryptable', repeats: i })
+  }
+  assert.deepEqual(await codec.read('gh=not-a-jwe'), { ok: false, reason: 'malformed', repeats: 0 })
+  assert.deepEqual(await codec.read('gh=not-a-jwe'), { ok: false, reason: 'malformed', repeats: 1 })
+  // A good cookie is not affected by the refusals around it.
+  assert.ok((await codec.read(cookieHeaderFrom(await codec.write(session())))).ok)
 })
 
 test('expiry is checked on cache hits too', async () => {
@@ -94,7 +108,8 @@ test('expiry is checked on cache hits too', async () => {
   const header = cookieHeaderFrom(await codec.write(session()))
   assert.ok((await codec.read(header)).ok)
   clock.advance(3600_000)
-  assert.deepEqual(await codec.read(header), { ok: false, reason: 'expired' })
+  assert.deepEqual(await codec.read(header), { ok: false, reason: 'expired', repeats: 0 })
+  assert.deepEqual(await codec.read(header), { ok: false, reason: 'expired', repeats: 1 })
 })
 
 test('the cache is bounded', async () => {

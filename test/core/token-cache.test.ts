@@ -27,3 +27,26 @@ test('bounded: the oldest entry goes first', () => {
   assert.equal(cache.get(`token-4-${'x'.repeat(40)}4`), 4)
   assert.throws(() => createTokenCache(0), TypeError)
 })
+
+test('bounded in memory too: the characters held never pass maxBytes, however long the tokens', () => {
+  const cache = createTokenCache<number>(1000, { maxBytes: 10_000 })
+  for (let i = 0; i < 200; i++) cache.set(`${'t'.repeat(3000)}-${i}-${'x'.repeat(32)}${i}`, i)
+  assert.ok(cache.bytes <= 10_000, `holds ${cache.bytes} characters`)
+  assert.equal(cache.size, 3)
+  assert.equal(cache.get(`${'t'.repeat(3000)}-199-${'x'.repeat(32)}199`), 199, 'the newest stays')
+  cache.set('y'.repeat(20_000), 1)
+  assert.equal(cache.get('y'.repeat(20_000)), undefined, 'a token larger than the whole budget is not kept')
+  assert.equal(cache.size, 3)
+  cache.delete(`${'t'.repeat(3000)}-199-${'x'.repeat(32)}199`)
+  assert.equal(cache.size, 2)
+  assert.equal(cache.bytes, 2 * (3000 + '-19X-'.length + 32 + 3))
+})
+
+test('replacing an entry does not count its token twice', () => {
+  const cache = createTokenCache<number>(10, { maxBytes: 1000 })
+  const token = `${'a'.repeat(100)}${'z'.repeat(32)}`
+  for (let i = 0; i < 50; i++) cache.set(token, i)
+  assert.equal(cache.size, 1)
+  assert.equal(cache.bytes, token.length)
+  assert.equal(cache.get(token), 49)
+})

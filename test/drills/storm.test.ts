@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict'
 import { mkdtempSync } from 'node:fs'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -53,8 +55,9 @@ describe('retry storm drill', () => {
         provider: { issuer: idp.issuer, client_id: idp.clientId, client_secret: { env: 'CS' } },
         session: { secrets: [{ env: 'SS' }] },
         lifetimes: DEV_LIFETIMES,
-        // Every client here shares 127.0.0.1, so the per-address limit is off; the others stay on.
-        rate_limits: { client: false },
+        // Every client here shares 127.0.0.1, so the per-address limit is off; the others stay on. The
+        // repeat penalty's cap is small so the drill stays short; its doubling still starts at 50 ms.
+        rate_limits: { client: false, repeat_penalty: { after: 5, max_delay_ms: 60 } },
       }),
       {
         baseDir: process.cwd(),
@@ -155,6 +158,33 @@ describe('retry storm drill', () => {
     )
     const growthMb = (process.memoryUsage().heapUsed - heapBefore) / 1e6
     assert.ok(growthMb < 100, `heap grew by ${growthMb.toFixed(1)} MB`)
+    // Each token came back ~20 times: past the fifth repeat its answers were held, not sped through.
+    const held = (await gateway.metrics.heldResponses.get()).values[0]?.value ?? 0
+    assert.ok(held > STORM_REQUESTS / 2, `answers held: ${held} of ${STORM_REQUESTS}`)
+  })
+
+  test('a held answer is still the precise 401, and a client that gives up on it costs nothing', async () => {
+    const token = badTokens[3]!
+    for (let i = 0; i < 8; i++) await get('/api/sync', { authorization: `Bearer ${token}` })
+    const heldCount = async () => (await gateway.metrics.heldResponses.get()).values[0]?.value ?? 0
+    const heldBefore = await heldCount()
+    const r = await request(`${gateway.url}/api/sync`, {
+      headers: { authorization: `Bearer ${token}` },
+      dispatcher: agent,
+    })
+    assert.equal(r.statusCode, 401)
+    assert.match(String(r.headers['www-authenticate']), /^Bearer realm="gatehouse", error="invalid_token"/)
+    assert.equal(((await r.body.json()) as { error: string }).error, 'invalid_token', 'signed by a stranger')
+    assert.equal(await heldCount(), heldBefore + 1, 'this answer was held')
+    // Give up while held: the gateway drops the timer and keeps answering everyone else.
+    const controller = new AbortController()
+    const abandoned = request(`${gateway.url}/api/sync`, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: controller.signal,
+    })
+    setImmediate(() => controller.abort())
+    await assert.rejects(abandoned)
+    assert.equal(await get('/good/after-abandon', { cookie: goodCookie }), 200)
   })
 
   test('under overload, unauthenticated and already-refused requests are shed first; sessions are served', async () => {
@@ -175,5 +205,100 @@ describe('retry storm drill', () => {
       overloaded = false
     }
     assert.equal(await get('/anything', {}), 401, 'back to normal answers')
+  })
+})
+
+describe('shedding on requests in flight', () => {
+  let idp: TestIdP
+  let gateway: Gateway
+  let goodCookie: string
+  const held: Array<() => void> = []
+  let upstreamServer: Server
+  let upstreamHits = 0
+
+  before(async () => {
+    idp = await startTestIdP({ redirectUris: ['http://127.0.0.1:1/oauth2/callback'] })
+    // An upstream that holds /slow until released: a slow app keeps requests in flight while the
+    // event loop stays idle, which the event-loop signal alone would never notice.
+    upstreamServer = createServer((req, res) => {
+      upstreamHits++
+      const answer = () => res.end('ok')
+      if (req.url?.startsWith('/slow')) held.push(answer)
+      else answer()
+    })
+    await new Promise<void>((r) => upstreamServer.listen(0, '127.0.0.1', r))
+    const port = (upstreamServer.address() as AddressInfo).port
+    gateway = await startGateway(
+      validateConfig({
+        public_url: 'http://127.0.0.1:1',
+        upstream: `http://127.0.0.1:${port}`,
+        data_dir: mkdtempSync(join(tmpdir(), 'gh-inflight-')),
+        listen: { host: '127.0.0.1', port: 0 },
+        provider: { issuer: idp.issuer, client_id: idp.clientId, client_secret: { env: 'CS' } },
+        session: { secrets: [{ env: 'SS' }] },
+        lifetimes: DEV_LIFETIMES,
+        shedding: { max_event_loop_delay_ms: 10_000, max_in_flight: 2 },
+      }),
+      { baseDir: process.cwd(), log: silentLogger, admin: false, env: { CS: idp.clientSecret, SS: SECRET } },
+    )
+    const codec = await createSessionCodec({
+      secrets: [SECRET],
+      cookieName: 'gatehouse',
+      secure: false,
+      clock: systemClock,
+    })
+    const now = Math.floor(Date.now() / 1000)
+    const [set] = await codec.write({
+      sid: 'inflight',
+      identity: { sub: 'good', user: 'good', groups: [] },
+      signedInAt: now,
+      expiresAt: now + 3600,
+      maxExpiresAt: now + 7200,
+      accessToken: 'at',
+      accessTokenExpiresAt: now + 3600,
+    })
+    goodCookie = set!.split(';')[0]!
+  })
+
+  after(async () => {
+    for (const release of held.splice(0)) release()
+    await gateway?.close()
+    await new Promise((r) => upstreamServer?.close(r))
+    await idp?.close()
+  })
+
+  test('past max_in_flight, requests without a credential get 503 at once; sessions are still served', async () => {
+    const agent = new Agent({ connections: 8 })
+    try {
+      const slow = [1, 2, 3].map((i) =>
+        request(`${gateway.url}/slow/${i}`, { headers: { cookie: goodCookie }, dispatcher: agent }),
+      )
+      // Wait until the three slow requests reached the upstream (and so are in flight at the gateway).
+      for (let i = 0; i < 200 && held.length < 3; i++) await new Promise((r) => setTimeout(r, 5))
+      assert.equal(held.length, 3)
+      const hitsBefore = upstreamHits
+      const shed = await request(`${gateway.url}/anything`, { dispatcher: agent })
+      assert.equal(shed.statusCode, 503)
+      assert.equal(shed.headers['retry-after'], '2')
+      assert.equal(((await shed.body.json()) as { error: string }).error, 'overloaded')
+      const served = await request(`${gateway.url}/fast`, {
+        headers: { cookie: goodCookie },
+        dispatcher: agent,
+      })
+      assert.equal(served.statusCode, 200)
+      await served.body.dump()
+      assert.equal(upstreamHits, hitsBefore + 1, 'only the session request reached the upstream')
+      for (const release of held.splice(0)) release()
+      for (const r of await Promise.all(slow)) {
+        assert.equal(r.statusCode, 200)
+        await r.body.dump()
+      }
+      // In-flight count back under the bound: normal answers again.
+      const normal = await request(`${gateway.url}/anything`, { dispatcher: agent })
+      assert.equal(normal.statusCode, 401)
+      await normal.body.dump()
+    } finally {
+      await agent.close()
+    }
   })
 })

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { createFrozenClock } from '../../src/core/clock.ts'
-import { ProviderUnavailableError } from '../../src/core/errors.ts'
+import { ProviderBusyError, ProviderUnavailableError } from '../../src/core/errors.ts'
 import { createGuardedFetch } from '../../src/oidc/guarded-fetch.ts'
 
 function scripted() {
@@ -54,11 +54,13 @@ test('4xx answers are the provider working, not failing', async () => {
   assert.equal(g.status().state, 'closed')
 })
 
-test('the bulkhead refuses calls beyond maxInFlight instead of queueing them', async () => {
+test('calls beyond maxInFlight wait in a bounded queue, oldest first; a full queue refuses at once', async () => {
   const s = scripted()
   const g = createGuardedFetch(s.inner, {
     clock: createFrozenClock(),
     maxInFlight: 2,
+    maxQueued: 1,
+    queueTimeoutMs: 60_000,
     failureThreshold: 5,
     openSeconds: 30,
   })
@@ -66,11 +68,69 @@ test('the bulkhead refuses calls beyond maxInFlight instead of queueing them', a
   s.set(() => new Promise((ok) => release.push(() => ok(new Response('late')))))
   const a = g.fetch('https://idp/a')
   const b = g.fetch('https://idp/b')
-  await assert.rejects(g.fetch('https://idp/c'), /2 calls already in flight/)
-  assert.equal(s.calls.length, 2)
-  for (const r of release) r()
+  const c = g.fetch('https://idp/c') // waits
+  await assert.rejects(g.fetch('https://idp/d'), (err: unknown) => {
+    assert.ok(err instanceof ProviderBusyError)
+    assert.equal(err.code, 'ERR_PROVIDER_BUSY')
+    assert.equal(err.retryAfterSeconds, 60)
+    assert.match(err.message, /2 in flight and 1 waiting/)
+    return true
+  })
+  await Promise.resolve()
+  assert.deepEqual(s.calls, ['https://idp/a', 'https://idp/b'], 'c waits, d never reaches the provider')
+  assert.deepEqual({ inFlight: g.status().inFlight, queued: g.status().queued }, { inFlight: 2, queued: 1 })
+  release.shift()!()
   assert.equal((await a).status, 200)
+  await new Promise((r) => setImmediate(r))
+  assert.deepEqual(s.calls, ['https://idp/a', 'https://idp/b', 'https://idp/c'], 'a freed slot goes to c')
+  for (const r of release.splice(0)) r()
   assert.equal((await b).status, 200)
+  assert.equal((await c).status, 200)
+  assert.deepEqual({ inFlight: g.status().inFlight, queued: g.status().queued }, { inFlight: 0, queued: 0 })
+  assert.equal(g.status().shortCircuited, 1)
+})
+
+test('a queued call that waits past its deadline fails busy and never reaches the provider', async () => {
+  const s = scripted()
+  const g = createGuardedFetch(s.inner, {
+    clock: createFrozenClock(),
+    maxInFlight: 1,
+    maxQueued: 10,
+    queueTimeoutMs: 20,
+    failureThreshold: 5,
+    openSeconds: 30,
+  })
+  let release: (() => void) | undefined
+  s.set(() => new Promise((ok) => (release = () => ok(new Response('slow')))))
+  const a = g.fetch('https://idp/a')
+  await assert.rejects(g.fetch('https://idp/b'), ProviderBusyError)
+  assert.equal(g.status().queued, 0, 'the timed-out call left the queue')
+  release!()
+  assert.equal((await a).status, 200)
+  assert.deepEqual(s.calls, ['https://idp/a'])
+  assert.equal(g.status().inFlight, 0)
+  // Busy is not the provider failing: the breaker stays closed.
+  assert.equal(g.status().state, 'closed')
+})
+
+test('a call queued while the breaker opens is refused when its turn comes', async () => {
+  const s = scripted()
+  const g = createGuardedFetch(s.inner, {
+    clock: createFrozenClock(),
+    maxInFlight: 1,
+    queueTimeoutMs: 60_000,
+    failureThreshold: 1,
+    openSeconds: 30,
+  })
+  let release: (() => void) | undefined
+  s.set(() => new Promise((ok) => (release = () => ok(new Response('down', { status: 502 })))))
+  const a = g.fetch('https://idp/a')
+  const b = g.fetch('https://idp/b')
+  await new Promise((r) => setImmediate(r))
+  release!()
+  assert.equal((await a).status, 502)
+  await assert.rejects(b, /circuit open/)
+  assert.deepEqual(s.calls, ['https://idp/a'])
   assert.equal(g.status().inFlight, 0)
 })
 

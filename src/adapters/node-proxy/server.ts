@@ -22,6 +22,13 @@ export interface GatewayServerOptions {
    * ago, are shed with 503 before any work, so those carrying a valid session or token are served first.
    */
   isOverloaded?: () => boolean
+  /** Counts requests in and out while they are handled (shedding on in-flight requests). */
+  inFlight?: { enter(): void; leave(): void } | undefined
+  /**
+   * Answers held at once for clients that keep repeating a refused credential (Respond.delayMs); past
+   * this, they are answered at once with `Connection: close`. Default 10,000.
+   */
+  maxHeld?: number
   /** Told about every request refused for its behaviour (rate limits, sign-in loops): top offenders. */
   onRefused?: (code: string, clientAddress: string, userAgent: string | undefined) => void
 }
@@ -54,6 +61,9 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
   const proto = options.publicUrl.protocol === 'https:' ? 'https' : 'http'
   const publicHost = options.publicUrl.host
   const mounts = options.mounts ?? []
+  const inFlight = options.inFlight
+  const maxHeld = options.maxHeld ?? 10_000
+  let held = 0
   let draining = false
 
   const onUpstreamError = (kind: 'connect' | 'timeout' | 'reset' | 'other', err: Error) => {
@@ -62,6 +72,26 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
   }
 
   function respond(res: ServerResponse, d: Respond, method: string) {
+    if (d.delayMs !== undefined && d.delayMs > 0 && !draining) {
+      if (held < maxHeld) {
+        // A timer per held answer, nothing else: the client waits, Gatehouse does not (seed 003).
+        held++
+        metrics.heldResponses.inc()
+        const timer = setTimeout(() => {
+          res.off('close', cancel)
+          held--
+          if (!res.destroyed) respond(res, { ...d, delayMs: undefined }, method)
+        }, d.delayMs)
+        const cancel = () => {
+          clearTimeout(timer)
+          held--
+        }
+        res.once('close', cancel)
+        return
+      }
+      // Too many held already: answer now, and make this client reconnect for its next try.
+      res.setHeader('connection', 'close')
+    }
     const headers: Record<string, string | string[]> = { ...d.headers }
     for (const [name, value] of securityHeaders) if (headers[name] === undefined) headers[name] = value
     if (d.setCookies.length > 0) headers['set-cookie'] = d.setCookies
@@ -99,6 +129,10 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     }
     const start = process.hrtime.bigint()
     let decision: Decision
+    if (inFlight !== undefined) {
+      inFlight.enter()
+      res.once('close', inFlight.leave)
+    }
     if (options.isOverloaded?.()) {
       const facts = factsOf(req)
       if (gatehouse.classify(facts) !== 'credential') {

@@ -1,0 +1,274 @@
+/**
+ * `gatehouse build-edge --config FILE --out DIR`: one Lambda@Edge bundle per function of seed 004
+ * (check-auth, parse-auth, refresh-auth, sign-out, http-headers), each `DIR/<function>/index.mjs`
+ * with `export const handler`. The edge has no environment variables, so secrets are resolved here
+ * and baked in, each function getting only what it uses (http-headers: none). The provider's
+ * discovery document and JWKS are fetched now (or taken from the copies persisted in data_dir when
+ * the provider is unreachable) and baked in as the last known good copies.
+ */
+
+import { createHash } from 'node:crypto'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { build } from 'esbuild'
+import type {
+  CoreBundle,
+  EdgeBundle,
+  EdgeFunctionName,
+  HeadersBundle,
+  ProviderCopy,
+} from '../adapters/edge/bundle.ts'
+import { EDGE_FUNCTIONS } from '../adapters/edge/bundle.ts'
+import { type AssembleConfig, assembleCore } from '../assemble.ts'
+import { ConfigError, loadConfigFile, resolveSecret } from '../config/load.ts'
+import type { Config } from '../config/schema.ts'
+import { type Clock, systemClock } from '../core/clock.ts'
+import { GatehouseError } from '../core/errors.ts'
+import { silentLogger } from '../core/ports.ts'
+import { createMemoryStore } from '../store/memory-store.ts'
+import { openDatabase } from '../store/open-sqlite.ts'
+import type { CacheStore } from '../store/ports.ts'
+import { createSQLiteStore } from '../store/sqlite-store.ts'
+
+/** CloudFront's limit for a viewer-request or viewer-response function package. */
+export const VIEWER_TRIGGER_LIMIT_BYTES = 1_048_576
+
+export class EdgeBuildError extends GatehouseError {
+  override readonly name = 'EdgeBuildError'
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_EDGE_BUILD', message, undefined, options)
+  }
+}
+
+export interface PrepareOptions {
+  baseDir: string
+  env?: Record<string, string | undefined>
+  fetch?: typeof fetch
+  clock?: Clock
+}
+
+export interface PreparedBundles {
+  bundles: Record<EdgeFunctionName, EdgeBundle>
+  /** Where the baked provider copies came from, and how old they are (seconds). */
+  provider: { source: 'network' | 'persisted'; ageSeconds: number; warning: string | undefined }
+}
+
+/** The config fields the core reads, with the secret references left out (the values are baked apart). */
+function edgeConfig(config: Config): AssembleConfig {
+  const baked = { env: 'GATEHOUSE_BAKED_AT_BUILD' }
+  const { encryption_secrets: _unused, ...keys } = config.keys
+  return {
+    public_url: config.public_url,
+    provider: { ...config.provider, client_secret: baked },
+    session: { ...config.session, secrets: config.session.secrets.map(() => baked) },
+    lifetimes: config.lifetimes,
+    sign_in: config.sign_in,
+    sign_out: config.sign_out,
+    routes: config.routes,
+    identity: config.identity,
+    headers: config.headers,
+    keys,
+  }
+}
+
+/** A cache store that remembers every copy read or written through it: those are what gets baked. */
+function recording(inner: CacheStore): CacheStore & { copies: Map<string, ProviderCopy> } {
+  const copies = new Map<string, ProviderCopy>()
+  return {
+    copies,
+    async getCached(key) {
+      const hit = await inner.getCached(key)
+      if (hit !== undefined && !copies.has(key)) copies.set(key, { key, ...hit })
+      return hit
+    },
+    async putCached(key, value, fetchedAt) {
+      await inner.putCached(key, value, fetchedAt)
+      copies.set(key, { key, value, fetchedAt })
+    },
+  }
+}
+
+/**
+ * Resolves secrets, fetches (or loads) the provider's copies, and returns what each function's bundle
+ * bakes in. Throws EdgeBuildError when neither the provider nor a persisted copy can be had.
+ */
+export async function prepareEdgeBundles(config: Config, options: PrepareOptions): Promise<PreparedBundles> {
+  const clock = options.clock ?? systemClock
+  const env = options.env ?? process.env
+  const session = config.session.secrets.map((ref, i) =>
+    resolveSecret(ref, `session.secrets[${i}]`, options.baseDir, env),
+  )
+  const clientSecret = resolveSecret(
+    config.provider.client_secret,
+    'provider.client_secret',
+    options.baseDir,
+    env,
+  )
+
+  // The gateway's persisted copies (data_dir), when there are any, are the fallback and get refreshed.
+  const dataDir = resolve(options.baseDir, config.data_dir)
+  const db = existsSync(resolve(dataDir, 'gatehouse.db')) ? openDatabase(dataDir) : undefined
+  try {
+    const store = recording(db !== undefined ? createSQLiteStore(db) : createMemoryStore({ clock }))
+    const assembled = await assembleCore(config, {
+      clock,
+      log: silentLogger,
+      secrets: { session, clientSecret },
+      cacheStore: store,
+      fetch: options.fetch ?? fetch,
+    })
+    let failure: unknown
+    await assembled.providerCache.refreshNow().catch((err: unknown) => {
+      failure = err
+    })
+    const status = assembled.providerCache.status()
+    if (status.metadata.source === 'none' || status.jwks.source === 'none' || store.copies.size < 2) {
+      const why = failure instanceof Error ? failure.message : 'no copy'
+      throw new EdgeBuildError(
+        `cannot bake the provider's discovery document and JWKS: ${config.provider.issuer} is unreachable (${why}) and ${db === undefined ? `${dataDir} has no persisted copy` : `the copy persisted in ${dataDir} is missing or older than provider.cache.stale_if_error`}`,
+        { cause: failure },
+      )
+    }
+    const age = Math.max(status.metadata.ageSeconds ?? 0, status.jwks.ageSeconds ?? 0)
+    const source = failure === undefined ? 'network' : 'persisted'
+    const warning =
+      failure === undefined
+        ? undefined
+        : `${config.provider.issuer} is unreachable (${(failure as Error).message}); baking the copies persisted in ${dataDir}, ${age} s old`
+    const provider = [...store.copies.values()]
+    const builtAt = Math.floor(clock.now() / 1000)
+    const shared = { builtAt, config: edgeConfig(config), provider, logLevel: config.log.level }
+    const core = (fn: CoreBundle['function'], withClientSecret: boolean): CoreBundle => ({
+      function: fn,
+      ...shared,
+      secrets: withClientSecret ? { session, clientSecret } : { session },
+    })
+    const headers: HeadersBundle = {
+      function: 'http-headers',
+      builtAt,
+      securityHeaders: assembled.securityHeaders,
+    }
+    return {
+      bundles: {
+        // check-auth redirects refreshes to refresh-auth: it never needs the client secret.
+        'check-auth': core('check-auth', false),
+        'parse-auth': core('parse-auth', true),
+        'refresh-auth': core('refresh-auth', true),
+        // sign-out revokes the refresh token, which takes client authentication.
+        'sign-out': core('sign-out', true),
+        'http-headers': headers,
+      },
+      provider: { source, ageSeconds: age, warning },
+    }
+  } finally {
+    db?.close()
+  }
+}
+
+export interface BuiltBundle {
+  function: EdgeFunctionName
+  file: string
+  bytes: number
+  sha256: string
+}
+
+const EDGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../adapters/edge')
+const REPO_ROOT = resolve(EDGE_DIR, '../../..')
+
+/** The entry module esbuild bundles for one function: the factory and its baked bundle. */
+function entrySource(bundle: EdgeBundle): string {
+  const baked = JSON.stringify(bundle)
+  if (bundle.function === 'http-headers') {
+    return `import { createHttpHeadersHandler } from ${JSON.stringify(resolve(EDGE_DIR, 'http-headers.ts'))}\nexport const handler = createHttpHeadersHandler(${baked})\n`
+  }
+  return `import { createEdgeHandler } from ${JSON.stringify(resolve(EDGE_DIR, 'handler.ts'))}\nexport const handler = createEdgeHandler(${baked})\n`
+}
+
+/** Bundles each function into `outDir/<function>/index.mjs` (mode 600: most hold secrets). */
+export async function writeEdgeBundles(
+  bundles: Record<EdgeFunctionName, EdgeBundle>,
+  outDir: string,
+): Promise<BuiltBundle[]> {
+  const built: BuiltBundle[] = []
+  for (const fn of EDGE_FUNCTIONS) {
+    const result = await build({
+      stdin: {
+        contents: entrySource(bundles[fn]),
+        resolveDir: REPO_ROOT,
+        sourcefile: `${fn}.js`,
+        loader: 'js',
+      },
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      minify: true,
+      legalComments: 'none',
+      write: false,
+      outfile: resolve(outDir, fn, 'index.mjs'),
+      logLevel: 'silent',
+    })
+    const out = result.outputFiles[0]
+    if (out === undefined) throw new EdgeBuildError(`${fn}: esbuild produced no output`)
+    if (out.contents.byteLength >= VIEWER_TRIGGER_LIMIT_BYTES) {
+      throw new EdgeBuildError(
+        `${fn}: ${out.contents.byteLength} bytes, over CloudFront's ${VIEWER_TRIGGER_LIMIT_BYTES}-byte limit for viewer triggers`,
+      )
+    }
+    mkdirSync(dirname(out.path), { recursive: true, mode: 0o700 })
+    writeFileSync(out.path, out.contents, { mode: 0o600 })
+    built.push({
+      function: fn,
+      file: out.path,
+      bytes: out.contents.byteLength,
+      sha256: createHash('sha256').update(out.contents).digest('hex'),
+    })
+  }
+  return built
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { config: { type: 'string', short: 'c' }, out: { type: 'string', short: 'o' } },
+  })
+  if (values.config === undefined || values.out === undefined) {
+    process.stderr.write('gatehouse build-edge: --config FILE and --out DIR are required\n')
+    return 1
+  }
+  try {
+    const { config, baseDir } = loadConfigFile(values.config)
+    const prepared = await prepareEdgeBundles(config, { baseDir })
+    if (prepared.provider.warning !== undefined)
+      process.stderr.write(`warning: ${prepared.provider.warning}\n`)
+    const outDir = resolve(values.out)
+    const built = await writeEdgeBundles(prepared.bundles, outDir)
+    const manifest = {
+      builtAt: prepared.bundles['check-auth'].builtAt,
+      publicUrl: new URL(config.public_url).origin,
+      callbackPath: '/oauth2/callback',
+      provider: { issuer: config.provider.issuer, ...prepared.provider },
+      functions: built.map((b) => ({ function: b.function, bytes: b.bytes, sha256: b.sha256 })),
+    }
+    writeFileSync(resolve(outDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 })
+    process.stdout.write(
+      `Built ${built.length} Lambda@Edge bundles in ${outDir} (limit ${VIEWER_TRIGGER_LIMIT_BYTES} bytes each)\n`,
+    )
+    for (const b of built)
+      process.stdout.write(
+        `  ${b.function.padEnd(13)} ${String(b.bytes).padStart(8)} bytes  ${b.function}/index.mjs\n`,
+      )
+    process.stdout.write(
+      `Provider copies: ${prepared.provider.source}, ${prepared.provider.ageSeconds} s old. The bundles hold secrets: keep ${outDir} private.\n`,
+    )
+    return 0
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof EdgeBuildError) {
+      process.stderr.write(`gatehouse build-edge: ${err.message}\n`)
+      return 1
+    }
+    throw err
+  }
+}
