@@ -1,27 +1,36 @@
+import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
+import { resolve as resolvePath } from 'node:path'
 import { Gauge } from 'prom-client'
+import { Agent } from 'undici'
 import { createGatewayServer, type GatewayServer } from './adapters/node-proxy/server.ts'
+import { openTLSFiles, type TLSFiles } from './adapters/node-proxy/tls-files.ts'
 import { createUpstream, type Upstream } from './adapters/node-proxy/upstream.ts'
 import { createAdminServer } from './admin/admin-server.ts'
 import { createMetrics, type Metrics } from './admin/metrics.ts'
 import { createOffenders } from './admin/offenders.ts'
+import { renderStatusPage } from './admin/status-page.ts'
 import { assembleCore } from './assemble.ts'
-import { detectExpiryCliff } from './config/lifetimes.ts'
+import { detectExpiryCliff, effectiveLifetimes } from './config/lifetimes.ts'
 import { resolveSecret } from './config/load.ts'
 import type { Config } from './config/schema.ts'
+import { createSharedRefresh } from './coord/shared-refresh.ts'
 import { type Clock, systemClock } from './core/clock.ts'
 import type { Gatehouse } from './core/gatehouse.ts'
 import type { Logger } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
+import { createExpiryMonitor, type ExpiryMonitor } from './expiry/monitor.ts'
+import { createObservingConnector, createTLSObserver } from './expiry/tls.ts'
 import type { ProviderCache } from './keys/provider-cache.ts'
 import { createLogger } from './log.ts'
 import type { OIDCClient } from './oidc/client.ts'
 import type { GuardedFetch } from './oidc/guarded-fetch.ts'
 import { createOverloadMonitor } from './protect/overload.ts'
 import { createRateLimiter } from './protect/rate-limits.ts'
-import { openTokenServices, type TokenServices } from './services.ts'
+import { lifetimeConfig, openTokenServices, type TokenServices } from './services.ts'
 import type { CacheStore, KeyStore, TokenStore } from './store/ports.ts'
+import { createSharedRateLimiter, type SharedRateLimitsOptions } from './store/redis-rate-limits.ts'
 import { TOKEN_PREFIX } from './tokens/token-service.ts'
 
 export interface GatewayOptions {
@@ -45,6 +54,13 @@ export interface GatewayOptions {
   /** How often revocations and keys are reloaded from the store. Default 5 s and 60 s. */
   refreshRevocationsMs?: number
   keyTickMs?: number
+  /** How often the TLS files are checked for changes; default config `tls.reload_check`. */
+  tlsReloadMs?: number
+  /** Expiry inventory and alerts: how often (default config `alerts.check_every`), and the webhook's fetch. */
+  expiryCheckMs?: number
+  webhookFetch?: typeof fetch
+  /** Probe TLS endpoints not seen in a handshake (default true). */
+  probeTLS?: boolean
 }
 
 export interface Gateway {
@@ -59,6 +75,10 @@ export interface Gateway {
   /** `http://host:port` the data port listens on. */
   url: string
   adminUrl: string | undefined
+  /** The credential inventory, its alerts and gauges (Gatehouse 5). */
+  expiry: ExpiryMonitor
+  /** Reload `tls.cert`/`tls.key` if they changed (also on a timer); true when new material is served. */
+  reloadTLS(): boolean
   /** Drain in-flight requests (config `shutdown.drain`), then close everything. */
   close(): Promise<void>
 }
@@ -67,6 +87,17 @@ function _accessOf(allow: Config['routes'][number]['allow']): Access {
   if (allow === 'anonymous') return { kind: 'anonymous' }
   if (allow === 'authenticated') return { kind: 'authenticated' }
   return { kind: 'restricted', groups: allow.groups, emails: allow.emails }
+}
+
+/** A limit tripping is a security event (audit: rate-limit ban); client addresses are logged, credentials hashed. */
+function rateLimitTripped(log: Logger) {
+  return (bucket: string, key: string, retryAfterSeconds: number) => {
+    const who =
+      bucket === 'credential'
+        ? { credential: createHash('sha256').update(key).digest('hex').slice(0, 16) }
+        : { client: key }
+    log.warn({ event: 'rate_limit_tripped', bucket, ...who, retryAfterSeconds }, 'rate limit tripped')
+  }
 }
 
 function limitOf(l: false | { points: number; per: number }) {
@@ -93,6 +124,16 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   const log = options.log ?? createLogger(config.log.level)
   const env = options.env ?? process.env
   const publicUrl = new URL(config.public_url)
+  const tlsObserver = createTLSObserver()
+  const nowSeconds = () => Math.floor(clock.now() / 1000)
+  const providerAgent = new Agent({ connect: createObservingConnector(tlsObserver, nowSeconds) })
+  const tlsFiles: TLSFiles | undefined =
+    config.tls === undefined
+      ? undefined
+      : openTLSFiles(
+          resolvePath(options.baseDir, config.tls.cert),
+          resolvePath(options.baseDir, config.tls.key),
+        )
   const secrets = config.session.secrets.map((ref, i) =>
     resolveSecret(ref, `session.secrets[${i}]`, options.baseDir, env),
   )
@@ -110,7 +151,10 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     env,
     store: options.store,
     onCapped: (cap) => metrics.tokensCapped.inc({ by: cap.by }),
+    registry: metrics.registry,
+    allowLocalCopy: true,
   })
+  const redis = services.redis
   const {
     gatehouse,
     oidc,
@@ -119,10 +163,13 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     securityHeaders,
   } = await assembleCore(config, {
     clock,
-    log,
+    // Sign-in and sign-out lines also go to the audit log.
+    log: services.log,
     secrets: { session: secrets, clientSecret },
     cacheStore: services.store,
-    fetch: options.fetch ?? fetch,
+    // Calls to the provider record the certificate of each TLS handshake for the expiry inventory.
+    fetch:
+      options.fetch ?? ((input, init) => fetch(input, { ...init, dispatcher: providerAgent } as RequestInit)),
     // Gatehouse's own API tokens are told apart by their prefix and verified without the provider.
     bearer: (providerBearer) => ({
       verify: (token) =>
@@ -131,11 +178,14 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
         token.startsWith(TOKEN_PREFIX) ? services.tokens.forget(token) : providerBearer.forget(token),
     }),
     jwks: () => services.keyRing.jwks(),
-    limiter: createRateLimiter({
+    limiter: (redis ? createSharedRateLimiter : createRateLimiter)({
       client: limitOf(config.rate_limits.client),
       credential: limitOf(config.rate_limits.credential),
       authEndpoint: limitOf(config.rate_limits.auth_endpoints),
-    }),
+      ...(redis ? { redis, onTripped: rateLimitTripped(services.log) } : {}),
+    } as SharedRateLimitsOptions),
+    // Many instances: one provider refresh per session, whichever instance the requests land on.
+    sharedRefresh: redis ? (refresh) => createSharedRefresh(refresh, { redis, log }) : undefined,
     repeatPenalty:
       config.rate_limits.repeat_penalty === false
         ? undefined
@@ -167,10 +217,40 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   const upstream: Upstream = createUpstream({
     url: config.upstream,
     connectTimeoutMs: config.upstream_timeouts.connect * 1000,
+    connector: createObservingConnector(tlsObserver, nowSeconds, {
+      timeout: config.upstream_timeouts.connect * 1000,
+    }),
     headersTimeoutMs: config.upstream_timeouts.headers * 1000,
     bodyTimeoutMs: config.upstream_timeouts.body * 1000,
   })
   const offenders = createOffenders(() => clock.now())
+  const webhook = config.alerts.webhook
+  const expiry: ExpiryMonitor = createExpiryMonitor({
+    config,
+    clock,
+    log,
+    store: services.store,
+    keyRing: services.keyRing,
+    sessionSecrets: secrets,
+    observer: tlsObserver,
+    registry: metrics.registry,
+    fetch: options.webhookFetch,
+    probe: options.probeTLS,
+    webhook:
+      webhook === undefined
+        ? undefined
+        : {
+            url:
+              typeof webhook === 'string'
+                ? webhook
+                : resolveSecret(webhook, 'alerts.webhook', options.baseDir, env),
+            format: config.alerts.format,
+          },
+    ownTLS:
+      tlsFiles === undefined
+        ? undefined
+        : () => ({ chain: tlsFiles.current().chain, where: `config tls.cert ${tlsFiles.certPath}` }),
+  })
   const overload =
     config.shedding === false
       ? undefined
@@ -189,6 +269,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     onRefused: (code, address, ua) => offenders.record(code, address, ua),
     isOverloaded: options.isOverloaded ?? overload?.isOverloaded,
     inFlight: overload?.inFlight,
+    tls: tlsFiles === undefined ? undefined : { cert: tlsFiles.current().cert, key: tlsFiles.current().key },
   })
   const listenOn = options.listen ?? config.listen
   const port = await listen(gateway.server, listenOn.host, listenOn.port)
@@ -205,6 +286,26 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   if (adminListen !== false) {
     admin = createAdminServer({
       metrics,
+      statusPage: async () => {
+        const cache = providerCache.status()
+        return renderStatusPage({
+          now: nowSeconds(),
+          inventory: expiry.last(),
+          warnSeconds: Math.max(...config.alerts.thresholds),
+          thresholdsSeconds: config.alerts.thresholds,
+          provider: {
+            issuer: config.provider.issuer,
+            state: cache.stale ? 'degraded' : cache.metadata.source === 'none' ? 'unknown' : 'ok',
+            lastError: cache.lastError,
+            breaker: guard.status(),
+            discovery: cache.metadata,
+            jwks: cache.jwks,
+          },
+          keys: services.keyRing.list(),
+          offenders: offenders.top(10),
+          lifetimes: effectiveLifetimes(lifetimeConfig(config)),
+        })
+      },
       status: async () => {
         const cache = providerCache.status()
         return {
@@ -219,6 +320,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
           },
           keys: services.keyRing.list(),
           top_offenders: offenders.top(10),
+          expiry: expiry.last()?.entries ?? null,
         }
       },
       // Never calls the provider: a probe every few seconds must not become load on it. Existing
@@ -236,6 +338,11 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     const adminPort = await listen(admin, adminListen.host, adminListen.port)
     adminUrl = `http://${adminListen.host}:${adminPort}`
   }
+  // Revocations made on any instance reach this one within a second (the timer below is the safety net).
+  await redis?.subscribeRevoked(
+    (entries) => services.tokens.markRevoked(entries),
+    () => services.tokens.refreshRevocations(),
+  )
   // Warm (and persist) discovery and keys in the background; a failure leaves any persisted copy in use.
   providerCache
     .refreshNow()
@@ -257,6 +364,22 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     services.tokens.refreshRevocations(),
   )
   every(options.keyTickMs ?? 60_000, 'key rotation check', () => services.keyRing.tick())
+  const reloadTLS = (): boolean => {
+    if (tlsFiles === undefined) return false
+    const fresh = tlsFiles.reloadIfChanged()
+    if (fresh === undefined) return false
+    gateway.setTLS({ cert: fresh.cert, key: fresh.key })
+    log.info(
+      { event: 'tls_reloaded', cert: tlsFiles.certPath, notAfter: fresh.chain[0]?.validTo },
+      'TLS certificate reloaded',
+    )
+    return true
+  }
+  if (config.tls !== undefined) {
+    every(options.tlsReloadMs ?? config.tls.reload_check * 1000, 'TLS reload', async () => reloadTLS())
+  }
+  every(options.expiryCheckMs ?? config.alerts.check_every * 1000, 'expiry check', () => expiry.run())
+  void expiry.run().catch((err) => log.warn({ err: (err as Error).message }, 'expiry check failed'))
   const checkCliff = async () => {
     const live = await services.tokens.list(false)
     const cliff = detectExpiryCliff(
@@ -281,7 +404,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   await checkCliff()
   log.info(
     {
-      url: `http://${listenOn.host}:${port}`,
+      url: `${tlsFiles === undefined ? 'http' : 'https'}://${listenOn.host}:${port}`,
       public_url: publicUrl.origin,
       upstream: config.upstream,
       admin: adminUrl,
@@ -298,16 +421,19 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     metrics,
     server: gateway.server,
     admin,
-    url: `http://${listenOn.host}:${port}`,
+    url: `${tlsFiles === undefined ? 'http' : 'https'}://${listenOn.host}:${port}`,
     adminUrl,
+    expiry,
+    reloadTLS,
     async close() {
       for (const t of timers) clearInterval(t)
       overload?.stop()
       await gateway.drain(config.shutdown.drain * 1000)
       v6?.close()
       await upstream.close()
+      await providerAgent.close()
       await new Promise<void>((r) => (admin ? admin.close(() => r()) : r()))
-      services.close()
+      await services.close()
     },
   }
 }

@@ -1,13 +1,18 @@
 import { resolve } from 'node:path'
 import type { DatabaseSync } from 'node:sqlite'
+import type { Registry } from 'prom-client'
 import { CREDENTIAL_CLASSES, type LifetimeConfig, signingKeyRetention } from './config/lifetimes.ts'
 import { resolveSecret } from './config/load.ts'
 import type { Config } from './config/schema.ts'
+import { type AuditLog, createAuditLog } from './coord/audit-log.ts'
+import type { RedisCoordinator } from './coord/redis-coordinator.ts'
+import { withRotationLock } from './coord/rotation-lock.ts'
+import { type OpenedSharedState, openSharedState } from './coord/shared-store.ts'
 import type { Clock } from './core/clock.ts'
 import type { Logger } from './core/ports.ts'
 import { createKeyRing, type KeyRing } from './keys/key-ring.ts'
 import { openDatabase } from './store/open-sqlite.ts'
-import type { CacheStore, KeyStore, TokenStore } from './store/ports.ts'
+import type { AuditStore, CacheStore, KeyStore, TokenStore } from './store/ports.ts'
 import { createSQLiteStore } from './store/sqlite-store.ts'
 import { type CapReport, createTokenService, type TokenService } from './tokens/token-service.ts'
 
@@ -17,7 +22,18 @@ export interface TokenServices {
   tokens: TokenService
   /** Seconds a retired key stays published (derived from the token lifetimes, never configured). */
   retentionSeconds: number
-  close(): void
+  /** Redis, when `store.redis` is set: rate limits, refresh locks, revocation fan-out. */
+  redis?: RedisCoordinator | undefined
+  /** False while serving from the local copy because PostgreSQL was not reached since start. */
+  storeConnected(): boolean
+  /** The logger to give every part: security events in it also go to the audit log. */
+  log: Logger
+  audit: AuditLog | undefined
+  close(): Promise<void>
+}
+
+function isAuditStore<S extends object>(store: S): store is S & AuditStore {
+  return 'appendAudit' in store && 'listAudit' in store
 }
 
 /**
@@ -50,10 +66,24 @@ export async function openTokenServices(
     env?: NodeJS.ProcessEnv
     store?: KeyStore & TokenStore & CacheStore
     onCapped?: (cap: CapReport) => void
+    /** Where the shared-state metrics go (the gateway's registry). */
+    registry?: Registry
+    /** Start from the local copy in data_dir when PostgreSQL is down (the gateway; not CLI commands). */
+    allowLocalCopy?: boolean
   },
 ): Promise<TokenServices> {
   let db: DatabaseSync | undefined
   let store = options.store
+  // store.postgres / store.redis in the config; an injected store (tests) takes precedence for keys and tokens.
+  const shared: OpenedSharedState | undefined = await openSharedState(config, {
+    baseDir: options.baseDir,
+    clock: options.clock,
+    log: options.log,
+    env: options.env,
+    registry: options.registry,
+    allowLocalCopy: options.allowLocalCopy ?? false,
+  })
+  store ??= shared?.store
   if (store === undefined) {
     db = openDatabase(resolve(options.baseDir, config.data_dir))
     store = createSQLiteStore(db)
@@ -67,22 +97,34 @@ export async function openTokenServices(
     ),
   )
   const retentionSeconds = keyRetentionSeconds(config)
-  const keyRing = await createKeyRing({
+  // Security events from the parts below go to the audit log in the same store.
+  const audit = isAuditStore(store)
+    ? createAuditLog({ store, log: options.log, clock: options.clock })
+    : undefined
+  const log = audit?.logger ?? options.log
+  const lock = options.store === undefined && shared?.connected() ? shared.rotationLock : undefined
+  const ringOptions = {
     store,
     clock: options.clock,
-    log: options.log,
+    log,
     algorithm: config.keys.algorithm,
     // Session secrets double as the at-rest secret by default: HKDF with another label keeps the keys apart.
     encryptionSecrets: secrets,
     signingPeriodSeconds: config.lifetimes.signing_key.ttl,
     publishAheadSeconds: config.keys.publish_ahead,
     retentionSeconds,
-  })
+  }
+  // Under the rotation lock, so that instances starting together do not each create a first key.
+  let keyRing = lock ? await lock.run(() => createKeyRing(ringOptions)) : await createKeyRing(ringOptions)
+  if (shared?.rotationLock !== undefined && options.store === undefined) {
+    keyRing = withRotationLock(keyRing, shared.rotationLock, log)
+  }
+  const redis = shared?.redis
   const tokens = createTokenService({
     store,
     keyRing,
     clock: options.clock,
-    log: options.log,
+    log,
     issuer: new URL(config.public_url).origin,
     audience: config.tokens.audience ?? new URL(config.public_url).origin,
     lifetimes: {
@@ -97,7 +139,22 @@ export async function openTokenServices(
     },
     leewaySeconds: config.provider.leeway,
     onCapped: options.onCapped,
+    onRevoked: redis ? (entries) => void redis.publishRevoked(entries) : undefined,
   })
   await tokens.refreshRevocations()
-  return { store, keyRing, tokens, retentionSeconds, close: () => db?.close() }
+  return {
+    store,
+    keyRing,
+    tokens,
+    retentionSeconds,
+    redis,
+    storeConnected: () => shared?.connected() ?? true,
+    log,
+    audit,
+    async close() {
+      await audit?.close()
+      db?.close()
+      await shared?.close()
+    },
+  }
 }

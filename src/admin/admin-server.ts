@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http'
 import type { Metrics } from './metrics.ts'
+import { STATUS_PAGE_CSP } from './status-page.ts'
 
 export interface AdminOptions {
   metrics: Metrics
@@ -7,20 +8,23 @@ export interface AdminOptions {
   ready: () => Promise<{ ready: boolean; checks: Record<string, string> }>
   /** What `/status.json` shows: provider state, cache ages, breaker, keys. Never a secret. */
   status?: () => Promise<Record<string, unknown>>
+  /** What `/status` shows: an HTML page, served with a CSP that lets nothing run (`status-page.ts`). */
+  statusPage?: () => Promise<string>
 }
 
 /**
  * The admin port: `/healthz` (the process answers), `/readyz` (it can serve), `/metrics` (Prometheus),
- * `/status.json` (what Gatehouse knows of its dependencies).
+ * `/status.json` (what Gatehouse knows of its dependencies), `/status` (the same and the expiry timeline, as a page).
  */
 export function createAdminServer(options: AdminOptions): Server {
   return createServer(async (req, res) => {
     const path = (req.url ?? '/').split('?')[0]
-    const send = (status: number, type: string, body: string) => {
+    const send = (status: number, type: string, body: string, extra: Record<string, string> = {}) => {
       res.writeHead(status, {
         'content-type': type,
         'cache-control': 'no-store',
         'x-content-type-options': 'nosniff',
+        ...extra,
       })
       res.end(req.method === 'HEAD' ? undefined : body)
     }
@@ -37,6 +41,13 @@ export function createAdminServer(options: AdminOptions): Server {
       }
       if (path === '/status.json' && options.status !== undefined) {
         return send(200, 'application/json', `${JSON.stringify(await options.status(), null, 2)}\n`)
+      }
+      if (path === '/status' && options.statusPage !== undefined) {
+        return send(200, 'text/html; charset=utf-8', await options.statusPage(), {
+          'content-security-policy': STATUS_PAGE_CSP,
+          'x-frame-options': 'DENY',
+          'referrer-policy': 'no-referrer',
+        })
       }
       if (path === '/metrics')
         return send(200, options.metrics.registry.contentType, await options.metrics.registry.metrics())

@@ -11,6 +11,8 @@ const commands: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   users: () => import('./users.ts'),
   keys: () => import('./keys.ts'),
   tokens: () => import('./tokens.ts'),
+  audit: () => import('./audit.ts'),
+  expiry: () => import('./expiry.ts'),
   'build-edge': () => import('./build-edge.ts'),
 }
 
@@ -23,6 +25,8 @@ Commands:
   users   manage the embedded provider's users: add | list | remove      [--data DIR | --config FILE]
   keys    Gatehouse's signing keys: list | rotate                        [--data DIR | --config FILE]
   tokens  API tokens: issue | list | revoke | inspect                    [--data DIR | --config FILE]
+  audit   security events, oldest first                                [--since 24h] [--json]
+  expiry  what expires when, soonest first; exit 1 inside --warn          [--config FILE] [--json] [--warn 30d]
   build-edge  Lambda@Edge bundles, config and keys baked in              --config FILE --out DIR
 `
 
@@ -45,7 +49,7 @@ main(process.argv.slice(2)).then(
     if (code !== 0) process.exitCode = code
   },
   (err) => {
-    if (err instanceof GatehouseError) process.stderr.write(`gatehouse: ${err.message}\n`)
+    if (err instanceof GatehouseError) process.stderr.write(`gatehouse: ${err.message} (${err.code})\n`)
     else process.stderr.write(`gatehouse: ${(err as Error)?.stack ?? String(err)}\n`)
     process.exitCode = 1
   },

@@ -24,6 +24,46 @@ const secretRef = z.union(
 
 const httpUrl = z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' })
 
+/** A service URL inline (no password in it), or a secret reference that holds the whole URL. */
+function serviceUrl(protocols: readonly string[]) {
+  const inline = z.string().superRefine((v, ctx) => {
+    let u: URL
+    try {
+      u = new URL(v)
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `expected a ${protocols[0]}:// URL` })
+      return
+    }
+    if (!protocols.includes(u.protocol.slice(0, -1))) {
+      ctx.addIssue({ code: 'custom', message: `expected a ${protocols.join(':// or ')}:// URL` })
+    } else if (u.password !== '') {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'this URL has a password: give it as { env: NAME } or { file: PATH } instead',
+      })
+    }
+  })
+  return z.union([inline, secretRef], {
+    error: `expected a ${protocols[0]}:// URL without a password, or { env: NAME } / { file: PATH }`,
+  })
+}
+
+/** A moment: `2026-06-30` (midnight UTC) or an ISO 8601 date-time; kept as seconds since the epoch. */
+const instant = z.union([z.string(), z.date()]).transform((v, ctx) => {
+  const text = v instanceof Date ? v.toISOString() : v.trim()
+  const ms = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2}))?$/.test(text)
+    ? Date.parse(/^\d{4}-\d{2}-\d{2}$/.test(text) ? `${text}T00:00:00Z` : text)
+    : Number.NaN
+  if (!Number.isFinite(ms)) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a date such as 2026-06-30 or 2026-06-30T12:00:00Z, got ${JSON.stringify(v)}`,
+    })
+    return z.NEVER
+  }
+  return Math.floor(ms / 1000)
+})
+
 const access = z.union(
   [
     z.literal('anonymous'),
@@ -45,6 +85,28 @@ export const configSchema = z.strictObject({
   upstream: httpUrl,
   /** Where Gatehouse keeps its state (SQLite); relative paths are relative to the config file. */
   data_dir: z.string().min(1).default('.gatehouse'),
+  /**
+   * Shared state for many instances (Gatehouse 6). Without it everything lives in SQLite in data_dir.
+   * `postgres`: keys, tokens, revocations, audit log, persisted copies. `redis`: rate-limit counters,
+   * locks, revocation fan-out. A URL may be written inline only without a password; one with a
+   * password comes from { env: NAME } or { file: PATH }.
+   */
+  store: z
+    .strictObject({
+      postgres: serviceUrl(['postgres', 'postgresql']).optional(),
+      /** PostgreSQL schema holding Gatehouse's tables (created when missing). */
+      schema: z
+        .string()
+        .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'expected lower-case letters, digits and _')
+        .default('gatehouse'),
+      redis: serviceUrl(['redis', 'rediss']).optional(),
+      /** Prefix of every Redis key and channel, so several deployments can share one Redis. */
+      redis_prefix: z
+        .string()
+        .regex(/^[A-Za-z0-9:_.-]{1,64}$/)
+        .default('gatehouse:'),
+    })
+    .default({ schema: 'gatehouse', redis_prefix: 'gatehouse:' }),
   listen: z
     .strictObject({
       host: z.string().default('0.0.0.0'),
@@ -62,6 +124,8 @@ export const configSchema = z.strictObject({
     issuer: httpUrl,
     client_id: z.string().min(1),
     client_secret: secretRef,
+    /** When the client secret stops working, if the provider expires them (Entra ID does): watched by `gatehouse expiry`. */
+    client_secret_expires: instant.optional(),
     scopes: z.array(z.string()).default(['openid', 'email', 'profile', 'offline_access']),
     /** Cognito: the hosted UI logout URL, e.g. https://auth.example.com/logout */
     end_session_url: httpUrl.optional(),
@@ -106,6 +170,8 @@ export const configSchema = z.strictObject({
   session: z.strictObject({
     secrets: z.array(secretRef).min(1),
     refresh_before: duration.default(600),
+    /** Rotate each cookie secret before it is this old (age counted from when Gatehouse first saw it); unset: age shown, never alerted. */
+    secret_max_age: duration.optional(),
     cookie_name: z
       .string()
       .regex(/^[A-Za-z0-9_-]{1,32}$/)
@@ -223,6 +289,32 @@ export const configSchema = z.strictObject({
       content_type_options: z.boolean().optional(),
     })
     .default({}),
+  /**
+   * Terminate TLS on the data port with this certificate chain and key (PEM files, relative to the config
+   * file). Both files are checked for changes every `reload_check` and reloaded without a restart.
+   */
+  tls: z
+    .strictObject({
+      cert: z.string().min(1),
+      key: z.string().min(1),
+      reload_check: duration.default(30),
+    })
+    .optional(),
+  /** Credential expiry alerts (Gatehouse 5): a webhook told once per threshold per credential. */
+  alerts: z
+    .strictObject({
+      /** Where alerts are POSTed; a URL, or `{ env }` / `{ file }` holding it (Slack webhook URLs are secrets). */
+      webhook: z.union([httpUrl, secretRef]).optional(),
+      format: z.enum(['json', 'slack']).default('json'),
+      thresholds: z
+        .array(duration)
+        .min(1)
+        .refine((a) => a.every((t) => t > 0), 'expected durations above 0')
+        .default([30 * 86_400, 7 * 86_400, 86_400]),
+      /** How often the inventory is taken and thresholds checked. */
+      check_every: duration.default(60),
+    })
+    .default({ format: 'json', thresholds: [30 * 86_400, 7 * 86_400, 86_400], check_every: 60 }),
   upstream_timeouts: z
     .strictObject({
       connect: duration.default(5),

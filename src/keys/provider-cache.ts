@@ -51,6 +51,12 @@ export interface ProviderCache {
 
 type Copy<T> = { value: T; fetchedAt: number; source: 'network' | 'persisted' }
 
+/** The store keys the copies of one issuer are persisted under (read by the expiry inventory too). */
+export function providerCacheKeys(issuer: string): { discovery: string; jwks: string } {
+  const href = new URL(issuer).href
+  return { discovery: `provider:discovery:${href}`, jwks: `provider:jwks:${href}` }
+}
+
 /**
  * The provider's discovery document and JWKS, kept in memory, refreshed before they age out, kept when
  * a refresh fails (stale-if-error, bounded), and persisted so that a process starting while the
@@ -64,8 +70,7 @@ export function createProviderCache(options: ProviderCacheOptions): ProviderCach
   const refreshAfter = options.refreshAfterSeconds ?? 600
   const staleIfError = options.staleIfErrorSeconds ?? 3 * 86_400
   const cooldown = options.unknownKidCooldownSeconds ?? 30
-  const metaKey = `provider:discovery:${issuer.href}`
-  const jwksKey = `provider:jwks:${issuer.href}`
+  const { discovery: metaKey, jwks: jwksKey } = providerCacheKeys(options.issuer)
   let meta: Copy<oauth.AuthorizationServer> | undefined
   let jwks: (Copy<JSONWebKeySet> & { getKey: JWTVerifyGetKey }) | undefined
   let lastError: string | undefined

@@ -47,3 +47,21 @@ export class SchemaTooNewError extends GatehouseError {
     this.version = version
   }
 }
+
+/**
+ * The shared store (PostgreSQL) cannot be reached. Verification goes on from memory; writes (issuing
+ * tokens, rotating keys, revoking) are refused with this error until it is back. Adapters answer 503.
+ */
+export class StoreUnavailableError extends GatehouseError {
+  static readonly code = 'ERR_STORE_UNAVAILABLE'
+  override readonly name = 'StoreUnavailableError'
+
+  constructor(what: string, detail: string, options?: { cause?: unknown }) {
+    super(
+      StoreUnavailableError.code,
+      `${what} is unreachable: ${detail}`,
+      'The service is temporarily unavailable',
+      options,
+    )
+  }
+}

@@ -1,7 +1,17 @@
 import { type Clock, systemClock } from '../core/clock.ts'
 import { TokenExistsError } from './errors.ts'
-import type { CacheStore, KeyRecord, KeyStore, TokenRecord, TokenStore } from './ports.ts'
-import { checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
+import type {
+  AlertRecord,
+  AlertStore,
+  AuditEvent,
+  AuditStore,
+  CacheStore,
+  KeyRecord,
+  KeyStore,
+  TokenRecord,
+  TokenStore,
+} from './ports.ts'
+import { checkAlert, checkAudit, checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
 
 export interface MemoryStoreOptions {
   /** Default `systemClock`. Used only when `listTokens` is called without `now`. */
@@ -19,11 +29,16 @@ export interface MemoryStoreOptions {
  *   issuedAt: 1_767_225_600, expiresAt: 1_767_312_000, revokedAt: undefined, description: undefined })
  * ```
  */
-export function createMemoryStore(options: MemoryStoreOptions = {}): KeyStore & TokenStore & CacheStore {
+export function createMemoryStore(
+  options: MemoryStoreOptions = {},
+): KeyStore & TokenStore & CacheStore & AlertStore & AuditStore {
   const clock = options.clock ?? systemClock
   const keys = new Map<string, KeyRecord>()
   const tokens = new Map<string, TokenRecord>()
   const cached = new Map<string, { value: string; fetchedAt: number }>()
+  const alerts = new Map<string, AlertRecord>()
+  const seen = new Map<string, number>()
+  const audit: AuditEvent[] = []
 
   return {
     async listKeys() {
@@ -113,7 +128,49 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): KeyStore & 
       checkTime(fetchedAt, 'fetchedAt')
       cached.set(key, { value, fetchedAt })
     },
+
+    async listAlerts() {
+      return [...alerts.values()]
+        .sort((a, b) => compareText(a.credential, b.credential) || a.thresholdSeconds - b.thresholdSeconds)
+        .map((a) => ({ ...a }))
+    },
+
+    async putAlert(record) {
+      checkAlert(record)
+      alerts.set(`${record.credential}\u0000${record.thresholdSeconds}`, { ...record })
+    },
+
+    async deleteAlerts(credential) {
+      let n = 0
+      for (const [k, a] of alerts) {
+        if (a.credential === credential && alerts.delete(k)) n++
+      }
+      return n
+    },
+
+    async appendAudit(events) {
+      for (const e of events) checkAudit(e)
+      for (const e of events) audit.push(copyAudit(e))
+    },
+
+    async listAudit({ since, limit = 1000 }) {
+      checkTime(since, 'since')
+      const found = audit.filter((e) => e.at >= since).sort((a, b) => a.at - b.at)
+      return found.slice(Math.max(0, found.length - limit)).map(copyAudit)
+    },
+
+    async markSeen(key, at) {
+      checkTime(at, 'at')
+      const first = seen.get(key)
+      if (first !== undefined) return first
+      seen.set(key, at)
+      return at
+    },
   }
+}
+
+function copyAudit(e: AuditEvent): AuditEvent {
+  return { at: e.at, type: e.type, subject: e.subject, detail: { ...e.detail } }
 }
 
 function copyKey(key: KeyRecord): KeyRecord {

@@ -75,3 +75,64 @@ export interface TokenStore {
   /** jti and expiry of every revoked token that has not expired yet at `now` (what verifiers keep in memory). */
   listRevoked(now: number): Promise<Array<{ jti: string; expiresAt: number }>>
 }
+
+/**
+ * One expiry alert of one credential at one threshold (Gatehouse 5). Kept so that a restart neither
+ * sends an alert again nor forgets one that could not be sent.
+ */
+export interface AlertRecord {
+  /** The credential: `<kind>:<name>` as the inventory names it. */
+  credential: string
+  /** The threshold, in seconds before expiry (`0`: expired). */
+  thresholdSeconds: number
+  /** The credential's expiry this alert is about; a renewed credential (another expiry) re-arms its thresholds. */
+  expiresAt: number
+  /** When the webhook accepted it; undefined while it is still to be sent. */
+  sentAt: number | undefined
+  /** Failed sends so far. */
+  attempts: number
+  /** A failed send is tried again from this time on. */
+  nextAttemptAt: number
+  /** Why the last send failed (never the webhook URL, which may carry a secret). */
+  lastError: string | undefined
+}
+
+export interface AlertStore {
+  /** Every alert record, by credential then threshold. */
+  listAlerts(): Promise<AlertRecord[]>
+  /** Insert, or replace the record of the same credential and threshold. */
+  putAlert(record: AlertRecord): Promise<void>
+  /** Forget every record of a credential (it was renewed); returns how many went. */
+  deleteAlerts(credential: string): Promise<number>
+  /** The first time `key` was seen: records `at` when it is new, else returns the stored time unchanged. */
+  markSeen(key: string, at: number): Promise<number>
+}
+
+/** Security events kept in the audit log (Gatehouse 6). */
+export type AuditType =
+  | 'sign_in'
+  | 'sign_out'
+  | 'token_issued'
+  | 'token_revoked'
+  | 'key_created'
+  | 'key_rotated'
+  | 'key_removed'
+  | 'rate_limit_tripped'
+
+/** One security event. Never a token, secret or cookie: ids (jti, kid, sid), subjects, reasons. */
+export interface AuditEvent {
+  /** Seconds since the epoch. */
+  at: number
+  type: AuditType
+  /** Who or what it is about: a user's `sub`, a token's jti, a key's kid, a client address. */
+  subject: string | undefined
+  /** Flat facts about it. */
+  detail: Record<string, string | number | boolean>
+}
+
+export interface AuditStore {
+  /** Appends events, all or none. */
+  appendAudit(events: readonly AuditEvent[]): Promise<void>
+  /** Events at or after `since`, oldest first (order of appending among equal times), at most `limit` (default 1000) of the newest. */
+  listAudit(options: { since: number; limit?: number }): Promise<AuditEvent[]>
+}

@@ -2,8 +2,18 @@ import { DatabaseSync } from 'node:sqlite'
 
 import { type Clock, systemClock } from '../core/clock.ts'
 import { SchemaTooNewError, TokenExistsError } from './errors.ts'
-import type { CacheStore, KeyRecord, KeyStore, TokenRecord, TokenStore } from './ports.ts'
-import { checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
+import type {
+  AlertRecord,
+  AlertStore,
+  AuditEvent,
+  AuditStore,
+  CacheStore,
+  KeyRecord,
+  KeyStore,
+  TokenRecord,
+  TokenStore,
+} from './ports.ts'
+import { checkAlert, checkAudit, checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
 
 export interface SQLiteStoreOptions {
   /** Default `systemClock`. Used when `listTokens` is called without `now`, and to date applied migrations. */
@@ -52,6 +62,34 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       fetched_at INTEGER NOT NULL
     ) STRICT;`,
   },
+  {
+    version: 3,
+    sql: `CREATE TABLE gh_alerts (
+      credential TEXT NOT NULL,
+      threshold_seconds INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL,
+      sent_at INTEGER,
+      attempts INTEGER NOT NULL,
+      next_attempt_at INTEGER NOT NULL,
+      last_error TEXT,
+      PRIMARY KEY (credential, threshold_seconds)
+    ) STRICT;
+    CREATE TABLE gh_first_seen (
+      key TEXT PRIMARY KEY,
+      seen_at INTEGER NOT NULL
+    ) STRICT;`,
+  },
+  {
+    version: 4,
+    sql: `CREATE TABLE gh_audit (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      at INTEGER NOT NULL,
+      type TEXT NOT NULL,
+      subject TEXT,
+      detail TEXT NOT NULL CHECK (json_valid(detail))
+    ) STRICT;
+    CREATE INDEX gh_audit_at ON gh_audit (at);`,
+  },
 ]
 
 interface KeyRow {
@@ -93,7 +131,7 @@ interface TokenRow {
 export function createSQLiteStore(
   db: DatabaseSync,
   options: SQLiteStoreOptions = {},
-): KeyStore & TokenStore & CacheStore {
+): KeyStore & TokenStore & CacheStore & AlertStore & AuditStore {
   if (!(db instanceof DatabaseSync)) {
     throw new TypeError(`db: expected a node:sqlite DatabaseSync, found ${describe(db)}`)
   }
@@ -107,6 +145,21 @@ export function createSQLiteStore(
   const selectCached = db.prepare('SELECT value, fetched_at FROM gh_cache WHERE key = ?')
   const upsertCached = db.prepare(`INSERT INTO gh_cache (key, value, fetched_at) VALUES (?, ?, ?)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, fetched_at = excluded.fetched_at`)
+  const selectAlerts = db.prepare('SELECT * FROM gh_alerts ORDER BY credential, threshold_seconds')
+  const upsertAlert = db.prepare(`INSERT INTO gh_alerts
+    (credential, threshold_seconds, expires_at, sent_at, attempts, next_attempt_at, last_error)
+    VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential, threshold_seconds) DO UPDATE SET
+    expires_at = excluded.expires_at, sent_at = excluded.sent_at, attempts = excluded.attempts,
+    next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error`)
+  const deleteAlerts = db.prepare('DELETE FROM gh_alerts WHERE credential = ?')
+  const insertSeen = db.prepare(
+    'INSERT INTO gh_first_seen (key, seen_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING',
+  )
+  const selectSeen = db.prepare('SELECT seen_at FROM gh_first_seen WHERE key = ?')
+  const insertAudit = db.prepare('INSERT INTO gh_audit (at, type, subject, detail) VALUES (?, ?, ?, ?)')
+  // The newest `limit`, handed out oldest first.
+  const selectAudit = db.prepare(`SELECT * FROM
+    (SELECT * FROM gh_audit WHERE at >= ? ORDER BY at DESC, id DESC LIMIT ?) ORDER BY at, id`)
   const selectKeys = db.prepare('SELECT * FROM gh_keys ORDER BY created_at, kid')
   const insertKey = db.prepare(`INSERT INTO gh_keys
     (kid, alg, state, public_jwk, private_jwe, created_at, activates_at, retires_at, remove_at)
@@ -222,6 +275,91 @@ export function createSQLiteStore(
       checkTime(fetchedAt, 'fetchedAt')
       upsertCached.run(key, value, fetchedAt)
     },
+
+    async listAlerts() {
+      return (selectAlerts.all() as unknown as AlertRow[]).map(toAlert)
+    },
+
+    async putAlert(record) {
+      checkAlert(record)
+      upsertAlert.run(
+        record.credential,
+        record.thresholdSeconds,
+        record.expiresAt,
+        record.sentAt ?? null,
+        record.attempts,
+        record.nextAttemptAt,
+        record.lastError ?? null,
+      )
+    },
+
+    async deleteAlerts(credential) {
+      return Number(deleteAlerts.run(credential).changes)
+    },
+
+    async appendAudit(events) {
+      for (const e of events) checkAudit(e)
+      if (events.length === 0) return
+      begin.run()
+      try {
+        for (const e of events) insertAudit.run(e.at, e.type, e.subject ?? null, JSON.stringify(e.detail))
+        commit.run()
+      } catch (error) {
+        if (db.isTransaction) rollback.run()
+        throw error
+      }
+    },
+
+    async listAudit({ since, limit = 1000 }) {
+      checkTime(since, 'since')
+      const rows = selectAudit.all(since, limit) as unknown as AuditRow[]
+      return rows.map(toAudit)
+    },
+
+    async markSeen(key, at) {
+      checkTime(at, 'at')
+      // One statement inserts only when absent, so two processes agree on the first time.
+      insertSeen.run(key, at)
+      return (selectSeen.get(key) as { seen_at: number }).seen_at
+    },
+  }
+}
+
+interface AuditRow {
+  at: number
+  type: AuditEvent['type']
+  subject: string | null
+  detail: string
+}
+
+function toAudit(row: AuditRow): AuditEvent {
+  return {
+    at: row.at,
+    type: row.type,
+    subject: row.subject ?? undefined,
+    detail: JSON.parse(row.detail) as AuditEvent['detail'],
+  }
+}
+
+interface AlertRow {
+  credential: string
+  threshold_seconds: number
+  expires_at: number
+  sent_at: number | null
+  attempts: number
+  next_attempt_at: number
+  last_error: string | null
+}
+
+function toAlert(row: AlertRow): AlertRecord {
+  return {
+    credential: row.credential,
+    thresholdSeconds: row.threshold_seconds,
+    expiresAt: row.expires_at,
+    sentAt: row.sent_at ?? undefined,
+    attempts: row.attempts,
+    nextAttemptAt: row.next_attempt_at,
+    lastError: row.last_error ?? undefined,
   }
 }
 

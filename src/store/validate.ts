@@ -1,4 +1,4 @@
-import type { KeyRecord, TokenRecord } from './ports.ts'
+import type { AlertRecord, AuditEvent, KeyRecord, TokenRecord } from './ports.ts'
 
 // Times are whole seconds: the SQLite store keeps them in STRICT INTEGER columns, and every store must
 // refuse the same input.
@@ -21,4 +21,36 @@ export function checkTokenTimes(token: TokenRecord): void {
   if (token.revokedAt !== undefined) checkTime(token.revokedAt, 'token.revokedAt')
 }
 
+export function checkAlert(alert: AlertRecord): void {
+  if (typeof alert.credential !== 'string' || alert.credential === '')
+    throw new TypeError('alert.credential: expected a non-empty string')
+  checkTime(alert.thresholdSeconds, 'alert.thresholdSeconds')
+  checkTime(alert.expiresAt, 'alert.expiresAt')
+  checkTime(alert.attempts, 'alert.attempts')
+  checkTime(alert.nextAttemptAt, 'alert.nextAttemptAt')
+  if (alert.sentAt !== undefined) checkTime(alert.sentAt, 'alert.sentAt')
+}
+
 export { checkTime }
+
+const AUDIT_TYPES = new Set([
+  'sign_in',
+  'sign_out',
+  'token_issued',
+  'token_revoked',
+  'key_created',
+  'key_rotated',
+  'key_removed',
+  'rate_limit_tripped',
+])
+
+export function checkAudit(event: AuditEvent): void {
+  checkTime(event.at, 'audit.at')
+  if (!AUDIT_TYPES.has(event.type))
+    throw new TypeError(`audit.type: unknown event type ${String(event.type)}`)
+  for (const [k, v] of Object.entries(event.detail)) {
+    if (!['string', 'number', 'boolean'].includes(typeof v)) {
+      throw new TypeError(`audit.detail.${k}: expected a string, number or boolean`)
+    }
+  }
+}

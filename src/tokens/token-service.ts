@@ -31,6 +31,8 @@ export interface TokenServiceOptions {
   cacheEntries?: number
   /** Called when a token is issued shorter than asked (never silent). */
   onCapped?: (cap: CapReport) => void
+  /** Called after revocations are stored, e.g. to push them to the other instances (Redis). */
+  onRevoked?: ((entries: Array<{ jti: string; expiresAt: number }>) => void) | undefined
 }
 
 export interface CapReport {
@@ -80,10 +82,31 @@ export function createTokenService(options: TokenServiceOptions) {
   const now = () => Math.floor(clock.now() / 1000)
   let lastKeyReloadMs = Number.NEGATIVE_INFINITY
 
+  // Revocations pushed by other instances while a reload is reading the store: the reload may have read
+  // before they were written, so they are kept across it (the next reload finds them in the store).
+  let pushed = new Map<string, number>()
+
   async function refreshRevocations(): Promise<void> {
-    // A token verifies until exp + leeway: keep its revocation that long too.
-    const list = await store.listRevoked(now() - leeway)
-    revoked = new Map(list.map((r) => [r.jti, r.expiresAt]))
+    const before = pushed
+    pushed = new Map()
+    try {
+      // A token verifies until exp + leeway: keep its revocation that long too.
+      const list = await store.listRevoked(now() - leeway)
+      const next = new Map(list.map((r) => [r.jti, r.expiresAt]))
+      for (const [jti, expiresAt] of pushed) next.set(jti, expiresAt)
+      revoked = next
+    } catch (err) {
+      for (const [jti, expiresAt] of before) pushed.set(jti, expiresAt)
+      throw err
+    }
+  }
+
+  /** Revocations learnt from elsewhere (another instance): refused from now on, without a store read. */
+  function markRevoked(entries: ReadonlyArray<{ jti: string; expiresAt: number }>): void {
+    for (const { jti, expiresAt } of entries) {
+      revoked.set(jti, expiresAt)
+      pushed.set(jti, expiresAt)
+    }
   }
 
   async function issue(req: IssueRequest): Promise<Issued> {
@@ -113,7 +136,8 @@ export function createTokenService(options: TokenServiceOptions) {
     const requested = issuedAt + ttl
     let expiresAt = requested
     let capped: CapReport | undefined
-    const jti = randomToken(16)
+    // Never starting with `-`: a jti is typed on command lines (`tokens revoke JTI`, `--parent JTI`).
+    const jti = randomToken(16).replace(/^-/, 'A')
     if (expiresAt > issuedAt + life.maxTtlSeconds) {
       expiresAt = issuedAt + life.maxTtlSeconds
       capped = { jti, requestedExpiresAt: requested, grantedExpiresAt: expiresAt, by: 'class_max_ttl' }
@@ -187,7 +211,12 @@ export function createTokenService(options: TokenServiceOptions) {
       // Another instance may have rotated twice since this one last ticked: look in the store (not the
       // provider), at most once per cooldown whatever the burst of unknown kids.
       lastKeyReloadMs = clock.now()
-      await keyRing.reload()
+      try {
+        await keyRing.reload()
+      } catch (err) {
+        // The store is down: verify with the keys in memory.
+        log.warn({ event: 'key_reload_failed', err: (err as Error).message }, 'keys not reloaded')
+      }
       key = keyRing.verificationKey(kid)
     }
     if (key === undefined)
@@ -234,10 +263,12 @@ export function createTokenService(options: TokenServiceOptions) {
     }
     const ids = [jti, ...live.map((d) => d.jti)]
     await store.revokeTokens(ids, now())
-    for (const id of ids) {
-      const d = id === jti ? token : live.find((x) => x.jti === id)!
-      revoked.set(id, d.expiresAt)
-    }
+    const entries = ids.map((id) => ({
+      jti: id,
+      expiresAt: (id === jti ? token : live.find((x) => x.jti === id)!).expiresAt,
+    }))
+    for (const e of entries) revoked.set(e.jti, e.expiresAt)
+    options.onRevoked?.(entries)
     log.info({ event: 'token_revoked', jti, cascade: live.length }, 'API token revoked')
     return { revoked: ids, descendants: live.length }
   }
@@ -271,6 +302,7 @@ export function createTokenService(options: TokenServiceOptions) {
     revoke,
     inspect,
     refreshRevocations,
+    markRevoked,
     list: (includeExpired = false) => store.listTokens({ includeExpired, now: now() }),
     countDescendants: async (jti: string) => (await store.listDescendants(jti)).length,
     forget: (token: string) => cache.delete(token),

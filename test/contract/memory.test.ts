@@ -1,5 +1,7 @@
 import { createMemoryStore } from '../../src/store/memory-store.ts'
-import { cacheContract, storeContract } from './store-contract.ts'
+import { alertContract, auditContract, cacheContract, storeContract } from './store-contract.ts'
 
 storeContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))
 cacheContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))
+alertContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))
+auditContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))

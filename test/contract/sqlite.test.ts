@@ -7,7 +7,7 @@ import { after, before, beforeEach, describe, it } from 'node:test'
 
 import { SchemaTooNewError } from '../../src/store/errors.ts'
 import { createSQLiteStore } from '../../src/store/sqlite-store.ts'
-import { cacheContract, key, storeContract, token } from './store-contract.ts'
+import { alertContract, auditContract, cacheContract, key, storeContract, token } from './store-contract.ts'
 
 let dir: string
 let files = 0
@@ -34,6 +34,8 @@ const openSQLite = async () => {
 }
 storeContract('SQLite store', openSQLite)
 cacheContract('SQLite store', openSQLite)
+alertContract('SQLite store', openSQLite)
+auditContract('SQLite store', openSQLite)
 
 describe('SQLite store on its own', () => {
   const T = 1_767_225_600
@@ -63,14 +65,18 @@ describe('SQLite store on its own', () => {
     createSQLiteStore(db)
     assert.deepEqual(objects(db), [
       'table gatehouse_schema',
+      'table gh_alerts',
+      'table gh_audit',
+      'index gh_audit_at',
       'table gh_cache',
+      'table gh_first_seen',
       'table gh_keys',
       'table gh_tokens',
       'index gh_tokens_parent_jti',
       'index gh_tokens_revoked_at',
       'table idp_users',
     ])
-    assert.deepEqual(schemaRows(db), ['store 1', 'store 2'])
+    assert.deepEqual(schemaRows(db), ['store 1', 'store 2', 'store 3', 'store 4'])
     assert.deepEqual(
       db
         .prepare('SELECT sub FROM idp_users')
@@ -90,7 +96,7 @@ describe('SQLite store on its own', () => {
 
     const second = createSQLiteStore(db)
     assert.deepEqual(objects(db), before)
-    assert.deepEqual(schemaRows(db), ['store 1', 'store 2'])
+    assert.deepEqual(schemaRows(db), ['store 1', 'store 2', 'store 3', 'store 4'])
     assert.deepEqual(await second.listKeys(), [key('k-1')])
     assert.deepEqual(await second.getToken('t-1'), token('t-1'))
     db.close()
@@ -113,7 +119,7 @@ describe('SQLite store on its own', () => {
       token('t-2', { parentJti: 't-1', revokedAt: T + 5 }),
     ])
     assert.deepEqual(await again.listRevoked(T), [{ jti: 't-2', expiresAt: T + 86_400 }])
-    assert.deepEqual(schemaRows(reopened), ['store 1', 'store 2'])
+    assert.deepEqual(schemaRows(reopened), ['store 1', 'store 2', 'store 3', 'store 4'])
     reopened.close()
   })
 

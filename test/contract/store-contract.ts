@@ -2,7 +2,16 @@ import assert from 'node:assert/strict'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 
 import { TokenExistsError } from '../../src/store/errors.ts'
-import type { CacheStore, KeyRecord, KeyStore, TokenRecord, TokenStore } from '../../src/store/ports.ts'
+import type {
+  AlertRecord,
+  AlertStore,
+  AuditStore,
+  CacheStore,
+  KeyRecord,
+  KeyStore,
+  TokenRecord,
+  TokenStore,
+} from '../../src/store/ports.ts'
 
 export type Store = KeyStore & TokenStore & CacheStore
 
@@ -306,6 +315,169 @@ export function cacheContract(
         copy!.value = 'changed'
         assert.equal((await store.getCached('provider:jwks'))!.value, '{"keys":[2]}')
         await assert.rejects(store.putCached('k', 'v', 1.5), TypeError)
+      } finally {
+        await close()
+      }
+    })
+  })
+}
+
+export function alert(credential: string, overrides: Partial<AlertRecord> = {}): AlertRecord {
+  return {
+    credential,
+    thresholdSeconds: 7 * 86_400,
+    expiresAt: T + 5 * 86_400,
+    sentAt: undefined,
+    attempts: 0,
+    nextAttemptAt: T,
+    lastError: undefined,
+    ...overrides,
+  }
+}
+
+/** Expiry alert state (Gatehouse 5): what was sent survives a restart, and renewals re-arm. */
+export function alertContract(
+  name: string,
+  open: () => Promise<{ store: AlertStore; close(): Promise<void> }>,
+): void {
+  describe(`${name}: alerts`, () => {
+    it('stores one record per credential and threshold, replaced whole, listed in order', async () => {
+      const { store, close } = await open()
+      try {
+        assert.deepEqual(await store.listAlerts(), [])
+        const pending = alert('tls_certificate:upstream', { attempts: 1, lastError: 'HTTP 500' })
+        await store.putAlert(pending)
+        await store.putAlert(alert('client_secret:provider', { thresholdSeconds: 30 * 86_400 }))
+        await store.putAlert(alert('client_secret:provider', { thresholdSeconds: 0 }))
+        const sent = { ...pending, sentAt: T + 60, attempts: 1, lastError: undefined }
+        await store.putAlert(sent)
+        assert.deepEqual(await store.listAlerts(), [
+          alert('client_secret:provider', { thresholdSeconds: 0 }),
+          alert('client_secret:provider', { thresholdSeconds: 30 * 86_400 }),
+          sent,
+        ])
+        const copy = (await store.listAlerts())[0]!
+        copy.attempts = 99
+        assert.equal((await store.listAlerts())[0]!.attempts, 0)
+      } finally {
+        await close()
+      }
+    })
+
+    it('forgets every threshold of one credential, and only of that one', async () => {
+      const { store, close } = await open()
+      try {
+        await store.putAlert(alert('a', { thresholdSeconds: 86_400 }))
+        await store.putAlert(alert('a', { thresholdSeconds: 7 * 86_400 }))
+        await store.putAlert(alert('b'))
+        assert.equal(await store.deleteAlerts('a'), 2)
+        assert.equal(await store.deleteAlerts('a'), 0)
+        assert.deepEqual(
+          (await store.listAlerts()).map((a) => a.credential),
+          ['b'],
+        )
+      } finally {
+        await close()
+      }
+    })
+
+    it('refuses fractional times and an empty credential', async () => {
+      const { store, close } = await open()
+      try {
+        await assert.rejects(store.putAlert(alert('a', { expiresAt: 1.5 })), TypeError)
+        await assert.rejects(store.putAlert(alert('')), TypeError)
+        await assert.rejects(store.markSeen('k', 2.5), TypeError)
+        assert.deepEqual(await store.listAlerts(), [])
+      } finally {
+        await close()
+      }
+    })
+
+    it('remembers the first time a key was seen', async () => {
+      const { store, close } = await open()
+      try {
+        assert.equal(await store.markSeen('secret:abc', T), T)
+        assert.equal(await store.markSeen('secret:abc', T + 500), T)
+        assert.equal(await store.markSeen('secret:def', T + 500), T + 500)
+      } finally {
+        await close()
+      }
+    })
+  })
+}
+
+/** The audit log (Gatehouse 6): security events appended whole, listed oldest first from a time on. */
+export function auditContract(
+  name: string,
+  open: () => Promise<{ store: AuditStore; close(): Promise<void> }>,
+): void {
+  const T = 1_767_225_600
+  describe(`${name}: audit`, () => {
+    it('appends events and lists those since a time, oldest first, the newest when limited', async () => {
+      const { store, close } = await open()
+      try {
+        assert.deepEqual(await store.listAudit({ since: 0 }), [])
+        await store.appendAudit([
+          { at: T, type: 'sign_in', subject: 'alice', detail: { sid: 's-1' } },
+          {
+            at: T + 10,
+            type: 'token_issued',
+            subject: 'ci-bot',
+            detail: { jti: 't-1', expiresAt: T + 86_400 },
+          },
+        ])
+        await store.appendAudit([])
+        await store.appendAudit([
+          { at: T + 10, type: 'token_revoked', subject: 'ci-bot', detail: { jti: 't-1', cascade: 0 } },
+          {
+            at: T + 20,
+            type: 'rate_limit_tripped',
+            subject: undefined,
+            detail: { bucket: 'client', held: true },
+          },
+        ])
+        const all = await store.listAudit({ since: 0 })
+        assert.deepEqual(
+          all.map((e) => e.type),
+          ['sign_in', 'token_issued', 'token_revoked', 'rate_limit_tripped'],
+        )
+        assert.deepEqual(all[1], {
+          at: T + 10,
+          type: 'token_issued',
+          subject: 'ci-bot',
+          detail: { jti: 't-1', expiresAt: T + 86_400 },
+        })
+        assert.equal(all[3]!.subject, undefined)
+        assert.deepEqual(
+          (await store.listAudit({ since: T + 10 })).map((e) => e.type),
+          ['token_issued', 'token_revoked', 'rate_limit_tripped'],
+        )
+        assert.deepEqual(
+          (await store.listAudit({ since: 0, limit: 2 })).map((e) => e.type),
+          ['token_revoked', 'rate_limit_tripped'],
+        )
+        all[0]!.detail['sid'] = 'changed'
+        assert.equal((await store.listAudit({ since: 0 }))[0]!.detail['sid'], 's-1')
+      } finally {
+        await close()
+      }
+    })
+
+    it('appends all or nothing: one bad event refuses the whole batch', async () => {
+      const { store, close } = await open()
+      try {
+        await assert.rejects(
+          store.appendAudit([
+            { at: T, type: 'sign_out', subject: 'alice', detail: {} },
+            { at: T + 0.5, type: 'sign_out', subject: 'bob', detail: {} },
+          ]),
+          TypeError,
+        )
+        await assert.rejects(
+          store.appendAudit([{ at: T, type: 'made_up' as 'sign_out', subject: undefined, detail: {} }]),
+          TypeError,
+        )
+        assert.deepEqual(await store.listAudit({ since: 0 }), [])
       } finally {
         await close()
       }

@@ -1,11 +1,12 @@
 // A real embedded IdP on a random loopback port, with one client and a demo user, for tests.
 
-import { randomBytes } from 'node:crypto'
+import { createPrivateKey, randomBytes } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { DatabaseSync } from 'node:sqlite'
 
 import { createEmbeddedIdP, type EmbeddedIdP } from '../../src/idp/embedded-idp.ts'
+import { loadOrCreateKeyMaterial } from '../../src/idp/key-material.ts'
 import type { UserStore } from '../../src/idp/users.ts'
 import { browserFetch } from './browser-fetch.ts'
 import { type CookieClient, createCookieClient, type FollowResult } from './cookie-client.ts'
@@ -45,6 +46,11 @@ export interface TestIdPOptions {
    * send the next request down a kept-alive socket of the stopped server.
    */
   keepAlive?: boolean
+  /**
+   * Sign RS256 with this key and publish its certificate as `x5c` in the JWKS (RFC 7517 §4.7), as
+   * providers such as Entra ID and AD FS do. PEM, RSA.
+   */
+  signingCertificate?: { keyPem: string; certPem: string }
 }
 
 export interface TestIdP {
@@ -90,6 +96,7 @@ export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
   const issuer = `${options.issuerOrigin ?? `http://127.0.0.1:${port}`}/_idp`
 
   try {
+    if (options.signingCertificate !== undefined) publishCertificate(db, options.signingCertificate)
     idp = await createEmbeddedIdP({
       issuer,
       db,
@@ -142,6 +149,18 @@ export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
       return closing
     },
   }
+}
+
+// Replaces the generated RS256 key by the given one, with its certificate chain as x5c.
+function publishCertificate(db: DatabaseSync, cert: { keyPem: string; certPem: string }): void {
+  loadOrCreateKeyMaterial(db)
+  const jwk = createPrivateKey(cert.keyPem).export({ format: 'jwk' })
+  const x5c = [cert.certPem.replace(/-----(BEGIN|END) CERTIFICATE-----|\s/g, '')]
+  const kid = 'x5c-rs256'
+  db.prepare("UPDATE idp_keys SET kid = ?, material = ? WHERE use = 'sig' AND alg = 'RS256'").run(
+    kid,
+    JSON.stringify({ ...jwk, kid, alg: 'RS256', use: 'sig', x5c }),
+  )
 }
 
 function ttlOptions(options: TestIdPOptions) {

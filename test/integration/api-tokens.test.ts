@@ -132,7 +132,7 @@ log: { level: error }
     const parentJti = (
       JSON.parse(Buffer.from(parent.split('.')[1]!, 'base64url').toString()) as { jti: string }
     ).jti
-    const child = issue('--subject', 'child-bot', '--scope', 'read', '--parent', parentJti).token
+    const child = issue('--subject', 'child-bot', '--scope', 'read', `--parent=${parentJti}`).token
     const no = cli('tokens', 'revoke', parentJti)
     assert.equal(no.status, 1)
     assert.match(no.stderr, /1 live descendant.*--cascade.*ERR_TOKEN_HAS_CHILDREN/)

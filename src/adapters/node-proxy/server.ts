@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHTTPSServer } from 'node:https'
 import type { Duplex } from 'node:stream'
 import type { Metrics } from '../../admin/metrics.ts'
 import type { Decision, RequestFacts, Respond } from '../../core/decisions.ts'
@@ -31,12 +32,16 @@ export interface GatewayServerOptions {
   maxHeld?: number
   /** Told about every request refused for its behaviour (rate limits, sign-in loops): top offenders. */
   onRefused?: (code: string, clientAddress: string, userAgent: string | undefined) => void
+  /** Serve HTTPS with this certificate chain and key (PEM); replaced without a restart by `setTLS`. */
+  tls?: { cert: string | Buffer; key: string | Buffer } | undefined
 }
 
 export interface GatewayServer {
   server: Server
   /** Stop accepting, let requests in flight finish for up to `drainMs`, then close what is left. */
   drain(drainMs: number): Promise<void>
+  /** HTTPS only: new connections get this certificate and key from now on (existing ones keep theirs). */
+  setTLS(tls: { cert: string | Buffer; key: string | Buffer }): void
 }
 
 function factsOf(req: IncomingMessage): RequestFacts {
@@ -213,12 +218,17 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     upstream.upgrade(req, socket, head, { path: decision.path, headers, onError: onUpstreamError })
   }
 
-  const server = createServer({ requestTimeout: 0 }, (req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     onRequest(req, res).catch((err) => {
       log.error({ err: (err as Error).message }, 'request failed')
       res.destroy()
     })
-  })
+  }
+  // An https.Server has every method of an http.Server used here (close*Connections, 'upgrade').
+  const server: Server =
+    options.tls === undefined
+      ? createServer({ requestTimeout: 0 }, handler)
+      : (createHTTPSServer({ requestTimeout: 0, ...options.tls }, handler) as unknown as Server)
   server.on('upgrade', (req, socket, head) => {
     onUpgrade(req, socket, head).catch(() => socket.destroy())
   })
@@ -232,6 +242,10 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
 
   return {
     server,
+    setTLS(tls) {
+      if (options.tls === undefined) throw new TypeError('setTLS: this server does not terminate TLS')
+      ;(server as unknown as { setSecureContext(o: object): void }).setSecureContext(tls)
+    },
     drain(drainMs) {
       draining = true
       // server.close() stops accepting and resolves once every connection has ended: idle keep-alive

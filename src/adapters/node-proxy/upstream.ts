@@ -1,6 +1,6 @@
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { type Dispatcher, Pool } from 'undici'
+import { type buildConnector, type Dispatcher, Pool } from 'undici'
 import {
   type FilterResponseHeadersOptions,
   filterResponseHeaders,
@@ -28,6 +28,11 @@ export interface CreateUpstreamOptions {
   headersTimeoutMs?: number | undefined
   /** Longest pause between two chunks of the upstream's response body, in ms; `0` disables. Default `300_000`. */
   bodyTimeoutMs?: number | undefined
+  /**
+   * Opens the connections instead of undici's default connector, e.g. one that records the TLS certificate
+   * of every handshake (`createObservingConnector`). It must apply `connectTimeoutMs` itself.
+   */
+  connector?: buildConnector.connector | undefined
 }
 
 /** Options of {@link Upstream.forward}. */
@@ -438,7 +443,7 @@ export function createUpstream(options: CreateUpstreamOptions): Upstream {
 
   const pool = new Pool(url.origin, {
     connections: connections ?? null,
-    connect: { timeout: connectTimeoutMs },
+    connect: options.connector ?? { timeout: connectTimeoutMs },
     headersTimeout: headersTimeoutMs,
     bodyTimeout: bodyTimeoutMs,
   })

@@ -1,0 +1,185 @@
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+import type { Logger } from '../core/ports.ts'
+import { StoreUnavailableError } from '../store/errors.ts'
+import type { AuditStore, CacheStore, KeyRecord, KeyStore, TokenStore } from '../store/ports.ts'
+
+type Store = KeyStore & TokenStore & CacheStore
+
+interface Copy {
+  version: 1
+  savedAt: number
+  keys: KeyRecord[]
+  revoked: Array<{ jti: string; expiresAt: number }>
+  cached: Record<string, { value: string; fetchedAt: number }>
+}
+
+const empty = (): Copy => ({ version: 1, savedAt: 0, keys: [], revoked: [], cached: {} })
+
+/**
+ * The last copy of what verification needs (keys, with private halves still encrypted at rest;
+ * revocations; the provider's discovery and JWKS), kept in `data_dir/shared-store-copy.json`
+ * (owner-only) and rewritten each time the shared store answers with something new. An instance
+ * that starts while PostgreSQL is unreachable verifies from it.
+ */
+export function readLocalCopy(file: string): Copy | undefined {
+  if (!existsSync(file)) return undefined
+  try {
+    const parsed = JSON.parse(readFileSync(file, 'utf8')) as Copy
+    if (parsed.version !== 1 || !Array.isArray(parsed.keys) || !Array.isArray(parsed.revoked))
+      return undefined
+    return parsed
+  } catch {
+    return undefined
+  }
+}
+
+/** Wraps a store so that what it reads is saved to the local copy (whole file, atomically: write then rename). */
+export function withLocalCopy<S extends Store>(store: S, file: string, log: Logger): S {
+  const copy = readLocalCopy(file) ?? empty()
+  let written = JSON.stringify(copy)
+  const save = () => {
+    copy.savedAt = Math.floor(Date.now() / 1000)
+    const body = JSON.stringify({ ...copy, savedAt: 0 })
+    if (body === written) return
+    try {
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
+      const tmp = `${file}.${process.pid}.tmp`
+      writeFileSync(tmp, JSON.stringify(copy), { mode: 0o600 })
+      renameSync(tmp, file)
+      written = body
+    } catch (err) {
+      log.warn(
+        { event: 'local_copy_failed', err: (err as Error).message },
+        'local copy of the store not saved',
+      )
+    }
+  }
+  return {
+    ...store,
+    async listKeys() {
+      const keys = await store.listKeys()
+      copy.keys = keys
+      save()
+      return keys
+    },
+    async listRevoked(now: number) {
+      const revoked = await store.listRevoked(now)
+      copy.revoked = revoked
+      save()
+      return revoked
+    },
+    async getCached(key: string) {
+      const hit = await store.getCached(key)
+      if (hit !== undefined) {
+        copy.cached[key] = { ...hit }
+        save()
+      }
+      return hit
+    },
+    async putCached(key: string, value: string, fetchedAt: number) {
+      await store.putCached(key, value, fetchedAt)
+      copy.cached[key] = { value, fetchedAt }
+      save()
+    },
+  }
+}
+
+/**
+ * A store that opens the shared store lazily: until it opens (it is retried at most every `retryMs`),
+ * reads come from the local copy and writes fail with {@link StoreUnavailableError}. Used when an
+ * instance starts while PostgreSQL is down but a local copy exists.
+ */
+export function createReconnectingStore<S extends Store & AuditStore>(options: {
+  open: () => Promise<S>
+  copy: Copy
+  log: Logger
+  retryMs?: number
+}): Store & AuditStore & { primary(): S | undefined } {
+  const { log } = options
+  const retryMs = options.retryMs ?? 5000
+  let primary: S | undefined
+  let lastTry = Number.NEGATIVE_INFINITY
+  let opening: Promise<void> | undefined
+  const copy = options.copy
+
+  async function ready(): Promise<S | undefined> {
+    if (primary !== undefined) return primary
+    if (opening === undefined && Date.now() - lastTry >= retryMs) {
+      lastTry = Date.now()
+      opening = options
+        .open()
+        .then((s) => {
+          primary = s
+          log.info({ event: 'store_up' }, 'shared store reachable: leaving the local copy')
+        })
+        .catch((err) => {
+          log.warn({ event: 'store_down', err: (err as Error).message }, 'shared store still unreachable')
+        })
+        .finally(() => {
+          opening = undefined
+        })
+    }
+    if (opening !== undefined) await opening
+    return primary
+  }
+  const refuse = (): never => {
+    throw new StoreUnavailableError(
+      'PostgreSQL',
+      'not reached since this instance started (serving from the local copy)',
+    )
+  }
+  return {
+    primary: () => primary,
+    async listKeys() {
+      const s = await ready()
+      return s ? s.listKeys() : structuredClone(copy.keys)
+    },
+    async listRevoked(now) {
+      const s = await ready()
+      return s ? s.listRevoked(now) : copy.revoked.filter((r) => r.expiresAt > now).map((r) => ({ ...r }))
+    },
+    async getCached(key) {
+      const s = await ready()
+      if (s) return s.getCached(key)
+      const hit = copy.cached[key]
+      return hit === undefined ? undefined : { ...hit }
+    },
+    async putCached(key, value, fetchedAt) {
+      const s = await ready()
+      if (s) return s.putCached(key, value, fetchedAt)
+      // Kept for this process; persisted once the store is back and the copy is fetched again.
+      copy.cached[key] = { value, fetchedAt }
+    },
+    async insertKey(key) {
+      return ((await ready()) ?? refuse()).insertKey(key)
+    },
+    async transitionKey(kid, from, to) {
+      return ((await ready()) ?? refuse()).transitionKey(kid, from, to)
+    },
+    async deleteKey(kid) {
+      return ((await ready()) ?? refuse()).deleteKey(kid)
+    },
+    async insertToken(token) {
+      return ((await ready()) ?? refuse()).insertToken(token)
+    },
+    async getToken(jti) {
+      return ((await ready()) ?? refuse()).getToken(jti)
+    },
+    async listTokens(options) {
+      return ((await ready()) ?? refuse()).listTokens(options)
+    },
+    async listDescendants(jti) {
+      return ((await ready()) ?? refuse()).listDescendants(jti)
+    },
+    async revokeTokens(jtis, at) {
+      return ((await ready()) ?? refuse()).revokeTokens(jtis, at)
+    },
+    async appendAudit(events) {
+      return ((await ready()) ?? refuse()).appendAudit(events)
+    },
+    async listAudit(options) {
+      return ((await ready()) ?? refuse()).listAudit(options)
+    },
+  }
+}

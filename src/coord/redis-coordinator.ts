@@ -1,0 +1,200 @@
+import { randomBytes } from 'node:crypto'
+import { Redis } from 'ioredis'
+import { Counter, Gauge, type Registry } from 'prom-client'
+import type { Logger } from '../core/ports.ts'
+
+export interface RedisCoordinatorOptions {
+  /** `redis://` or `rediss://` URL (may carry a password: it is never logged). */
+  url: string
+  /** Prefix of every key and channel, e.g. `gatehouse:`. */
+  prefix: string
+  log: Logger
+  /** Where the `gatehouse_redis_*` metrics go (the gateway's registry); none in CLI commands. */
+  registry?: Registry | undefined
+  /** How long to wait for Redis at start before going on without it. Default 2000 ms. */
+  connectTimeoutMs?: number
+  /** A command not answered in this time fails (and the caller falls back). Default 500 ms. */
+  commandTimeoutMs?: number
+}
+
+export type RevokedEntry = { jti: string; expiresAt: number }
+
+/** What falls back to local behaviour while Redis is down. */
+export type FallbackKind = 'rate_limit' | 'refresh_lock' | 'revocation_publish'
+
+/**
+ * Gatehouse's use of Redis: what is shared and fast, never what must last (that is the store). Every
+ * user of it has a local fallback, so Redis being down degrades (local rate limits, per-instance
+ * refresh single-flight, revocations by polling the store) and never stops verification.
+ */
+export interface RedisCoordinator {
+  readonly client: Redis
+  /** `prefix`, for keys built by other modules. */
+  readonly prefix: string
+  /** Identifies this process in published messages. */
+  readonly instanceId: string
+  /** True while the command connection is ready. */
+  isUp(): boolean
+  /** Counts (metric) a fallback to local behaviour; the log line is written on the transition down. */
+  fellBack(kind: FallbackKind): void
+  /**
+   * Tell every instance these tokens are revoked. Best effort: the store is the source of truth and
+   * every instance reloads it on a timer and on reconnecting; returns false when Redis did not take it.
+   */
+  publishRevoked(entries: readonly RevokedEntry[]): Promise<boolean>
+  /**
+   * Receive revocations pushed by any instance (this one included). `resync` runs each time the
+   * subscription is (re)established: messages sent while it was down are lost, so reload from the store.
+   */
+  subscribeRevoked(onRevoked: (entries: RevokedEntry[]) => void, resync: () => Promise<void>): Promise<void>
+  close(): Promise<void>
+}
+
+/**
+ * Connects to Redis (without waiting longer than `connectTimeoutMs`: an instance starts without it) and
+ * keeps reconnecting in the background.
+ *
+ * @example
+ * ```ts
+ * const redis = await openRedisCoordinator({ url: 'redis://cache:6379', prefix: 'gatehouse:', log })
+ * await redis.publishRevoked([{ jti, expiresAt }])
+ * ```
+ */
+export async function openRedisCoordinator(options: RedisCoordinatorOptions): Promise<RedisCoordinator> {
+  const { log, prefix } = options
+  const instanceId = randomBytes(6).toString('base64url')
+  const channel = `${prefix}revoked`
+  const connectOptions = {
+    lazyConnect: true,
+    connectTimeout: options.connectTimeoutMs ?? 2000,
+    commandTimeout: options.commandTimeoutMs ?? 500,
+    // Fail at once while disconnected instead of queueing: a request must never wait for Redis.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+  }
+  const client = new Redis(options.url, connectOptions)
+  let down = false
+  let closing = false
+  const fallbacks = new Counter({
+    name: 'gatehouse_redis_fallback_total',
+    help: 'Operations done locally because Redis was unreachable, by kind (rate_limit, refresh_lock, revocation_publish)',
+    labelNames: ['kind'],
+    registers: options.registry ? [options.registry] : [],
+  })
+  new Gauge({
+    name: 'gatehouse_redis_up',
+    help: '1 while Gatehouse is connected to Redis',
+    registers: options.registry ? [options.registry] : [],
+    collect() {
+      this.set(client.status === 'ready' ? 1 : 0)
+    },
+  })
+  const markDown = (why: string) => {
+    if (down || closing) return
+    down = true
+    log.warn(
+      { event: 'redis_down', err: why },
+      'Redis unreachable: local rate limits, per-instance refresh, revocations by polling the store',
+    )
+  }
+  client.on('error', (err: Error) => markDown(err.message))
+  client.on('close', () => markDown('connection closed'))
+  client.on('ready', () => {
+    if (down) log.info({ event: 'redis_up' }, 'Redis reachable again: shared limits and fan-out resumed')
+    down = false
+  })
+  try {
+    await client.connect()
+  } catch (err) {
+    markDown((err as Error).message)
+  }
+
+  let subscriber: Redis | undefined
+
+  return {
+    client,
+    prefix,
+    instanceId,
+    isUp: () => client.status === 'ready',
+    fellBack(kind) {
+      fallbacks.inc({ kind })
+      if (client.status !== 'ready') markDown(`status ${client.status}`)
+    },
+    async publishRevoked(entries) {
+      if (entries.length === 0) return true
+      try {
+        await client.publish(
+          channel,
+          JSON.stringify({ i: instanceId, r: entries.map((e) => [e.jti, e.expiresAt]) }),
+        )
+        return true
+      } catch (err) {
+        fallbacks.inc({ kind: 'revocation_publish' })
+        log.warn(
+          { event: 'revocation_publish_failed', err: (err as Error).message },
+          'revocation not pushed; other instances see it at their next reload from the store',
+        )
+        return false
+      }
+    },
+    async subscribeRevoked(onRevoked, resync) {
+      // A subscribed connection can send nothing else, so it is a second one; unlike the command
+      // connection it may queue its SUBSCRIBE until Redis is there.
+      subscriber = new Redis(options.url, {
+        ...connectOptions,
+        enableOfflineQueue: true,
+        commandTimeout: undefined,
+      })
+      subscriber.on('error', () => {})
+      subscriber.on('message', (_channel: string, message: string) => {
+        const entries = parseRevoked(message)
+        if (entries === undefined) {
+          log.warn({ event: 'revocation_message_invalid' }, 'ignored an unreadable revocation message')
+          return
+        }
+        onRevoked(entries)
+      })
+      let first = true
+      subscriber.on('ready', () => {
+        // ioredis subscribes again by itself on reconnect; what was published meanwhile is reloaded.
+        if (first) {
+          first = false
+          return
+        }
+        resync().catch((err) =>
+          log.warn(
+            { event: 'revocation_resync_failed', err: (err as Error).message },
+            'revocation reload failed',
+          ),
+        )
+      })
+      subscriber.connect().catch(() => {})
+      await subscriber.subscribe(channel).catch((err) => {
+        log.warn({ event: 'revocation_subscribe_failed', err: (err as Error).message }, 'not subscribed yet')
+      })
+    },
+    async close() {
+      closing = true
+      subscriber?.disconnect()
+      // QUIT waits for the replies still due (a revocation just published by a CLI command).
+      await client.quit().catch(() => client.disconnect())
+    },
+  }
+}
+
+function parseRevoked(message: string): RevokedEntry[] | undefined {
+  try {
+    const parsed = JSON.parse(message) as { r?: unknown }
+    if (!Array.isArray(parsed.r)) return undefined
+    const out: RevokedEntry[] = []
+    for (const item of parsed.r) {
+      if (!Array.isArray(item) || typeof item[0] !== 'string' || !Number.isSafeInteger(item[1]))
+        return undefined
+      out.push({ jti: item[0], expiresAt: item[1] as number })
+    }
+    return out
+  } catch {
+    return undefined
+  }
+}

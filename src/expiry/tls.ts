@@ -1,0 +1,178 @@
+import { X509Certificate } from 'node:crypto'
+import { isIP } from 'node:net'
+import { connect, type PeerCertificate as LegacyPeerCertificate, type TLSSocket } from 'node:tls'
+import { buildConnector } from 'undici'
+
+/** A TLS certificate as a peer presented it in a handshake. Times in seconds since the epoch. */
+export interface ObservedCertificate {
+  host: string
+  port: number
+  subject: string
+  issuer: string
+  serialNumber: string
+  fingerprint256: string
+  validFrom: number
+  /** When the leaf stops being valid. */
+  validTo: number
+  /** The earliest end among the leaf and the chain it was sent with (an intermediate can expire first). */
+  chainValidTo: number
+  /** Which certificate of the chain ends at `chainValidTo` (its subject). */
+  chainValidToSubject: string
+  /** Whether the chain verified against the trust settings of the connection. */
+  authorized: boolean
+  authorizationError: string | undefined
+  observedAt: number
+  /** `handshake`: a connection Gatehouse made anyway; `probe`: a connection made only to look. */
+  how: 'handshake' | 'probe'
+}
+
+const seconds = (date: string) => Math.floor(Date.parse(date) / 1000)
+
+/** Reads the peer certificate (and the chain it sent) of a connected TLS socket; undefined when there is none. */
+export function readPeerCertificate(
+  socket: TLSSocket,
+  host: string,
+  port: number,
+  how: ObservedCertificate['how'],
+  nowSeconds: number,
+): ObservedCertificate | undefined {
+  const leaf = socket.getPeerX509Certificate()
+  if (leaf === undefined) return undefined
+  let chainValidTo = seconds(leaf.validTo)
+  let chainValidToSubject = leaf.subject
+  // The legacy object is the only way to the chain as sent; a self-signed certificate points at itself.
+  let c: LegacyPeerCertificate | undefined = socket.getPeerCertificate(true)
+  const seen = new Set<string>()
+  while (c !== undefined && c.fingerprint256 !== undefined && !seen.has(c.fingerprint256)) {
+    seen.add(c.fingerprint256)
+    const end = seconds(c.valid_to)
+    if (end < chainValidTo) {
+      chainValidTo = end
+      chainValidToSubject = formatName(c.subject)
+    }
+    c = (c as { issuerCertificate?: LegacyPeerCertificate }).issuerCertificate
+  }
+  const error = socket.authorizationError as unknown
+  return {
+    host,
+    port,
+    subject: leaf.subject.replaceAll('\n', ', '),
+    issuer: leaf.issuer.replaceAll('\n', ', '),
+    serialNumber: leaf.serialNumber,
+    fingerprint256: leaf.fingerprint256,
+    validFrom: seconds(leaf.validFrom),
+    validTo: seconds(leaf.validTo),
+    chainValidTo,
+    chainValidToSubject: chainValidToSubject.replaceAll('\n', ', '),
+    authorized: socket.authorized,
+    authorizationError:
+      error === null || error === undefined ? undefined : String((error as Error).message ?? error),
+    observedAt: nowSeconds,
+    how,
+  }
+}
+
+function formatName(name: object | undefined): string {
+  if (name === undefined) return ''
+  return Object.entries(name as Record<string, string | string[] | undefined>)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`)
+    .join(', ')
+}
+
+/** Where certificates seen in handshakes are kept, newest per `host:port`. */
+export interface TLSObserver {
+  record(cert: ObservedCertificate): void
+  get(host: string, port: number): ObservedCertificate | undefined
+  list(): ObservedCertificate[]
+}
+
+export function createTLSObserver(): TLSObserver {
+  const seen = new Map<string, ObservedCertificate>()
+  return {
+    record(cert) {
+      seen.set(`${cert.host}:${cert.port}`, cert)
+    },
+    get: (host, port) => seen.get(`${host}:${port}`),
+    list: () => [...seen.values()],
+  }
+}
+
+/**
+ * An undici connector that opens connections as undici would (same trust settings) and records the
+ * certificate of every TLS handshake: the certificates Gatehouse depends on, read from the connections
+ * it makes anyway. A refused handshake records nothing (the probe reports those).
+ */
+export function createObservingConnector(
+  observer: TLSObserver,
+  nowSeconds: () => number,
+  options: buildConnector.BuildOptions = {},
+): buildConnector.connector {
+  const base = buildConnector(options)
+  return (opts, callback) =>
+    base(opts, (err, socket) => {
+      if (err === null && socket !== null && 'getPeerX509Certificate' in socket) {
+        const port = Number(opts.port) || (opts.protocol === 'https:' ? 443 : 80)
+        const cert = readPeerCertificate(socket as TLSSocket, opts.hostname, port, 'handshake', nowSeconds())
+        if (cert !== undefined) observer.record(cert)
+      }
+      // undici's callback is typed as two overloads; forward as received.
+      ;(callback as (e: Error | null, s: unknown) => void)(err, socket)
+    })
+}
+
+export interface ProbeOptions {
+  /** Give up after this long. Default 3000. */
+  timeoutMs?: number
+  /** Trust anchors; default Node's (the same the connections to the provider and the upstream use). */
+  ca?: string | Buffer | Array<string | Buffer>
+  nowSeconds: number
+}
+
+/**
+ * Opens a TLS connection only to read the certificate, then closes it. The chain is verified as
+ * usual but a failure does not stop the read: an expired or untrusted certificate is exactly what
+ * must be reported (with `authorized: false` and why).
+ */
+export function probeTLS(host: string, port: number, options: ProbeOptions): Promise<ObservedCertificate> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({
+      host,
+      port,
+      // RFC 6066 §3: SNI carries a host name, never an address.
+      servername: isIP(host) === 0 ? host : undefined,
+      rejectUnauthorized: false,
+      ca: options.ca,
+      ALPNProtocols: ['http/1.1'],
+    })
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(new Error(`TLS probe of ${host}:${port} timed out`))
+    }, options.timeoutMs ?? 3000)
+    socket.once('secureConnect', () => {
+      clearTimeout(timer)
+      const cert = readPeerCertificate(socket, host, port, 'probe', options.nowSeconds)
+      socket.destroy()
+      if (cert === undefined) reject(new Error(`${host}:${port} presented no certificate`))
+      else resolve(cert)
+    })
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer)
+      socket.destroy()
+      reject(new Error(`TLS probe of ${host}:${port} failed: ${err.code ?? err.message}`))
+    })
+  })
+}
+
+/** The certificates of a PEM bundle (the first is the leaf). Throws a clear error on anything else. */
+export function parsePEMChain(pem: string, where: string): X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+  if (blocks.length === 0) throw new Error(`${where}: no PEM certificate found`)
+  return blocks.map((b, i) => {
+    try {
+      return new X509Certificate(b)
+    } catch (err) {
+      throw new Error(`${where}: certificate ${i + 1} cannot be read: ${(err as Error).message}`)
+    }
+  })
+}
