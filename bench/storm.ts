@@ -15,10 +15,9 @@ import { join } from 'node:path'
 import { generateKeyPair, SignJWT } from 'jose'
 import { Agent, request } from 'undici'
 import { DEV_LIFETIMES } from '../src/cli/dev-config.ts'
-import { systemClock } from '../src/core/clock.ts'
-import { createSessionCodec } from '../src/core/session-codec.ts'
 import { startFaultProxy } from '../test/helpers/fault-proxy.ts'
 import { freePort, startRecordingUpstream } from '../test/helpers/net.ts'
+import { sessionCookie } from '../test/helpers/session.ts'
 import { startTestIdP } from '../test/helpers/test-idp.ts'
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5)
@@ -34,23 +33,7 @@ const idp = await startTestIdP({
 const proxy = await startFaultProxy(`http://127.0.0.1:${idp.port}`, { port: proxyPort })
 const upstream = await startRecordingUpstream()
 const now = Math.floor(Date.now() / 1000)
-const codec = await createSessionCodec({
-  secrets: [SECRET],
-  cookieName: 'gatehouse',
-  secure: false,
-  clock: systemClock,
-})
-const [set] = await codec.write({
-  sid: 'good',
-  identity: { sub: 'good', user: 'good', groups: [] },
-  signedInAt: now,
-  expiresAt: now + 3600,
-  maxExpiresAt: now + 7200,
-  accessToken: 'at',
-  accessTokenExpiresAt: now + 3600,
-  refreshToken: 'rt',
-})
-const goodCookie = set!.split(';')[0]!
+const goodCookie = await sessionCookie(SECRET, { sid: 'good' })
 const jwks = (await (await fetch(`${idp.issuer}/jwks`)).json()) as { keys: Array<{ kid: string }> }
 const { privateKey } = await generateKeyPair('RS256')
 const badTokens: string[] = []

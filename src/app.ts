@@ -13,7 +13,7 @@ import { createOffenders } from './admin/offenders.ts'
 import { renderStatusPage } from './admin/status-page.ts'
 import { assembleCore } from './assemble.ts'
 import { detectExpiryCliff, effectiveLifetimes } from './config/lifetimes.ts'
-import { resolveSecret } from './config/load.ts'
+import { resolveCoreSecrets, resolveSecret } from './config/load.ts'
 import type { Config } from './config/schema.ts'
 import { createSharedRefresh } from './coord/shared-refresh.ts'
 import { type Clock, systemClock } from './core/clock.ts'
@@ -134,15 +134,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
           resolvePath(options.baseDir, config.tls.cert),
           resolvePath(options.baseDir, config.tls.key),
         )
-  const secrets = config.session.secrets.map((ref, i) =>
-    resolveSecret(ref, `session.secrets[${i}]`, options.baseDir, env),
-  )
-  const clientSecret = resolveSecret(
-    config.provider.client_secret,
-    'provider.client_secret',
-    options.baseDir,
-    env,
-  )
+  const { session: secrets, clientSecret } = resolveCoreSecrets(config, options.baseDir, env)
   const metrics = createMetrics()
   const services = await openTokenServices(config, {
     baseDir: options.baseDir,

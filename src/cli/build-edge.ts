@@ -22,7 +22,7 @@ import type {
 } from '../adapters/edge/bundle.ts'
 import { EDGE_FUNCTIONS } from '../adapters/edge/bundle.ts'
 import { type AssembleConfig, assembleCore } from '../assemble.ts'
-import { ConfigError, loadConfigFile, resolveSecret } from '../config/load.ts'
+import { ConfigError, loadConfigFile, resolveCoreSecrets } from '../config/load.ts'
 import type { Config } from '../config/schema.ts'
 import { type Clock, systemClock } from '../core/clock.ts'
 import { GatehouseError } from '../core/errors.ts'
@@ -97,15 +97,7 @@ function recording(inner: CacheStore): CacheStore & { copies: Map<string, Provid
 export async function prepareEdgeBundles(config: Config, options: PrepareOptions): Promise<PreparedBundles> {
   const clock = options.clock ?? systemClock
   const env = options.env ?? process.env
-  const session = config.session.secrets.map((ref, i) =>
-    resolveSecret(ref, `session.secrets[${i}]`, options.baseDir, env),
-  )
-  const clientSecret = resolveSecret(
-    config.provider.client_secret,
-    'provider.client_secret',
-    options.baseDir,
-    env,
-  )
+  const { session, clientSecret } = resolveCoreSecrets(config, options.baseDir, env)
 
   // The gateway's persisted copies (data_dir), when there are any, are the fallback and get refreshed.
   const dataDir = resolve(options.baseDir, config.data_dir)

@@ -25,6 +25,20 @@ export function loadConfigFile(file: string): { config: Config; baseDir: string 
   return { config: validateConfig(input, file), baseDir: dirname(resolve(file)) }
 }
 
+/** The session secrets and the client secret, read from where the config says. */
+export function resolveCoreSecrets(
+  config: Pick<Config, 'session' | 'provider'>,
+  baseDir: string,
+  env = process.env,
+): { session: string[]; clientSecret: string } {
+  return {
+    session: config.session.secrets.map((ref, i) =>
+      resolveSecret(ref, `session.secrets[${i}]`, baseDir, env),
+    ),
+    clientSecret: resolveSecret(config.provider.client_secret, 'provider.client_secret', baseDir, env),
+  }
+}
+
 /** Reads a secret from its environment variable or file. Throws ConfigError naming the path, never the value. */
 export function resolveSecret(
   ref: { env: string } | { file: string },

@@ -1,17 +1,8 @@
 import type { Clock } from '../core/clock.ts'
 import type { Logger } from '../core/ports.ts'
-import type { AuditEvent, AuditStore, AuditType } from '../store/ports.ts'
+import { AUDIT_TYPES, type AuditEvent, type AuditStore, type AuditType } from '../store/ports.ts'
 
-const AUDITED: ReadonlySet<string> = new Set<AuditType>([
-  'sign_in',
-  'sign_out',
-  'token_issued',
-  'token_revoked',
-  'key_created',
-  'key_rotated',
-  'key_removed',
-  'rate_limit_tripped',
-])
+const AUDITED: ReadonlySet<string> = new Set(AUDIT_TYPES)
 
 // Only these fields of a log line go into the audit log: ids and facts, never a token or secret.
 const KEPT = [

@@ -109,15 +109,19 @@ export interface AlertStore {
 }
 
 /** Security events kept in the audit log (Gatehouse 6). */
-export type AuditType =
-  | 'sign_in'
-  | 'sign_out'
-  | 'token_issued'
-  | 'token_revoked'
-  | 'key_created'
-  | 'key_rotated'
-  | 'key_removed'
-  | 'rate_limit_tripped'
+/** The security events the audit log keeps (each is also the `event` field of its log line). */
+export const AUDIT_TYPES = [
+  'sign_in',
+  'sign_out',
+  'token_issued',
+  'token_revoked',
+  'key_created',
+  'key_rotated',
+  'key_removed',
+  'rate_limit_tripped',
+] as const
+
+export type AuditType = (typeof AUDIT_TYPES)[number]
 
 /** One security event. Never a token, secret or cookie: ids (jti, kid, sid), subjects, reasons. */
 export interface AuditEvent {

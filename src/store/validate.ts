@@ -1,4 +1,4 @@
-import type { AlertRecord, AuditEvent, KeyRecord, TokenRecord } from './ports.ts'
+import { type AlertRecord, AUDIT_TYPES, type AuditEvent, type KeyRecord, type TokenRecord } from './ports.ts'
 
 // Times are whole seconds: the SQLite store keeps them in STRICT INTEGER columns, and every store must
 // refuse the same input.
@@ -33,21 +33,11 @@ export function checkAlert(alert: AlertRecord): void {
 
 export { checkTime }
 
-const AUDIT_TYPES = new Set([
-  'sign_in',
-  'sign_out',
-  'token_issued',
-  'token_revoked',
-  'key_created',
-  'key_rotated',
-  'key_removed',
-  'rate_limit_tripped',
-])
+const AUDITED: ReadonlySet<string> = new Set(AUDIT_TYPES)
 
 export function checkAudit(event: AuditEvent): void {
   checkTime(event.at, 'audit.at')
-  if (!AUDIT_TYPES.has(event.type))
-    throw new TypeError(`audit.type: unknown event type ${String(event.type)}`)
+  if (!AUDITED.has(event.type)) throw new TypeError(`audit.type: unknown event type ${String(event.type)}`)
   for (const [k, v] of Object.entries(event.detail)) {
     if (!['string', 'number', 'boolean'].includes(typeof v)) {
       throw new TypeError(`audit.detail.${k}: expected a string, number or boolean`)

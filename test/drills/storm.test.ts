@@ -16,11 +16,10 @@ import { Agent, request } from 'undici'
 import { type Gateway, startGateway } from '../../src/app.ts'
 import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
 import { validateConfig } from '../../src/config/load.ts'
-import { systemClock } from '../../src/core/clock.ts'
 import { silentLogger } from '../../src/core/ports.ts'
-import { createSessionCodec } from '../../src/core/session-codec.ts'
 import { type FaultProxy, startFaultProxy } from '../helpers/fault-proxy.ts'
 import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
+import { sessionCookie } from '../helpers/session.ts'
 import { startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
 
 const SECRET = 'storm-drill-session-secret-0123456789abcdef'
@@ -68,24 +67,7 @@ describe('retry storm drill', () => {
       },
     )
     await gateway.providerCache.refreshNow()
-    const codec = await createSessionCodec({
-      secrets: [SECRET],
-      cookieName: 'gatehouse',
-      secure: false,
-      clock: systemClock,
-    })
-    const now = Math.floor(Date.now() / 1000)
-    const [set] = await codec.write({
-      sid: 'good-client',
-      identity: { sub: 'good', user: 'good', groups: [] },
-      signedInAt: now,
-      expiresAt: now + 3600,
-      maxExpiresAt: now + 7200,
-      accessToken: 'at',
-      accessTokenExpiresAt: now + 3600,
-      refreshToken: 'rt',
-    })
-    goodCookie = set!.split(';')[0]!
+    goodCookie = await sessionCookie(SECRET, { sid: 'good-client' })
     // Expired tokens in the provider's shape, naming the provider's real key, but signed by another:
     // each costs a real signature check the first time it is seen.
     const jwks = (await (await fetch(`${idp.issuer}/jwks`)).json()) as {
@@ -93,6 +75,7 @@ describe('retry storm drill', () => {
     }
     const kid = jwks.keys.find((k) => k.alg === 'RS256' || k.kid)!.kid
     const { privateKey } = await generateKeyPair('RS256')
+    const now = Math.floor(Date.now() / 1000)
     for (let i = 0; i < 200; i++) {
       badTokens.push(
         await new SignJWT({ sub: `old-client-${i}` })
@@ -241,23 +224,7 @@ describe('shedding on requests in flight', () => {
       }),
       { baseDir: process.cwd(), log: silentLogger, admin: false, env: { CS: idp.clientSecret, SS: SECRET } },
     )
-    const codec = await createSessionCodec({
-      secrets: [SECRET],
-      cookieName: 'gatehouse',
-      secure: false,
-      clock: systemClock,
-    })
-    const now = Math.floor(Date.now() / 1000)
-    const [set] = await codec.write({
-      sid: 'inflight',
-      identity: { sub: 'good', user: 'good', groups: [] },
-      signedInAt: now,
-      expiresAt: now + 3600,
-      maxExpiresAt: now + 7200,
-      accessToken: 'at',
-      accessTokenExpiresAt: now + 3600,
-    })
-    goodCookie = set!.split(';')[0]!
+    goodCookie = await sessionCookie(SECRET, { sid: 'inflight', refreshToken: undefined })
   })
 
   after(async () => {

@@ -15,32 +15,17 @@ import { test } from 'node:test'
 import { startGateway } from '../../src/app.ts'
 import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
 import { validateConfig } from '../../src/config/load.ts'
-import { systemClock } from '../../src/core/clock.ts'
 import { silentLogger } from '../../src/core/ports.ts'
-import { createSessionCodec } from '../../src/core/session-codec.ts'
 import { freePort } from '../helpers/net.ts'
+import { sessionCookie as mintSessionCookie } from '../helpers/session.ts'
 
 const SECRET = 'gateway-test-secret-0123456789-abcdefghij'
 
-async function sessionCookie(): Promise<string> {
-  const codec = await createSessionCodec({
-    secrets: [SECRET],
-    cookieName: 'gatehouse',
-    secure: false,
-    clock: systemClock,
-  })
-  const now = Math.floor(Date.now() / 1000)
-  const [set] = await codec.write({
+function sessionCookie(): Promise<string> {
+  return mintSessionCookie(SECRET, {
     sid: 's1',
     identity: { sub: 'u1', user: 'u1', email: 'u1@example.com', groups: ['staff'] },
-    signedInAt: now,
-    expiresAt: now + 3600,
-    maxExpiresAt: now + 7200,
-    accessToken: 'at',
-    accessTokenExpiresAt: now + 3600,
-    refreshToken: 'rt',
   })
-  return set!.split(';')[0]!
 }
 
 async function gatewayFor(
