@@ -10,7 +10,7 @@ import { createUpstream, type Upstream } from './adapters/node-proxy/upstream.ts
 import { createAdminServer } from './admin/admin-server.ts'
 import { createMetrics, type Metrics } from './admin/metrics.ts'
 import { createOffenders } from './admin/offenders.ts'
-import { renderStatusPage } from './admin/status-page.ts'
+import { renderStatusPage, type StoreState } from './admin/status-page.ts'
 import { assembleCore } from './assemble.ts'
 import { detectExpiryCliff, effectiveLifetimes } from './config/lifetimes.ts'
 import { resolveCoreSecrets, resolveSecret } from './config/load.ts'
@@ -272,6 +272,20 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     v6.on('error', () => {})
     v6.listen(port, '::1')
   }
+  // What /status, /status.json and /readyz say about the shared state. Neither store being down makes
+  // the instance unready: it keeps verifying (docs/operations.md), and says what it does instead.
+  const storeState = (): StoreState => ({
+    durable: config.store.postgres === undefined ? 'sqlite' : 'postgres',
+    durableState: services.storeConnected()
+      ? 'ok'
+      : 'not reached since start: serving from the local copy, writes refused',
+    redis:
+      services.redis === undefined
+        ? 'off'
+        : services.redis.isUp()
+          ? 'up'
+          : 'down: local rate limits, per-instance refresh, revocations by polling the store',
+  })
   let admin: Server | undefined
   let adminUrl: string | undefined
   const adminListen = options.admin === undefined ? config.admin : options.admin
@@ -294,6 +308,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
             jwks: cache.jwks,
           },
           keys: services.keyRing.list(),
+          store: storeState(),
           offenders: offenders.top(10),
           lifetimes: effectiveLifetimes(lifetimeConfig(config)),
         })
@@ -311,6 +326,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
             unknown_kid_fetches: cache.unknownKidFetches,
           },
           keys: services.keyRing.list(),
+          store: storeState(),
           top_offenders: offenders.top(10),
           expiry: expiry.last()?.entries ?? null,
         }
@@ -319,11 +335,20 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       // sessions and API tokens verify without the provider, so Gatehouse stays ready and says degraded.
       ready: async () => {
         const st = providerCache.status()
-        if (!st.stale && st.metadata.source !== 'none') return { ready: true, checks: { provider: 'ok' } }
+        const store = storeState()
+        const shared = {
+          store: store.durableState === 'ok' ? 'ok' : `degraded: ${store.durableState}`,
+          redis:
+            store.redis === 'down' || store.redis.startsWith('down')
+              ? `degraded: ${store.redis}`
+              : store.redis,
+        }
+        if (!st.stale && st.metadata.source !== 'none')
+          return { ready: true, checks: { provider: 'ok', ...shared } }
         const copies = `discovery ${st.metadata.ageSeconds ?? 'none'} s old, keys ${st.jwks.ageSeconds ?? 'none'} s old`
         return {
           ready: true,
-          checks: { provider: `degraded: ${st.lastError ?? 'not reached yet'} (${copies})` },
+          checks: { provider: `degraded: ${st.lastError ?? 'not reached yet'} (${copies})`, ...shared },
         }
       },
     })

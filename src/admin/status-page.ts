@@ -31,8 +31,18 @@ export interface StatusPageData {
     jwks: CopyStatus
   }
   keys: readonly KeyInfo[]
+  /** Where the shared state lives and whether it answers (Gatehouse 6). */
+  store?: StoreState | undefined
   offenders: readonly Offender[]
   lifetimes: readonly EffectiveLifetime[]
+}
+
+export interface StoreState {
+  durable: 'sqlite' | 'postgres'
+  /** `ok`, or what Gatehouse does instead while the durable store is not reached. */
+  durableState: string
+  /** `off` (not configured), `up`, or `down` (and what falls back). */
+  redis: string
 }
 
 /** Escapes text for HTML element content and quoted attribute values (and SVG, which is XML). */
@@ -233,10 +243,18 @@ export function renderStatusPage(d: StatusPageData): string {
 <dt>issuer</dt><dd>${escapeHTML(p.issuer)}</dd>
 <dt>state</dt><dd>${badge(p.state === 'ok' ? 'ok' : p.state === 'degraded' ? 'warning' : 'unknown').replace(/>[a-z]+</, `>${escapeHTML(p.state)}<`)}</dd>
 <dt>last error</dt><dd>${p.lastError === undefined ? 'none' : escapeHTML(p.lastError)}</dd>
-<dt>breaker</dt><dd>${escapeHTML(p.breaker.state)}, ${escapeHTML(p.breaker.inFlight)} in flight, ${escapeHTML(p.breaker.consecutiveFailures)} failures in a row, ${escapeHTML(p.breaker.shortCircuited)} short-circuited</dd>
+<dt>breaker</dt><dd>${escapeHTML(p.breaker.state)}, ${escapeHTML(p.breaker.inFlight)} in flight, ${escapeHTML(p.breaker.queued)} waiting, ${escapeHTML(p.breaker.consecutiveFailures)} failures in a row, ${escapeHTML(p.breaker.shortCircuited)} short-circuited</dd>
 <dt>discovery copy</dt><dd>${copy(p.discovery)}</dd>
 <dt>JWKS copy</dt><dd>${copy(p.jwks)}</dd>
 </dl></section>
+${
+  d.store === undefined
+    ? ''
+    : `<section id="store"><h2>Shared state</h2><dl>
+<dt>durable store</dt><dd>${escapeHTML(d.store.durable)}: ${escapeHTML(d.store.durableState)}</dd>
+<dt>Redis</dt><dd>${escapeHTML(d.store.redis)}</dd>
+</dl></section>`
+}
 <section id="keys"><h2>Signing keys</h2>${keyRows.length === 0 ? '<p class="muted">none</p>' : table(['kid', 'alg', 'state', 'signs from', 'signs until', 'published until'], keyRows, 'key-table')}</section>
 <section id="offenders"><h2>Recent rate-limit offenders</h2>${offenderRows.length === 0 ? '<p class="muted">none</p>' : table(['client', 'reason', 'count', 'user agent', 'last seen'], offenderRows, 'offender-table')}</section>
 <section id="lifetimes"><h2>Effective lifetimes</h2>${table(['class', 'ttl', 'max_ttl', 'effective max', 'notes'], lifetimeRows, 'lifetime-table')}</section>

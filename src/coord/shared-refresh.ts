@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
+import { CompactEncrypt, compactDecrypt } from 'jose'
 import { ProviderRejectedError, ProviderUnavailableError } from '../core/errors.ts'
 import type { Logger, TokenResult } from '../core/ports.ts'
 import type { RedisCoordinator } from './redis-coordinator.ts'
@@ -25,7 +26,7 @@ const RELEASE = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call
  * Refresh single-flight across instances. The per-process single-flight (core) already folds the
  * requests of one session in one process; this folds the processes: the first instance to take a Redis
  * lock (`SET NX PX`, keyed by a hash of the refresh token) calls the provider, and leaves the result in
- * Redis for a minute, encrypted (AES-256-GCM) with a key derived from the refresh token itself, so only
+ * Redis for a minute, encrypted (a jose JWE, dir + A256GCM) with a key derived from the refresh token itself, so only
  * a holder of that session's cookie can read it. The others wait for it and reuse it, so the provider
  * sees one refresh and a rotating refresh token is never presented twice. A refusal (`invalid_grant`) is
  * shared the same way; a provider outage is not (the next instance tries, behind the breaker).
@@ -103,11 +104,12 @@ export function createSharedRefresh(
   }
 }
 
-async function resultKeyOf(refreshToken: string): Promise<CryptoKey> {
+/** The result's key: HKDF over the refresh token, so only a holder of that token can read the result. */
+async function resultKeyOf(refreshToken: string): Promise<Uint8Array> {
   const ikm = await crypto.subtle.importKey('raw', new TextEncoder().encode(refreshToken), 'HKDF', false, [
-    'deriveKey',
+    'deriveBits',
   ])
-  return crypto.subtle.deriveKey(
+  const bits = await crypto.subtle.deriveBits(
     {
       name: 'HKDF',
       hash: 'SHA-256',
@@ -115,29 +117,22 @@ async function resultKeyOf(refreshToken: string): Promise<CryptoKey> {
       info: new TextEncoder().encode('shared refresh result v1'),
     },
     ikm,
-    { name: 'AES-GCM', length: 256 },
-    false,
-    ['encrypt', 'decrypt'],
+    256,
   )
+  return new Uint8Array(bits)
 }
 
-async function seal(key: CryptoKey, value: Stored): Promise<string> {
-  const iv = crypto.getRandomValues(new Uint8Array(12))
-  const sealed = await crypto.subtle.encrypt(
-    { name: 'AES-GCM', iv },
-    key,
-    new TextEncoder().encode(JSON.stringify(value)),
-  )
-  return `${Buffer.from(iv).toString('base64url')}.${Buffer.from(sealed).toString('base64url')}`
+/** A compact JWE (dir, A256GCM) with jose. */
+function seal(key: Uint8Array, value: Stored): Promise<string> {
+  return new CompactEncrypt(new TextEncoder().encode(JSON.stringify(value)))
+    .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' })
+    .encrypt(key)
 }
 
-async function open(key: CryptoKey, text: string): Promise<Stored> {
-  const [iv, body] = text.split('.')
-  if (iv === undefined || body === undefined) throw new TypeError('malformed')
-  const plain = await crypto.subtle.decrypt(
-    { name: 'AES-GCM', iv: Buffer.from(iv, 'base64url') },
-    key,
-    Buffer.from(body, 'base64url'),
-  )
-  return JSON.parse(new TextDecoder().decode(plain)) as Stored
+async function open(key: Uint8Array, text: string): Promise<Stored> {
+  const { plaintext } = await compactDecrypt(text, key, {
+    keyManagementAlgorithms: ['dir'],
+    contentEncryptionAlgorithms: ['A256GCM'],
+  })
+  return JSON.parse(new TextDecoder().decode(plaintext)) as Stored
 }

@@ -253,7 +253,10 @@ describe('login flow against a real OpenID provider', () => {
     const health = await fetch(`${gateway.adminUrl}/healthz`)
     assert.equal(health.status, 200)
     const ready = await fetch(`${gateway.adminUrl}/readyz`)
-    assert.deepEqual(await ready.json(), { status: 'ready', checks: { provider: 'ok' } })
+    assert.deepEqual(await ready.json(), {
+      status: 'ready',
+      checks: { provider: 'ok', store: 'ok', redis: 'off' },
+    })
     const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text()
     assert.match(metrics, /gatehouse_requests_total\{decision="allow",code="allow"\} \d+/)
     assert.match(metrics, /gatehouse_decision_seconds_bucket/)
