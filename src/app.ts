@@ -225,6 +225,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     keyRing: services.keyRing,
     sessionSecrets: secrets,
     observer: tlsObserver,
+    alertLock: services.alertLock,
     registry: metrics.registry,
     fetch: options.webhookFetch,
     probe: options.probeTLS,

@@ -6,7 +6,7 @@ import { resolveSecret } from './config/load.ts'
 import type { Config } from './config/schema.ts'
 import { type AuditLog, createAuditLog } from './coord/audit-log.ts'
 import type { RedisCoordinator } from './coord/redis-coordinator.ts'
-import { withRotationLock } from './coord/rotation-lock.ts'
+import { type AdvisoryLock, withRotationLock } from './coord/rotation-lock.ts'
 import { type OpenedSharedState, openSharedState } from './coord/shared-store.ts'
 import type { Clock } from './core/clock.ts'
 import type { Logger } from './core/ports.ts'
@@ -26,6 +26,8 @@ export interface TokenServices {
   redis?: RedisCoordinator | undefined
   /** False while serving from the local copy because PostgreSQL was not reached since start. */
   storeConnected(): boolean
+  /** With PostgreSQL: held by the one instance sending expiry alerts at a time. */
+  alertLock?: AdvisoryLock | undefined
   /** The logger to give every part: security events in it also go to the audit log. */
   log: Logger
   audit: AuditLog | undefined
@@ -149,6 +151,7 @@ export async function openTokenServices(
     retentionSeconds,
     redis,
     storeConnected: () => shared?.connected() ?? true,
+    alertLock: options.store === undefined ? shared?.alertLock : undefined,
     log,
     audit,
     async close() {

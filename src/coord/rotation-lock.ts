@@ -66,7 +66,7 @@ export type AdvisoryLock = ReturnType<typeof createAdvisoryLock>
 
 /**
  * The key ring with its schedule run by one instance at a time. A tick another instance is running is
- * skipped (this one reloads what that one did); an on-demand rotation asked of two instances at once
+ * skipped (this one waits for it to end, then reloads what that one did); an on-demand rotation asked of two instances at once
  * happens once: the second waits for the first, then reloads and reports that nothing more was done.
  * Transitions stay compare-and-set underneath, so even without the lock nothing is done twice.
  */
@@ -77,6 +77,9 @@ export function withRotationLock(ring: KeyRing, lock: AdvisoryLock, log: Logger)
       const r = await lock.tryRun(() => ring.tick())
       if (r.ran) return r.value
       log.debug({ event: 'key_tick_skipped' }, 'another instance is running the key schedule')
+      // Wait for that instance to finish before reloading: a reload in the middle of its tick would see
+      // a new key without its predecessor retired yet (and the expiry inventory would alert on it).
+      await lock.run(async () => {})
       await ring.reload()
       return []
     },

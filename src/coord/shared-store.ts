@@ -18,6 +18,8 @@ export interface OpenedSharedState {
   store: SharedStore | undefined
   /** Present with PostgreSQL: serialises the key schedule across instances. */
   rotationLock: AdvisoryLock | undefined
+  /** Present with PostgreSQL: one instance at a time sends expiry alerts, so each is sent once. */
+  alertLock: AdvisoryLock | undefined
   /** False while serving from the local copy (PostgreSQL not reached since start). */
   connected(): boolean
   redis: RedisCoordinator | undefined
@@ -124,6 +126,8 @@ export async function openSharedState(
     store,
     rotationLock:
       pool === undefined ? undefined : createAdvisoryLock(pool, `gatehouse keys ${config.store.schema}`),
+    alertLock:
+      pool === undefined ? undefined : createAdvisoryLock(pool, `gatehouse alerts ${config.store.schema}`),
     connected,
     redis,
     async close() {

@@ -28,6 +28,13 @@ export interface ExpiryMonitorOptions {
   ownTLS?: () => CollectOptions['ownTLS']
   /** Probe TLS endpoints not seen in a handshake for an hour. Default true. */
   probe?: boolean
+  /**
+   * Many instances on one store: alerts are checked and sent under this lock, by one instance at a
+   * time, so each alert goes out once (the others skip that round; their inventory is still taken).
+   */
+  alertLock?:
+    | { tryRun<T>(task: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> }
+    | undefined
 }
 
 export interface ExpiryMonitor {
@@ -158,7 +165,19 @@ export function createExpiryMonitor(options: ExpiryMonitorOptions): ExpiryMonito
       ownTLS: options.ownTLS?.(),
     })
     last = inventory
-    const alerts = await alerter.check(inventory.entries, now())
+    let alerts: AlertOutcome[] = []
+    if (options.alertLock === undefined) alerts = await alerter.check(inventory.entries, now())
+    else {
+      try {
+        const r = await options.alertLock.tryRun(() => alerter.check(inventory.entries, now()))
+        if (r.ran) alerts = r.value
+        else log.debug({ event: 'alerts_skipped' }, 'another instance is sending expiry alerts')
+      } catch (err) {
+        // The store is down: the alert state cannot be read or written, so nothing is sent (and nothing
+        // is lost: the next round after it returns sends what is due).
+        log.warn({ event: 'alerts_deferred', err: (err as Error).message }, 'expiry alerts deferred')
+      }
+    }
     for (const a of alerts)
       alertsTotal?.inc({ threshold: thresholdLabel(a.thresholdSeconds), result: a.result })
     return { inventory, alerts }

@@ -18,6 +18,7 @@ import { silentLogger } from '../../src/core/ports.ts'
 import { createAlerter } from '../../src/expiry/alerts.ts'
 import { clientSecretEntry } from '../../src/expiry/inventory.ts'
 import { createMemoryStore } from '../../src/store/memory-store.ts'
+import { dropSchema, POSTGRES_URL, postgresUnavailable, uniqueName } from '../helpers/shared-services.ts'
 
 const DAY = 86_400
 const SECRET = 'alerts-test-secret-0123456789-abcdefghijkl'
@@ -233,5 +234,66 @@ describe('expiry alerts', () => {
       [7 * DAY],
     )
     assert.equal(hook.bodies.length, before + 2)
+  })
+})
+
+describe('expiry alerts with many instances on PostgreSQL', { skip: await postgresUnavailable() }, () => {
+  const schema = uniqueName('gh_test_alerts')
+  let hook: Hook
+  before(async () => {
+    hook = await startWebhook()
+  })
+  after(async () => {
+    await hook.close()
+    await dropSchema(schema)
+  })
+
+  it('two instances checking at the same moment send each alert once', async () => {
+    const clock = createFrozenClock(T0 * 1000)
+    const config = validateConfig({
+      public_url: 'http://localhost:8080',
+      upstream: 'http://127.0.0.1:9',
+      data_dir: mkdtempSync(join(tmpdir(), 'gh-alerts-pg-')),
+      listen: { host: '127.0.0.1', port: 0 },
+      provider: {
+        issuer: 'http://127.0.0.1:9/idp',
+        client_id: 'entra-app',
+        client_secret: { env: 'S' },
+        client_secret_expires: new Date((T0 + 40 * DAY) * 1000).toISOString(),
+      },
+      session: { secrets: [{ env: 'S' }] },
+      lifetimes: DEV_LIFETIMES,
+      store: { postgres: POSTGRES_URL, schema },
+      alerts: { webhook: { env: 'HOOK' }, thresholds: ['30d', '7d', '1d'] },
+    })
+    const start = () =>
+      startGateway(config, {
+        baseDir: process.cwd(),
+        log: silentLogger,
+        clock,
+        admin: false,
+        env: { S: SECRET, HOOK: hook.url },
+        probeTLS: false,
+      })
+    const a = await start()
+    const b = await start()
+    try {
+      const sent = () => hook.bodies.map((x) => `${(x['credential'] as { id: string }).id} ${x['threshold']}`)
+      for (const days of [11, 34, 39.5, 41]) {
+        clock.set((T0 + days * DAY) * 1000)
+        await Promise.all([a.expiry.run(), b.expiry.run(), a.expiry.run(), b.expiry.run()])
+        // A round skipped by one instance is done by the other; a later round by either finds it sent.
+        await Promise.all([a.expiry.run(), b.expiry.run()])
+      }
+      assert.deepEqual(sent(), [
+        'client_secret:entra-app 30d',
+        'client_secret:entra-app 7d',
+        'client_secret:entra-app 1d',
+        'client_secret:entra-app expired',
+      ])
+    } finally {
+      await a.close()
+      await b.close()
+    }
   })
 })
