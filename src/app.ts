@@ -382,6 +382,11 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     services.tokens.refreshRevocations(),
   )
   every(options.keyTickMs ?? 60_000, 'key rotation check', () => services.keyRing.tick())
+  const { audit } = services
+  const retention = config.audit.retention
+  if (audit !== undefined && retention !== false) {
+    every(3_600_000, 'audit retention', () => audit.prune(retention))
+  }
   const reloadTLS = (): boolean => {
     if (tlsFiles === undefined) return false
     const fresh = tlsFiles.reloadIfChanged()

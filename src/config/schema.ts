@@ -300,6 +300,10 @@ export const configSchema = z.strictObject({
       reload_check: duration.default(30),
     })
     .optional(),
+  /** The audit log of security events: kept this long in the durable store (`false`: forever). */
+  audit: z
+    .strictObject({ retention: z.union([z.literal(false), duration]).default(90 * 86_400) })
+    .default({ retention: 90 * 86_400 }),
   /** Credential expiry alerts (Gatehouse 5): a webhook told once per threshold per credential. */
   alerts: z
     .strictObject({

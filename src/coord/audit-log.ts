@@ -31,6 +31,8 @@ export interface AuditLog {
   flush(): Promise<void>
   /** Events waiting for the store. */
   pending(): number
+  /** Deletes events older than `retentionSeconds` (config `audit.retention`); returns how many. */
+  prune(retentionSeconds: number): Promise<number>
   close(): Promise<void>
 }
 
@@ -131,6 +133,12 @@ export function createAuditLog(options: {
     logger,
     flush,
     pending: () => queue.length,
+    async prune(retentionSeconds) {
+      const before = Math.floor(clock.now() / 1000) - retentionSeconds
+      const removed = await store.pruneAudit(before)
+      if (removed > 0) log.info({ event: 'audit_pruned', removed, before }, 'old audit events deleted')
+      return removed
+    },
     async close() {
       clearInterval(timer)
       await flush()

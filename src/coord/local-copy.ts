@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { dirname } from 'node:path'
 import type { Logger } from '../core/ports.ts'
 import { StoreUnavailableError } from '../store/errors.ts'
-import type { AuditStore, CacheStore, KeyRecord, KeyStore, TokenStore } from '../store/ports.ts'
+import type { AlertStore, AuditStore, CacheStore, KeyRecord, KeyStore, TokenStore } from '../store/ports.ts'
 
 type Store = KeyStore & TokenStore & CacheStore
 
@@ -90,12 +90,12 @@ export function withLocalCopy<S extends Store>(store: S, file: string, log: Logg
  * reads come from the local copy and writes fail with {@link StoreUnavailableError}. Used when an
  * instance starts while PostgreSQL is down but a local copy exists.
  */
-export function createReconnectingStore<S extends Store & AuditStore>(options: {
+export function createReconnectingStore<S extends Store & AuditStore & AlertStore>(options: {
   open: () => Promise<S>
   copy: Copy
   log: Logger
   retryMs?: number
-}): Store & AuditStore & { primary(): S | undefined } {
+}): Store & AuditStore & AlertStore & { primary(): S | undefined } {
   const { log } = options
   const retryMs = options.retryMs ?? 5000
   let primary: S | undefined
@@ -180,6 +180,23 @@ export function createReconnectingStore<S extends Store & AuditStore>(options: {
     },
     async listAudit(options) {
       return ((await ready()) ?? refuse()).listAudit(options)
+    },
+    async pruneAudit(before) {
+      return ((await ready()) ?? refuse()).pruneAudit(before)
+    },
+    // Alert state is not in the local copy: no alert is sent until PostgreSQL is back (then nothing
+    // due is lost, and nothing is sent twice).
+    async listAlerts() {
+      return ((await ready()) ?? refuse()).listAlerts()
+    },
+    async putAlert(record) {
+      return ((await ready()) ?? refuse()).putAlert(record)
+    },
+    async deleteAlerts(credential) {
+      return ((await ready()) ?? refuse()).deleteAlerts(credential)
+    },
+    async markSeen(key, at) {
+      return ((await ready()) ?? refuse()).markSeen(key, at)
     },
   }
 }

@@ -159,6 +159,14 @@ export function createMemoryStore(
       return found.slice(Math.max(0, found.length - limit)).map(copyAudit)
     },
 
+    async pruneAudit(before) {
+      checkTime(before, 'before')
+      const kept = audit.filter((e) => e.at >= before)
+      const removed = audit.length - kept.length
+      audit.splice(0, audit.length, ...kept)
+      return removed
+    },
+
     async markSeen(key, at) {
       checkTime(at, 'at')
       const first = seen.get(key)

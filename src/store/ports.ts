@@ -139,4 +139,6 @@ export interface AuditStore {
   appendAudit(events: readonly AuditEvent[]): Promise<void>
   /** Events at or after `since`, oldest first (order of appending among equal times), at most `limit` (default 1000) of the newest. */
   listAudit(options: { since: number; limit?: number }): Promise<AuditEvent[]>
+  /** Deletes events older than `before` (retention); returns how many. */
+  pruneAudit(before: number): Promise<number>
 }

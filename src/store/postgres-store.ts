@@ -378,6 +378,12 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       )
     },
 
+    async pruneAudit(before) {
+      checkTime(before, 'before')
+      const { rowCount } = await query(`DELETE FROM ${s}.gh_audit WHERE at < $1`, [before])
+      return rowCount ?? 0
+    },
+
     async listAudit({ since, limit = 1000 }) {
       checkTime(since, 'since')
       const { rows } = await query<AuditRow>(

@@ -157,6 +157,7 @@ export function createSQLiteStore(
   )
   const selectSeen = db.prepare('SELECT seen_at FROM gh_first_seen WHERE key = ?')
   const insertAudit = db.prepare('INSERT INTO gh_audit (at, type, subject, detail) VALUES (?, ?, ?, ?)')
+  const pruneAudit = db.prepare('DELETE FROM gh_audit WHERE at < ?')
   // The newest `limit`, handed out oldest first.
   const selectAudit = db.prepare(`SELECT * FROM
     (SELECT * FROM gh_audit WHERE at >= ? ORDER BY at DESC, id DESC LIMIT ?) ORDER BY at, id`)
@@ -314,6 +315,11 @@ export function createSQLiteStore(
       checkTime(since, 'since')
       const rows = selectAudit.all(since, limit) as unknown as AuditRow[]
       return rows.map(toAudit)
+    },
+
+    async pruneAudit(before) {
+      checkTime(before, 'before')
+      return Number(pruneAudit.run(before).changes)
     },
 
     async markSeen(key, at) {

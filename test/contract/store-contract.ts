@@ -463,6 +463,26 @@ export function auditContract(
       }
     })
 
+    it('prunes events older than a time, and only those', async () => {
+      const { store, close } = await open()
+      try {
+        await store.appendAudit([
+          { at: T, type: 'sign_in', subject: 'old', detail: {} },
+          { at: T + 100, type: 'sign_in', subject: 'edge', detail: {} },
+          { at: T + 200, type: 'sign_out', subject: 'new', detail: {} },
+        ])
+        assert.equal(await store.pruneAudit(T + 100), 1)
+        assert.deepEqual(
+          (await store.listAudit({ since: 0 })).map((e) => e.subject),
+          ['edge', 'new'],
+        )
+        assert.equal(await store.pruneAudit(T + 100), 0, 'nothing more to prune')
+        await assert.rejects(store.pruneAudit(Number.NaN), TypeError)
+      } finally {
+        await close()
+      }
+    })
+
     it('appends all or nothing: one bad event refuses the whole batch', async () => {
       const { store, close } = await open()
       try {
