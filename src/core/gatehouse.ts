@@ -838,10 +838,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
             codec.clear(facts.header('cookie')),
           )
         }
+        // A copy: the outcome (and its array) is shared with every request presenting the same old cookie.
+        const setCookies = [...outcome.setCookies]
         if (readCookie(facts.header('cookie'), refreshWaitCookie) !== undefined)
-          outcome.setCookies.push(clearCookie(refreshWaitCookie, cookieAttrs))
-        if (isNavigation(facts)) return redirect(rd, outcome.setCookies, 'refreshed')
-        return json(200, 'refreshed', { expires_at: outcome.session.expiresAt }, {}, outcome.setCookies)
+          setCookies.push(clearCookie(refreshWaitCookie, cookieAttrs))
+        if (isNavigation(facts)) return redirect(rd, setCookies, 'refreshed')
+        return json(200, 'refreshed', { expires_at: outcome.session.expiresAt }, {}, setCookies)
       }
       case endpoints.userinfo: {
         if (!isGet) break
