@@ -368,9 +368,18 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   // Background work, none of it on the request path: revocations and keys from the store (another
   // process, such as `gatehouse tokens revoke`, may have changed them), and the expiry-cliff check.
   const timers: NodeJS.Timeout[] = []
+  // A round still running when the next is due is not joined by another: a stuck store or provider
+  // must not pile up one more waiting task (and connection) per interval.
   const every = (ms: number, what: string, task: () => Promise<unknown>) => {
+    let running = false
     const t = setInterval(() => {
-      task().catch((err) => log.warn({ err: (err as Error).message }, `${what} failed`))
+      if (running) return
+      running = true
+      task()
+        .catch((err) => log.warn({ err: (err as Error).message }, `${what} failed`))
+        .finally(() => {
+          running = false
+        })
     }, ms)
     t.unref()
     timers.push(t)

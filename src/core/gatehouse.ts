@@ -920,7 +920,9 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         const known = rejected.get(token)
         return known !== undefined && known.untilMs > clock.now() ? 'rejected' : 'credential'
       }
-      return readCookie(facts.header('cookie'), cookieName) !== undefined ? 'credential' : 'none'
+      const cookieHeader = facts.header('cookie')
+      if (readCookie(cookieHeader, cookieName) === undefined) return 'none'
+      return codec.wasRefused(cookieHeader) ? 'rejected' : 'credential'
     },
     async handle(facts) {
       const target = normalizePath(facts.url)

@@ -54,6 +54,11 @@ export interface SessionCodec {
   clear(cookieHeader: string | undefined): string[]
   /** Drop a cached session (after sign-out or revocation). */
   forget(token: string): void
+  /**
+   * Synchronous and cheap (no crypto): does the header carry a session cookie value that was already
+   * refused? For load shedding, which must classify a request before any work.
+   */
+  wasRefused(cookieHeader: string | undefined): boolean
   /** Encrypt arbitrary short-lived data (the per-attempt sign-in state). */
   seal(payload: Record<string, unknown>, expiresAt: number): Promise<string>
   unseal(value: string): Promise<Record<string, unknown> | undefined>
@@ -263,6 +268,11 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
 
     forget(token) {
       cache.delete(token)
+    },
+
+    wasRefused(header) {
+      const token = readToken(header)
+      return typeof token === 'string' && refused.get(token) !== undefined
     },
 
     async seal(payload, expiresAt) {

@@ -60,23 +60,38 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
     throw new ProviderBusyError(`provider calls capped: ${why}`, retryAfterSeconds)
   }
 
-  /** A slot: at once when one is free, else after waiting in line (bounded in length and time). */
-  async function acquire(): Promise<void> {
+  /**
+   * A slot: at once when one is free, else after waiting in line (bounded in length and time). A
+   * caller that gives up (its signal aborts) while waiting leaves the line; that is not the provider
+   * failing, so it never counts towards the breaker.
+   */
+  async function acquire(signal: AbortSignal | null | undefined): Promise<void> {
+    signal?.throwIfAborted()
     if (inFlight < options.maxInFlight) {
       inFlight++
       return
     }
     if (queue.length >= maxQueued) busy(`${inFlight} in flight and ${queue.length} waiting`)
     await new Promise<void>((resolve, reject) => {
+      const leave = () => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        const i = queue.indexOf(entry)
+        if (i !== -1) queue.splice(i, 1)
+      }
       const entry = {
         wake() {
           clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
           resolve()
         },
       }
+      const onAbort = () => {
+        leave()
+        reject(signal!.reason)
+      }
       const timer = setTimeout(() => {
-        const i = queue.indexOf(entry)
-        if (i !== -1) queue.splice(i, 1)
+        leave()
         shortCircuited++
         reject(
           new ProviderBusyError(
@@ -85,6 +100,7 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
           ),
         )
       }, queueTimeoutMs)
+      signal?.addEventListener('abort', onAbort, { once: true })
       queue.push(entry)
     })
   }
@@ -121,7 +137,7 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
       trial = true
     }
     try {
-      await acquire()
+      await acquire(init?.signal)
     } catch (err) {
       if (trial) trialInFlight = false
       throw err
@@ -130,6 +146,12 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
       // The breaker opened while this call waited for its slot.
       release()
       refuse('circuit open after repeated failures')
+    }
+    if (init?.signal?.aborted) {
+      // The caller gave up while this call waited (its slot was handed over just then): not a failure.
+      release()
+      if (trial) trialInFlight = false
+      throw init.signal.reason
     }
     try {
       const response = await inner(input, init)

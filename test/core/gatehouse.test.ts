@@ -736,6 +736,18 @@ describe('protection (seed 003)', () => {
     assert.equal(verifications, 2, 'the memory of a refusal is short')
   })
 
+  test('for shedding, a session cookie already refused counts as rejected, not as a credential', async () => {
+    const g = await setup()
+    const cookie = '__Host-gatehouse=a.b.c.d.e'
+    assert.equal(g.gatehouse.classify(facts('/api', { headers: { ...API, cookie } })), 'credential')
+    respond(await g.gatehouse.handle(facts('/api', { headers: { ...API, cookie } })))
+    assert.equal(g.gatehouse.classify(facts('/api', { headers: { ...API, cookie } })), 'rejected')
+    const { cookie: good } = await signIn(g)
+    allowed(await g.gatehouse.handle(facts('/api', { headers: { ...API, cookie: good } })))
+    assert.equal(g.gatehouse.classify(facts('/api', { headers: { ...API, cookie: good } })), 'credential')
+    assert.equal(g.gatehouse.classify(facts('/api', { headers: API })), 'none')
+  })
+
   test('a client repeating a refused token or cookie is answered later and later, up to the cap', async () => {
     const bearer = {
       async verify() {

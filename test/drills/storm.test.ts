@@ -268,4 +268,29 @@ describe('shedding on requests in flight', () => {
       await agent.close()
     }
   })
+
+  test('answers held for a repeated bad cookie are not counted in flight, so they cannot shed others', async () => {
+    const agent = new Agent({ connections: 16 })
+    const junk = { cookie: 'gatehouse=junk.junk.junk.junk.junk', accept: 'application/json' }
+    const get = async (path: string, headers: Record<string, string> = {}) => {
+      const r = await request(`${gateway.url}${path}`, { headers, dispatcher: agent })
+      await r.body.dump()
+      return r.statusCode
+    }
+    try {
+      // Past its fifth repeat, each answer to the same refused cookie is held (50 ms, 100 ms, …).
+      for (let i = 0; i < 6; i++) assert.equal(await get('/api', junk), 401)
+      const heldBefore = (await gateway.metrics.heldResponses.get()).values[0]?.value ?? 0
+      const heldNow = Array.from({ length: 6 }, () => get('/api', junk))
+      // While six are held (max_in_flight is 2), a request without a credential is answered, not shed.
+      for (let i = 0; i < 200; i++) {
+        if (((await gateway.metrics.heldResponses.get()).values[0]?.value ?? 0) >= heldBefore + 6) break
+        await new Promise((r) => setTimeout(r, 5))
+      }
+      assert.equal(await get('/anything'), 401)
+      assert.deepEqual(await Promise.all(heldNow), [401, 401, 401, 401, 401, 401])
+    } finally {
+      await agent.close()
+    }
+  })
 })

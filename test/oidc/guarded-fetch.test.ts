@@ -149,3 +149,37 @@ test('half-open lets exactly one trial through at a time', async () => {
   assert.equal((await trial).status, 200)
   assert.equal(g.status().state, 'closed')
 })
+
+test('a caller that gives up while queued leaves the line, and that never opens the breaker', async () => {
+  const s = scripted()
+  const g = createGuardedFetch(s.inner, {
+    clock: createFrozenClock(),
+    maxInFlight: 1,
+    maxQueued: 10,
+    queueTimeoutMs: 60_000,
+    failureThreshold: 2,
+    openSeconds: 30,
+  })
+  let release: (() => void) | undefined
+  s.set(() => new Promise((ok) => (release = () => ok(new Response('slow but fine')))))
+  const first = g.fetch('https://idp/a')
+  const waiting = Array.from({ length: 5 }, () => {
+    const controller = new AbortController()
+    return { controller, call: g.fetch('https://idp/b', { signal: controller.signal }) }
+  })
+  await new Promise((r) => setImmediate(r))
+  assert.equal(g.status().queued, 5)
+  for (const w of waiting) w.controller.abort(new DOMException('caller timed out', 'TimeoutError'))
+  for (const w of waiting) await assert.rejects(w.call, { name: 'TimeoutError' })
+  assert.equal(g.status().queued, 0, 'they left the line')
+  release!()
+  assert.equal((await first).status, 200)
+  assert.deepEqual(s.calls, ['https://idp/a'], 'none of them reached the provider')
+  assert.deepEqual(
+    { state: g.status().state, failures: g.status().consecutiveFailures },
+    { state: 'closed', failures: 0 },
+  )
+  // An already-aborted signal never queues.
+  await assert.rejects(g.fetch('https://idp/c', { signal: AbortSignal.abort() }), { name: 'AbortError' })
+  assert.equal(g.status().inFlight, 0)
+})

@@ -70,6 +70,9 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
   const maxHeld = options.maxHeld ?? 10_000
   let held = 0
   let draining = false
+  // Counts a request out of `inFlight` once: when a held answer starts waiting (it costs a timer, not
+  // work, so it must not make the gateway look overloaded), or when the response closes.
+  const leaveInFlight = new WeakMap<ServerResponse, () => void>()
 
   const onUpstreamError = (kind: 'connect' | 'timeout' | 'reset' | 'other', err: Error) => {
     metrics.upstreamErrors.inc({ kind })
@@ -82,6 +85,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
         // A timer per held answer, nothing else: the client waits, Gatehouse does not (seed 003).
         held++
         metrics.heldResponses.inc()
+        leaveInFlight.get(res)?.()
         const timer = setTimeout(() => {
           res.off('close', cancel)
           held--
@@ -136,7 +140,14 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     let decision: Decision
     if (inFlight !== undefined) {
       inFlight.enter()
-      res.once('close', inFlight.leave)
+      let counted = true
+      const leave = () => {
+        if (!counted) return
+        counted = false
+        inFlight.leave()
+      }
+      leaveInFlight.set(res, leave)
+      res.once('close', leave)
     }
     if (options.isOverloaded?.()) {
       const facts = factsOf(req)
