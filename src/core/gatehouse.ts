@@ -827,8 +827,33 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
           if (outcome.kind === 'unavailable')
             return providerDown(facts, outcome.error ?? new Error(outcome.reason))
           if (bounced) {
+            // Two tabs bounced here with the same cookie can reach different instances (Lambda@Edge shares
+            // no single-flight): with refresh-token rotation the loser gets invalid_grant while the winner's
+            // Set-Cookie carries the new session, which a clearing Set-Cookie arriving last would overwrite.
+            // So the first refusal keeps the cookie and sends the browser back to rd once, marked with a
+            // sealed 30 s `-refresh-wait` naming the refused refresh token (no `w`: check-auth does not wait
+            // on it). Back with the newer cookie, it is served; back with the same refused one, it is
+            // bounced here again and this time signed out and sent to sign in (no loop).
+            const refused = base64url((await sha256(read.session.refreshToken)).subarray(0, 16))
+            const marker = readCookie(facts.header('cookie'), refreshWaitCookie)
+            const seen = marker === undefined ? undefined : (await codec.unseal(marker))?.['refused']
+            const grant = outcome.error instanceof ProviderRejectedError && outcome.error.oauthError
+            if (grant === 'invalid_grant' && seen !== refused) {
+              const until = nowSeconds() + REFRESH_WAIT_SECONDS
+              const mark = serializeCookie(refreshWaitCookie, await codec.seal({ refused }, until), {
+                ...cookieAttrs,
+                maxAgeSeconds: REFRESH_WAIT_SECONDS,
+              })
+              log.info(
+                { event: 'refresh_refused_once', sid: read.session.sid },
+                'refresh refused; back to rd once',
+              )
+              return redirect(rd, [mark], 'refresh_refused')
+            }
             codec.forget(read.token)
-            return startSignIn(facts, rd, codec.clear(facts.header('cookie')))
+            const cleared = codec.clear(facts.header('cookie'))
+            if (marker !== undefined) cleared.push(clearCookie(refreshWaitCookie, cookieAttrs))
+            return startSignIn(facts, rd, cleared)
           }
           return unauthorized(
             realm,

@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { ProviderRejectedError, ProviderUnavailableError } from '../../src/core/errors.ts'
-import type { GatehouseOptions } from '../../src/core/gatehouse.ts'
+import type { GatehouseDeps, GatehouseOptions } from '../../src/core/gatehouse.ts'
 import { createSessionCodec } from '../../src/core/session-codec.ts'
 import { API, cookieHeaderFrom, facts, NAV, setup, signIn } from './fixtures.ts'
 
@@ -42,8 +42,8 @@ const clearing = (name: string) => `${name}=; Path=/; HttpOnly; SameSite=Lax; Se
 const WAIT_SET =
   /^__Host-gatehouse-refresh-wait=[\w-]+\.[\w-]*\.[\w-]+\.[\w-]+\.[\w-]+; Path=\/; HttpOnly; SameSite=Lax; Secure; Max-Age=30$/
 
-function redirectMode(overrides: Partial<GatehouseOptions> = {}) {
-  return setup({ refreshMode: 'redirect', ...overrides })
+function redirectMode(overrides: Partial<GatehouseOptions> = {}, deps: Partial<GatehouseDeps> = {}) {
+  return setup({ refreshMode: 'redirect', ...overrides }, undefined, deps)
 }
 
 function unreachable(g: Setup) {
@@ -504,21 +504,40 @@ describe('redirect mode: provider unreachable', () => {
 })
 
 describe('redirect mode: provider refuses', () => {
-  test('invalid_grant: the session is cleared and the browser sent to sign in, returning to rd', async () => {
+  // Changed with the two-tab race fix: a refused refresh used to clear the session on the first
+  // refusal, which could overwrite the fresh session another tab's refresh had just set (at the edge the
+  // two tabs reach different instances, and with rotation the loser gets invalid_grant). Now the first
+  // refusal goes back to rd once, marked; only the same refused session coming back is cleared.
+  test('invalid_grant: back to rd once, then (same refused session) cleared and sent to sign in, returning to rd', async () => {
     const g = await redirectMode()
-    const { cookie } = await signIn(g)
+    const { cookie, jar } = await signIn(g)
     g.provider.state.refresh = async () => {
       throw new ProviderRejectedError('invalid_grant', 'grant revoked')
     }
     g.clock.advance((ACCESS_TTL - 100) * 1000)
     const bounce = await g.gatehouse.handle(facts('/docs?a=1', { headers: { ...NAV, cookie } }))
-    const d = await follow(g, bounce, cookie)
+    const once = await follow(g, bounce, cookie)
+    assert.equal(once.status, 302)
+    assert.equal(once.code, 'refresh_refused')
+    assert.equal(once.headers['location'], '/docs?a=1')
+    assert.equal(once.setCookies.length, 1, 'only the marker: the session cookie is not touched')
+    assert.match(once.setCookies[0]!, WAIT_SET)
+    const sealed = once.setCookies[0]!.split(';')[0]!.slice(WAIT.length + 1)
+    assert.equal((await g.codec.unseal(sealed))?.['w'], undefined, 'not a wait: check-auth bounces again')
+    assert.equal(g.provider.calls.refresh, 1)
+
+    // Back at rd with the same refused session: bounced again, and this time signed out.
+    const marked = cookieHeaderFrom(once.setCookies, jar)
+    const again = await g.gatehouse.handle(facts('/docs?a=1', { headers: { ...NAV, cookie: marked } }))
+    const d = await follow(g, again, marked)
     assert.equal(d.status, 302)
     assert.equal(d.code, 'sign_in')
     const location = new URL(d.headers['location']!)
     assert.equal(location.origin + location.pathname, 'https://idp.example/authorize')
     assert.ok(d.setCookies.includes(clearing(SESSION)), 'the session is cleared')
-    assert.ok(!d.setCookies.some((c) => c.startsWith(`${WAIT}=`)), 'no wait cookie for a refusal')
+    assert.ok(d.setCookies.includes(clearing(WAIT)), 'the marker is cleared')
+    assert.equal(sets(d.setCookies, WAIT).length, 0)
+    // The same instance remembers the refusal (no second provider call); another would ask again.
     assert.equal(g.provider.calls.refresh, 1)
     // The new sign-in returns to where the browser was going.
     const cb = respond(
@@ -530,7 +549,7 @@ describe('redirect mode: provider refuses', () => {
     )
     assert.equal(cb.headers['location'], '/docs?a=1')
 
-    // A script with the old cookie: 401 session_expired, cleared, without asking the provider again.
+    // A script with the old cookie: 401 session_expired, cleared at once, without asking the provider again.
     const api = respond(
       await g.gatehouse.handle(facts('/oauth2/refresh', { method: 'POST', headers: { ...API, cookie } })),
     )
@@ -539,6 +558,49 @@ describe('redirect mode: provider refuses', () => {
     assert.match(api.headers['www-authenticate']!, /error="invalid_token"/)
     assert.ok(api.setCookies.includes(clearing(SESSION)))
     assert.equal(g.provider.calls.refresh, 1)
+  })
+
+  test('two tabs on two instances, rotation: the refused one does not clear the session the other refreshed', async () => {
+    // Instance A and B share the provider, the clock and the session secret, not their memory: the
+    // Lambda@Edge case, where two tabs bounced at once land on different instances.
+    const a = await redirectMode()
+    const b = await redirectMode({}, { clock: a.clock, oidc: a.provider.port, codec: a.codec })
+    const { cookie, jar } = await signIn(a)
+    // Rotation without a grace period: each refresh token works once.
+    const used = new Set<string>()
+    const refresh = a.provider.port.refresh.bind(a.provider.port)
+    let asked = 0
+    a.provider.port.refresh = async (rt) => {
+      asked++
+      if (used.has(rt)) throw new ProviderRejectedError('invalid_grant', 'refresh token already used')
+      used.add(rt)
+      return refresh(rt)
+    }
+    a.clock.advance((ACCESS_TTL - REFRESH_BEFORE + 1) * 1000)
+    const [one, two] = await Promise.all([
+      a.gatehouse.handle(facts('/oauth2/refresh?rd=%2Fone', { headers: { ...NAV, cookie } })),
+      b.gatehouse.handle(facts('/oauth2/refresh?rd=%2Ftwo', { headers: { ...NAV, cookie } })),
+    ]).then((ds) => ds.map(respond))
+    assert.equal(one!.code, 'refreshed')
+    assert.equal(two!.code, 'refresh_refused')
+    assert.equal(two!.headers['location'], '/two', 'back to where the tab was going')
+    assert.ok(!two!.setCookies.some((c) => c.startsWith(`${SESSION}=`)), 'the session cookie is not touched')
+
+    // The loser's answer arrives last (the harmful order before the fix): the winner's session holds.
+    for (const order of [
+      [one!, two!],
+      [two!, one!],
+    ]) {
+      const browser = new Map(jar)
+      for (const r of order) cookieHeaderFrom(r.setCookies, browser)
+      const now = cookieHeaderFrom([], browser)
+      assert.equal(now.includes(`${SESSION}=`), true, 'a session cookie is kept')
+      assert.notEqual(now, cookie)
+      const back = allowed(await b.gatehouse.handle(facts('/two', { headers: { ...NAV, cookie: now } })))
+      assert.equal(back.identity?.sub, 'user-1')
+      assert.deepEqual(back.setCookies, [])
+    }
+    assert.equal(asked, 2, 'one refresh each, no more')
   })
 })
 

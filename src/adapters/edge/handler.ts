@@ -2,7 +2,7 @@
  * The Lambda@Edge adapter for seed 004's check_auth, parse_auth, refresh_auth and sign_out: each is a
  * viewer-request trigger that turns the CloudFront event into request facts, asks the core, and
  * returns either `cf.request` (allow: identity headers set, Gatehouse's cookies and any client-sent
- * identity headers removed) or a generated response (redirect, page, 401…). Config, secrets and the
+ * identity or forwarding headers removed) or a generated response (redirect, page, 401…). Config, secrets and the
  * provider's last known good keys come baked in (see `gatehouse build-edge`). No Node API is used.
  */
 
@@ -163,8 +163,12 @@ function toCloudFront(
   }
   const headers: CloudFrontHeaders = {}
   for (const [name, entries] of Object.entries(request.headers)) {
-    // Identity headers come from Gatehouse only; Gatehouse's cookies never reach the origin.
-    if (name === 'cookie' || (isGatewayOwned(name) && !name.startsWith('x-forwarded-'))) continue
+    // Identity and forwarding headers come from Gatehouse only, the same rule as every adapter's: the
+    // client's x-auth-request-*, x-gatehouse-*, x-forwarded-*, forwarded and x-real-ip are dropped. A
+    // viewer-request event holds only what the viewer sent; CloudFront adds its own X-Forwarded-For
+    // (the viewer's address) to the origin request after this trigger, so none here is CloudFront's.
+    // Gatehouse's cookies never reach the origin (the cookie header is rebuilt below).
+    if (name === 'cookie' || isGatewayOwned(name)) continue
     headers[name] = entries
   }
   if (decision.upstreamCookie !== undefined)

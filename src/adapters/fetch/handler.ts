@@ -24,8 +24,8 @@ export interface FetchHandlerOptions {
   clientAddressHeader?: string
 }
 
-// Besides hop-by-hop fields: fetch sets Host itself, and forwarding fields come from Gatehouse only.
-const NOT_FORWARDED: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'host', 'forwarded', 'x-real-ip'])
+// Besides hop-by-hop fields: fetch sets Host itself. Forwarding fields come from Gatehouse only (isGatewayOwned).
+const NOT_FORWARDED: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'host'])
 
 function secret(
   ref: { env: string } | { file: string },

@@ -20,11 +20,9 @@ export interface BuildUpstreamHeadersOptions {
   upgrade?: boolean
 }
 
-// Request fields Gatehouse sets itself and never takes from the client.
+// Request fields never copied from the client (besides isGatewayOwned's, `forwarded` and `x-real-ip` among them).
 const REQUEST_DROPPED: ReadonlySet<string> = new Set([
   ...HOP_BY_HOP,
-  'forwarded',
-  'x-real-ip',
   'cookie',
   // Node's server has already answered `100 Continue` by the time we forward, and undici refuses `Expect`.
   'expect',

@@ -279,6 +279,79 @@ describe('Lambda@Edge functions', () => {
         if (part.length > 20) assert.ok(!text.includes(part), 'log leaks a cookie')
     })
 
+    test('client-sent forwarding and identity headers never reach the origin, on any route kind', async () => {
+      // What a client can send to pose as a proxy or a signed-in user (docs/security.md: always removed).
+      // A viewer-request event holds only what the viewer sent: CloudFront adds its own X-Forwarded-For
+      // to the origin request after this trigger, so none of these is CloudFront's and all must go.
+      const spoofed = {
+        'x-forwarded-user': 'admin',
+        'x-forwarded-email': 'admin@example.com',
+        'x-forwarded-groups': 'admins',
+        'x-forwarded-preferred-username': 'admin',
+        'x-forwarded-access-token': 'forged',
+        'x-forwarded-host': 'evil.example',
+        'x-forwarded-for': '10.0.0.1',
+        'x-forwarded-proto': 'http',
+        'x-forwarded-uri': '/admin',
+        forwarded: 'for=10.0.0.1;host=evil.example;proto=http',
+        'x-real-ip': '10.0.0.1',
+        'x-auth-request-user': 'admin',
+        'x-auth-request-email': 'admin@example.com',
+        'x-auth-request-groups': 'admins',
+        'x-gatehouse-degraded': 'no',
+      }
+      const isForwarding = (name: string) =>
+        name.startsWith('x-forwarded-') || name === 'forwarded' || name === 'x-real-ip'
+      /** Every header the origin gets, checked: nothing forwarded, identity only as Gatehouse set it. */
+      const assertClean = (
+        req: ReturnType<typeof passedOn>,
+        identity: Record<string, string>,
+        label: string,
+      ) => {
+        const forwarded = Object.keys(req.headers).filter(isForwarding)
+        assert.deepEqual(forwarded, [], `${label}: forwarding headers reach the origin`)
+        const own = Object.fromEntries(
+          Object.entries(req.headers)
+            .filter(([n]) => n.startsWith('x-auth-request-') || n.startsWith('x-gatehouse-'))
+            .map(([n, entries]) => [n, entries.map((e) => e.value).join('|')]),
+        )
+        assert.deepEqual(own, identity, `${label}: identity headers other than Gatehouse's`)
+        assert.equal(header(req.headers, 'host'), DOMAIN, `${label}: read-only Host left alone`)
+        assert.equal(header(req.headers, 'user-agent'), 'Mozilla/5.0 (test)', `${label}: other headers kept`)
+      }
+      const { jar } = await signInAt('/spoof')
+      const cookie = jar.header()!
+      // Gatehouse's own identity headers, from a request that sent none.
+      const clean = passedOn(await checkAuth(viewerRequest('/page', { headers: { ...NAVIGATE, cookie } })))
+      const signedIn = Object.fromEntries(
+        Object.entries(clean.headers)
+          .filter(([n]) => n.startsWith('x-auth-request-'))
+          .map(([n, entries]) => [n, entries.map((e) => e.value).join('|')]),
+      )
+      assert.equal(signedIn['x-auth-request-email'], DEMO_USER.email)
+      assert.equal(signedIn['x-auth-request-groups'], 'admins,staff')
+      assert.notEqual(signedIn['x-auth-request-user'], 'admin')
+      const cases = [
+        { label: 'protected, signed in', path: '/page', cookie, identity: signedIn },
+        { label: 'anonymous, no session', path: '/public/a.css', cookie: undefined, identity: {} },
+        { label: 'anonymous, signed in', path: '/public/a.css', cookie, identity: signedIn },
+      ]
+      for (const c of cases) {
+        const headers = { ...NAVIGATE, ...spoofed, cookie: c.cookie }
+        assertClean(passedOn(await checkAuth(viewerRequest(c.path, { headers }))), c.identity, c.label)
+        // Upper-case keys as an HTTP/1.1 viewer may send them, and a repeated field (the object's
+        // keys, CloudFront's lower-case names, are what is checked).
+        const shouting = viewerRequest(c.path, { headers })
+        for (const entries of Object.values(shouting.Records[0].cf.request.headers))
+          for (const e of entries) e.key = e.key?.toUpperCase()
+        shouting.Records[0].cf.request.headers['x-forwarded-user']!.push({
+          key: 'x-forwarded-user',
+          value: 'root',
+        })
+        assertClean(passedOn(await checkAuth(shouting)), c.identity, `${c.label}, upper case`)
+      }
+    })
+
     test('bad input: a broken session cookie, a malformed bearer token, a bad path', async () => {
       const broken = generated(
         await checkAuth(
@@ -451,7 +524,9 @@ describe('Lambda@Edge functions', () => {
       )
       assert.equal(evil.status, '302')
 
-      // The provider revokes the refresh token: refresh-auth clears the session and signs in again.
+      // The provider revokes the refresh token: refresh-auth sends the browser back to rd once (another
+      // tab may have just set a newer session), then, with the same refused session back, clears it and
+      // signs in again.
       const { jar } = await signInAt('/r')
       const codec = await createSessionCodec({
         secrets: [SESSION_SECRET],
@@ -467,6 +542,19 @@ describe('Lambda@Edge functions', () => {
         body: new URLSearchParams({ token: read.session.refreshToken!, token_type_hint: 'refresh_token' }),
       })
       assert.equal(revoke.status, 200)
+      const once = generated(
+        await refreshAuth(
+          viewerRequest('/oauth2/refresh?rd=%2Fr', { headers: { ...NAVIGATE, cookie: jar.header() } }),
+        ),
+      )
+      assert.equal(once.status, '302')
+      assert.equal(header(once.headers, 'location'), '/r')
+      assert.deepEqual(
+        setCookies(once).map((c) => c.slice(0, c.indexOf('='))),
+        ['__Host-gatehouse-refresh-wait'],
+        'the session is kept the first time',
+      )
+      jar.take(once)
       const refused = generated(
         await refreshAuth(
           viewerRequest('/oauth2/refresh?rd=%2Fr', { headers: { ...NAVIGATE, cookie: jar.header() } }),
@@ -488,6 +576,58 @@ describe('Lambda@Edge functions', () => {
       )
       assert.equal(refusedApi.status, '401')
       assert.equal(JSON.parse(refusedApi.body!).error, 'session_expired')
+    })
+  })
+
+  describe('refresh-auth: two tabs on two instances', () => {
+    test('with rotation, the tab whose refresh is refused does not wipe the session the other tab got', async () => {
+      // Two tabs bounced at once land on different Lambda instances: no shared single-flight. The test
+      // provider rotates refresh tokens, so the second refresh of the same token is invalid_grant.
+      const { jar } = await signInAt('/race')
+      const before = jar.header()!
+      const refusedSession = jar.cookies.get('__Host-gatehouse')!
+      clock.advance((ACCESS_TTL - 599) * 1000)
+      const instance = () => createEdgeHandler(bundles['refresh-auth'] as CoreBundle, { clock, log })
+      const [first, second, third] = [instance(), instance(), instance()]
+      const nav = (rd: string, cookie: string | undefined) =>
+        viewerRequest(`/oauth2/refresh?rd=${encodeURIComponent(rd)}`, { headers: { ...NAVIGATE, cookie } })
+      const won = generated(await first(nav('/one', before)))
+      assert.equal(header(won.headers, 'location'), '/one')
+      assert.ok(setCookies(won).some((c) => c.startsWith('__Host-gatehouse=') && !/Max-Age=0/.test(c)))
+      const lost = generated(await second(nav('/two', before)))
+      assert.equal(lost.status, '302')
+      assert.equal(header(lost.headers, 'location'), '/two', 'back to rd, not to sign in')
+      assert.ok(
+        !setCookies(lost).some((c) => c.startsWith('__Host-gatehouse=')),
+        'the session cookie is left alone',
+      )
+      // The refused tab's answer arrives last: the browser keeps the winner's session and is served.
+      jar.take(won)
+      jar.take(lost)
+      assert.notEqual(jar.cookies.get('__Host-gatehouse'), undefined)
+      const served = passedOn(
+        await checkAuth(viewerRequest('/two', { headers: { ...NAVIGATE, cookie: jar.header() } })),
+      )
+      assert.equal(header(served.headers, 'x-auth-request-email'), DEMO_USER.email)
+      assert.equal(served.headers['cookie'], undefined, 'neither cookie reaches the origin')
+
+      // A browser that never got the winner's cookie comes back with the refused session: bounced once
+      // more, and then (on any instance) cleared and sent to sign in; no loop.
+      const stale = createJar()
+      for (const [name, value] of jar.cookies) if (name !== '__Host-gatehouse') stale.cookies.set(name, value)
+      stale.cookies.set('__Host-gatehouse', refusedSession)
+      const bounced = generated(
+        await checkAuth(viewerRequest('/two', { headers: { ...NAVIGATE, cookie: stale.header() } })),
+      )
+      assert.equal(header(bounced.headers, 'location'), '/oauth2/refresh?rd=%2Ftwo')
+      const out = generated(await third(nav('/two', stale.header())))
+      assert.equal(out.status, '302')
+      assert.ok(header(out.headers, 'location')!.startsWith(`${idp.issuer}/auth`))
+      const cleared = setCookies(out)
+        .filter((c) => /Max-Age=0/.test(c))
+        .map((c) => c.slice(0, c.indexOf('=')))
+      assert.ok(cleared.includes('__Host-gatehouse'), 'session cleared')
+      assert.ok(cleared.includes('__Host-gatehouse-refresh-wait'), 'marker cleared')
     })
   })
 
