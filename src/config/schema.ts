@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { webhookUrlProblem } from '../expiry/webhook-url.ts'
 import { parseDurationSeconds } from './duration.ts'
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -308,7 +309,16 @@ export const configSchema = z.strictObject({
   alerts: z
     .strictObject({
       /** Where alerts are POSTed; a URL, or `{ env }` / `{ file }` holding it (Slack webhook URLs are secrets). */
-      webhook: z.union([httpUrl, secretRef]).optional(),
+      webhook: z
+        .union([
+          // https (plain http on loopback), no user:password: the rule a URL from { env } / { file } meets at start.
+          z.string().superRefine((v, ctx) => {
+            const problem = webhookUrlProblem(v)
+            if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
+          }),
+          secretRef,
+        ])
+        .optional(),
       format: z.enum(['json', 'slack']).default('json'),
       thresholds: z
         .array(duration)

@@ -1,10 +1,15 @@
 import { formatDuration } from '../config/duration.ts'
+import { ConfigError } from '../config/validate.ts'
 import type { Logger } from '../core/ports.ts'
 import type { AlertRecord, AlertStore } from '../store/ports.ts'
 import { assess, type ExpiryEntry, formatRemaining, iso } from './inventory.ts'
+import { webhookUrlProblem } from './webhook-url.ts'
 
 export interface AlertWebhook {
-  /** May carry a secret (Slack's do): it is never logged. */
+  /**
+   * May carry a secret (Slack's do): it is never logged, and neither is any error message that could
+   * quote it. https only (plain http on loopback); no user:password.
+   */
   url: string
   /** `json`: Gatehouse's own body; `slack`: `{ "text": … }`, accepted by Slack and most chat webhooks. */
   format: 'json' | 'slack'
@@ -37,6 +42,17 @@ export interface Alerter {
    * (another expiry, or back outside every threshold) re-arms its thresholds.
    */
   check(entries: readonly ExpiryEntry[], now: number): Promise<AlertOutcome[]>
+}
+
+/** Why a send failed, in words fixed here: safe to record and log (the URL may carry a secret). */
+class WebhookFailure extends Error {
+  override readonly name = 'WebhookFailure'
+}
+
+/** The class of an error (`TypeError`, `AbortError`…), never its message. */
+function errorName(err: unknown): string {
+  const name = err instanceof Error ? err.name : typeof err
+  return /^[A-Za-z][A-Za-z0-9_]{0,40}$/.test(name) ? name : 'Error'
 }
 
 /** Seconds before a failed send is tried again: 1 min, 2, 4… up to 1 h. */
@@ -117,6 +133,12 @@ export function createAlerter(options: AlerterOptions): Alerter {
   if (thresholds.length === 0 || thresholds.some((t) => !Number.isInteger(t) || t <= 0)) {
     throw new TypeError('alerts: thresholdsSeconds must be positive whole seconds, at least one')
   }
+  if (options.webhook !== undefined) {
+    // A URL from { env } / { file } is seen here first: the same rule as one written inline, and the
+    // message names the setting, never the value.
+    const problem = webhookUrlProblem(options.webhook.url)
+    if (problem !== undefined) throw new ConfigError('config', [{ path: 'alerts.webhook', message: problem }])
+  }
   const fetchImpl = options.fetch ?? fetch
   const timeoutMs = options.timeoutMs ?? 10_000
 
@@ -129,15 +151,30 @@ export function createAlerter(options: AlerterOptions): Alerter {
       )
       return
     }
-    const response = await fetchImpl(webhook.url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body(webhook.format, entry, threshold, now)),
-      signal: AbortSignal.timeout(timeoutMs),
-    })
-    await response.body?.cancel()
+    let response: Response
+    try {
+      response = await fetchImpl(webhook.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body(webhook.format, entry, threshold, now)),
+        signal: AbortSignal.timeout(timeoutMs),
+        // A redirect would carry the alert (and the secret path) wherever the answer points.
+        redirect: 'manual',
+      })
+    } catch (err) {
+      // fetch's messages quote the URL (and so its secret): only a fixed description is kept.
+      throw new WebhookFailure(
+        (err as Error).name === 'TimeoutError'
+          ? 'webhook timed out'
+          : `webhook unreachable (${errorName(err)})`,
+      )
+    }
+    await response.body?.cancel().catch(() => {})
+    if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status <= 399)) {
+      throw new WebhookFailure(`webhook answered with a redirect (HTTP ${response.status}), not followed`)
+    }
     if (response.status < 200 || response.status > 299)
-      throw new Error(`webhook answered HTTP ${response.status}`)
+      throw new WebhookFailure(`webhook answered HTTP ${response.status}`)
   }
 
   return {
@@ -150,16 +187,19 @@ export function createAlerter(options: AlerterOptions): Alerter {
         records.set(r.credential, list)
       }
       for (const entry of entries) {
+        const key = entry.alertKey ?? entry.id
         const crossed = crossedThresholds(entry, now, thresholds)
-        let mine = records.get(entry.id) ?? []
+        let mine = records.get(key) ?? []
         // Renewed: outside every threshold again, or another expiry than the one alerted about. An entry
-        // whose expiry is unknown right now (an endpoint not reachable) changes nothing.
+        // whose expiry is unknown right now (an endpoint not reachable) changes nothing. A TLS endpoint's
+        // records are kept per certificate (its alertKey), so endpoints behind a load balancer that show
+        // an old and a new certificate in turn do not re-arm each other: each certificate alerts once.
         if (
           mine.length > 0 &&
           entry.expiresAt !== undefined &&
           (crossed.length === 0 || mine.some((r) => r.expiresAt !== entry.expiresAt))
         ) {
-          await store.deleteAlerts(entry.id)
+          await store.deleteAlerts(key)
           log.info(
             { event: 'credential_alerts_rearmed', credential: entry.id },
             'credential renewed; alerts re-armed',
@@ -175,9 +215,10 @@ export function createAlerter(options: AlerterOptions): Alerter {
           await send(entry, tightest, now)
         } catch (err) {
           const attempts = (record?.attempts ?? 0) + 1
-          const error = (err as Error).name === 'TimeoutError' ? 'webhook timed out' : (err as Error).message
+          // Only our own fixed descriptions are recorded and logged: never a message that may quote the URL.
+          const error = err instanceof WebhookFailure ? err.message : `alert not sent (${errorName(err)})`
           await store.putAlert({
-            credential: entry.id,
+            credential: key,
             thresholdSeconds: tightest,
             expiresAt: entry.expiresAt,
             sentAt: undefined,
@@ -201,7 +242,7 @@ export function createAlerter(options: AlerterOptions): Alerter {
         for (const t of crossed) {
           if (mine.some((r) => r.thresholdSeconds === t && r.sentAt !== undefined)) continue
           await store.putAlert({
-            credential: entry.id,
+            credential: key,
             thresholdSeconds: t,
             expiresAt: entry.expiresAt,
             sentAt: now,
@@ -223,7 +264,7 @@ export function createAlerter(options: AlerterOptions): Alerter {
         })
       }
       // Records of credentials long gone (a removed key, a replaced certificate) are dropped a month after.
-      const present = new Set(entries.map((e) => e.id))
+      const present = new Set(entries.map((e) => e.alertKey ?? e.id))
       for (const [credential, list] of records) {
         if (!present.has(credential) && list.every((r) => r.expiresAt < now - 30 * 86_400)) {
           await store.deleteAlerts(credential)

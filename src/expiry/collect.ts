@@ -1,4 +1,4 @@
-import { createHmac, type X509Certificate } from 'node:crypto'
+import { createHmac, randomBytes, type X509Certificate } from 'node:crypto'
 import type { Config } from '../config/schema.ts'
 import type { KeyInfo } from '../keys/key-ring.ts'
 import { providerCacheKeys } from '../keys/provider-cache.ts'
@@ -29,9 +29,22 @@ export interface TLSTarget {
   port: number
   owner: 'provider' | 'upstream'
   label: string
+  /**
+   * `config`: named by the config (the issuer, the upstream), probed when not seen lately. `discovery`:
+   * named only by the stored discovery document, which whoever can write the provider's answers or the
+   * store controls; probed only once Gatehouse has connected there itself (a real handshake), never
+   * just because the document says so (else every instance would probe any host:port it names, and
+   * show the answer on /status).
+   */
+  source: 'config' | 'discovery'
 }
 
-function targetOf(url: string, owner: TLSTarget['owner'], label: string): TLSTarget | undefined {
+function targetOf(
+  url: string,
+  owner: TLSTarget['owner'],
+  label: string,
+  source: TLSTarget['source'],
+): TLSTarget | undefined {
   let u: URL
   try {
     u = new URL(url)
@@ -39,19 +52,22 @@ function targetOf(url: string, owner: TLSTarget['owner'], label: string): TLSTar
     return undefined
   }
   if (u.protocol !== 'https:') return undefined
-  return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port) || 443, owner, label }
+  return { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port) || 443, owner, label, source }
 }
 
-/** The https endpoints of the provider (issuer, JWKS, token endpoint) and the upstream, one per host:port. */
+/**
+ * The https endpoints of the provider (issuer, JWKS, token endpoint) and the upstream, one per host:port;
+ * one named by the config is `config` even when the discovery document names it too.
+ */
 export function tlsTargets(config: Config, discovery: Record<string, unknown> | undefined): TLSTarget[] {
   const candidates = [
-    targetOf(config.provider.issuer, 'provider', 'provider'),
+    targetOf(config.provider.issuer, 'provider', 'provider', 'config'),
+    targetOf(config.upstream, 'upstream', 'upstream', 'config'),
     ...['jwks_uri', 'token_endpoint'].map((k) =>
       typeof discovery?.[k] === 'string'
-        ? targetOf(discovery[k] as string, 'provider', 'provider')
+        ? targetOf(discovery[k] as string, 'provider', 'provider', 'discovery')
         : undefined,
     ),
-    targetOf(config.upstream, 'upstream', 'upstream'),
   ]
   const seen = new Map<string, TLSTarget>()
   for (const t of candidates)
@@ -59,15 +75,35 @@ export function tlsTargets(config: Config, discovery: Record<string, unknown> | 
   return [...seen.values()]
 }
 
+/** Where the per-deployment salt of secret fingerprints is kept (CacheStore). */
+export const FINGERPRINT_SALT_KEY = 'gatehouse:expiry:secret_fingerprint_salt'
+
 /**
- * A short, stable name for a secret that reveals nothing of it (an HMAC under a fixed label), so its
- * first-seen time can be kept in the store and shown without the secret.
+ * The salt of this deployment's secret fingerprints: 32 random bytes, made by the first instance that
+ * needs it and kept in the store. Read on every inventory (never kept in memory), and re-read after it is
+ * written: should two instances create one at the same moment, the last write wins and both use it from
+ * then on.
  */
-export function secretFingerprint(secret: string): string {
-  return createHmac('sha256', 'gatehouse secret fingerprint v1')
-    .update(secret)
-    .digest('base64url')
-    .slice(0, 10)
+export async function fingerprintSalt(store: CacheStore, now: number): Promise<Buffer> {
+  const decode = (v: { value: string } | undefined) => {
+    const salt = v === undefined ? undefined : Buffer.from(v.value, 'base64url')
+    return salt !== undefined && salt.length >= 16 ? salt : undefined
+  }
+  const found = decode(await store.getCached(FINGERPRINT_SALT_KEY))
+  if (found !== undefined) return found
+  await store.putCached(FINGERPRINT_SALT_KEY, randomBytes(32).toString('base64url'), now)
+  const made = decode(await store.getCached(FINGERPRINT_SALT_KEY))
+  if (made === undefined) throw new Error('the store did not keep the secret fingerprint salt')
+  return made
+}
+
+/**
+ * The key a secret's first-seen time is kept under in the store: an HMAC of the secret under the
+ * deployment's random salt. It is never shown (entries name secrets by position), and without the
+ * salt it cannot be tested against guesses of a weak secret.
+ */
+export function secretFingerprint(secret: string, salt: Uint8Array): string {
+  return createHmac('sha256', salt).update('gatehouse cookie secret v2\0').update(secret).digest('base64url')
 }
 
 export interface CollectOptions {
@@ -75,7 +111,7 @@ export interface CollectOptions {
   now: number
   store: CacheStore & TokenStore & Partial<Pick<AlertStore, 'markSeen'>>
   keys: readonly KeyInfo[]
-  /** The resolved session secrets, in config order (only their fingerprints leave this function). */
+  /** The resolved session secrets, in config order (named by position; only a salted HMAC reaches the store). */
   sessionSecrets: readonly string[]
   /** API tokens expiring within this are listed. */
   warnSeconds: number
@@ -111,10 +147,15 @@ export async function collectInventory(o: CollectOptions): Promise<Inventory> {
   entries.push(...signingKeyEntries(o.keys, now, 'store (signing keys)'))
 
   const secrets = []
-  for (const [index, secret] of o.sessionSecrets.entries()) {
-    const fingerprint = secretFingerprint(secret)
-    const firstSeen = (await store.markSeen?.(`cookie_secret:${fingerprint}`, now)) ?? now
-    secrets.push({ index, fingerprint, firstSeen })
+  if (o.sessionSecrets.length > 0) {
+    const salt = store.markSeen === undefined ? undefined : await fingerprintSalt(store, now)
+    for (const [index, secret] of o.sessionSecrets.entries()) {
+      const firstSeen =
+        salt === undefined
+          ? now
+          : await store.markSeen!(`cookie_secret:${secretFingerprint(secret, salt)}`, now)
+      secrets.push({ index, firstSeen })
+    }
   }
   entries.push(...cookieSecretEntries(secrets, now, config.session.secret_max_age))
 
@@ -157,8 +198,11 @@ export async function collectInventory(o: CollectOptions): Promise<Inventory> {
 
   for (const target of tlsTargets(config, discoveryDoc)) {
     let cert: ObservedCertificate | undefined = o.tls.observer.get(target.host, target.port)
-    let why = 'no connection made yet'
-    if (o.tls.probe && (cert === undefined || now - cert.observedAt > o.tls.maxAgeSeconds)) {
+    const mayProbe = target.source === 'config' || o.tls.observer.seenInHandshake(target.host, target.port)
+    let why = mayProbe
+      ? 'no connection made yet'
+      : 'named only by the discovery document: read from the first connection Gatehouse makes there, never probed'
+    if (mayProbe && o.tls.probe && (cert === undefined || now - cert.observedAt > o.tls.maxAgeSeconds)) {
       try {
         cert = await probeTLS(target.host, target.port, { nowSeconds: now, timeoutMs: o.tls.probeTimeoutMs })
         o.tls.observer.record(cert)

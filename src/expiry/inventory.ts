@@ -23,8 +23,14 @@ export type ExpiryKind =
   | 'provider_cache'
 
 export interface ExpiryEntry {
-  /** `<kind>:<stable name>`: what alerts are recorded under. */
+  /** `<kind>:<stable name>`: what people and scripts see (webhook bodies, `/status.json`, the CLI). */
   id: string
+  /**
+   * What alert records are kept under, when not `id`: a TLS certificate's is its endpoint and fingerprint,
+   * so two certificates served in turn by one endpoint (a rolling renewal behind a load balancer) are two
+   * credentials, each alerted once, rather than one whose expiry keeps changing (and re-arming).
+   */
+  alertKey?: string | undefined
   kind: ExpiryKind
   /** What a person recognises: a kid, `host:port`, `session.secrets[0]`… */
   name: string
@@ -156,16 +162,20 @@ export function signingKeyEntries(keys: readonly KeyInfo[], now: number, where: 
   })
 }
 
-/** Cookie secrets: nothing expires them, so their age is what is shown (and alerted past `maxAgeSeconds`). */
+/**
+ * Cookie secrets: nothing expires them, so their age is what is shown (and alerted past `maxAgeSeconds`).
+ * Named by their position in the config only: nothing derived from a secret is ever shown (a fingerprint
+ * in a metric label or on /status could be tested offline against guesses of a weak secret).
+ */
 export function cookieSecretEntries(
-  secrets: ReadonlyArray<{ index: number; fingerprint: string; firstSeen: number }>,
+  secrets: ReadonlyArray<{ index: number; firstSeen: number }>,
   now: number,
   maxAgeSeconds: number | undefined,
 ): ExpiryEntry[] {
   return secrets.map((s) => ({
-    id: `cookie_secret:${s.fingerprint}`,
+    id: `cookie_secret:session.secrets[${s.index}]`,
     kind: 'cookie_secret',
-    name: `session.secrets[${s.index}] #${s.fingerprint}`,
+    name: `session.secrets[${s.index}]`,
     owner: 'operator',
     where: 'config session.secrets (first seen recorded in the store)',
     observedAt: now,
@@ -291,6 +301,7 @@ export function tlsEntry(
   const trust = cert.authorized ? 'trusted' : `NOT trusted (${cert.authorizationError ?? 'unknown reason'})`
   return {
     id: `tls_certificate:${cert.host}:${cert.port}`,
+    alertKey: `tls_certificate:${cert.host}:${cert.port}#${cert.fingerprint256.replaceAll(':', '').slice(0, 16).toLowerCase()}`,
     kind: 'tls_certificate',
     name: `${label} ${cert.host}:${cert.port}`,
     owner,

@@ -85,16 +85,24 @@ export interface TLSObserver {
   record(cert: ObservedCertificate): void
   get(host: string, port: number): ObservedCertificate | undefined
   list(): ObservedCertificate[]
+  /**
+   * Whether Gatehouse itself has connected to `host:port` in this process (a handshake, not a probe):
+   * an endpoint it really talks to, which may then be probed again when its certificate grows old.
+   */
+  seenInHandshake(host: string, port: number): boolean
 }
 
 export function createTLSObserver(): TLSObserver {
   const seen = new Map<string, ObservedCertificate>()
+  const handshakes = new Set<string>()
   return {
     record(cert) {
       seen.set(`${cert.host}:${cert.port}`, cert)
+      if (cert.how === 'handshake') handshakes.add(`${cert.host}:${cert.port}`)
     },
     get: (host, port) => seen.get(`${host}:${port}`),
     list: () => [...seen.values()],
+    seenInHandshake: (host, port) => handshakes.has(`${host}:${port}`),
   }
 }
 

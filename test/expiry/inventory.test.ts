@@ -17,7 +17,7 @@ import { validateConfig } from '../../src/config/load.ts'
 import { createFrozenClock } from '../../src/core/clock.ts'
 import { silentLogger } from '../../src/core/ports.ts'
 import { crossedThresholds } from '../../src/expiry/alerts.ts'
-import { collectInventory, secretFingerprint } from '../../src/expiry/collect.ts'
+import { collectInventory } from '../../src/expiry/collect.ts'
 import {
   apiTokenEntries,
   assess,
@@ -245,7 +245,7 @@ describe('inventory against real parts', () => {
       assert.equal(jwksCopy?.expiresAt, now() + config.provider.cache.stale_if_error)
       assert.equal(assess(jwksCopy!, now(), 30 * DAY), 'automatic')
 
-      const secret = byId.get(`cookie_secret:${secretFingerprint(SECRET)}`)
+      const secret = byId.get('cookie_secret:session.secrets[0]')
       assert.equal(secret?.ageSeconds, 0)
       assert.ok(!JSON.stringify(inventory).includes(SECRET), 'the secret never appears')
 
