@@ -6,7 +6,7 @@ import { resolveSecret } from './config/load.ts'
 import type { Config } from './config/schema.ts'
 import { type AuditLog, createAuditLog } from './coord/audit-log.ts'
 import type { RedisCoordinator } from './coord/redis-coordinator.ts'
-import { type AdvisoryLock, withRotationLock } from './coord/rotation-lock.ts'
+import { type AdvisoryLock, createUnderLock, withRotationLock } from './coord/rotation-lock.ts'
 import { type OpenedSharedState, openSharedState } from './coord/shared-store.ts'
 import type { Clock } from './core/clock.ts'
 import type { Logger } from './core/ports.ts'
@@ -116,8 +116,11 @@ export async function openTokenServices(
     publishAheadSeconds: config.keys.publish_ahead,
     retentionSeconds,
   }
-  // Under the rotation lock, so that instances starting together do not each create a first key.
-  let keyRing = lock ? await lock.run(() => createKeyRing(ringOptions)) : await createKeyRing(ringOptions)
+  // Under the rotation lock, so that instances starting together do not each create a first key; a lock
+  // held past 30 s (a stuck instance) is gone around, not waited for (see createUnderLock).
+  let keyRing = lock
+    ? await createUnderLock(lock, () => createKeyRing(ringOptions), log)
+    : await createKeyRing(ringOptions)
   if (shared?.rotationLock !== undefined && options.store === undefined) {
     keyRing = withRotationLock(keyRing, shared.rotationLock, log)
   }

@@ -106,8 +106,10 @@ export const configSchema = z.strictObject({
         .string()
         .regex(/^[A-Za-z0-9:_.-]{1,64}$/)
         .default('gatehouse:'),
+      /** The oldest local copy of the shared store an instance starts from while PostgreSQL is down. */
+      local_copy_max_age: duration.default(7 * 86_400),
     })
-    .default({ schema: 'gatehouse', redis_prefix: 'gatehouse:' }),
+    .default({ schema: 'gatehouse', redis_prefix: 'gatehouse:', local_copy_max_age: 7 * 86_400 }),
   listen: z
     .strictObject({
       host: z.string().default('0.0.0.0'),

@@ -1,5 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
+import { type Clock, systemClock } from '../core/clock.ts'
 import type { Logger } from '../core/ports.ts'
 import { StoreUnavailableError } from '../store/errors.ts'
 import type { AlertStore, AuditStore, CacheStore, KeyRecord, KeyStore, TokenStore } from '../store/ports.ts'
@@ -13,6 +14,9 @@ interface Copy {
   revoked: Array<{ jti: string; expiresAt: number }>
   cached: Record<string, { value: string; fetchedAt: number }>
 }
+
+/** An unchanged copy is saved again after this long, so its `savedAt` says how current it is. */
+const LOCAL_COPY_RESAVE_SECONDS = 3600
 
 const empty = (): Copy => ({ version: 1, savedAt: 0, keys: [], revoked: [], cached: {} })
 
@@ -34,20 +38,41 @@ export function readLocalCopy(file: string): Copy | undefined {
   }
 }
 
+/**
+ * Seconds since the copy was last saved (by `clock`); undefined when it does not say (then its age is
+ * unknown and it is treated as too old).
+ */
+export function localCopyAge(copy: { savedAt?: unknown }, clock: Clock = systemClock): number | undefined {
+  const { savedAt } = copy
+  if (typeof savedAt !== 'number' || !Number.isSafeInteger(savedAt) || savedAt <= 0) return undefined
+  // A copy from the future (clocks apart) counts as just saved.
+  return Math.max(0, Math.floor(clock.now() / 1000) - savedAt)
+}
+
 /** Wraps a store so that what it reads is saved to the local copy (whole file, atomically: write then rename). */
-export function withLocalCopy<S extends Store>(store: S, file: string, log: Logger): S {
+export function withLocalCopy<S extends Store>(
+  store: S,
+  file: string,
+  log: Logger,
+  clock: Clock = systemClock,
+): S {
   const copy = readLocalCopy(file) ?? empty()
   let written = JSON.stringify(copy)
+  let writtenAt = copy.savedAt
   const save = () => {
-    copy.savedAt = Math.floor(Date.now() / 1000)
+    const now = Math.floor(clock.now() / 1000)
     const body = JSON.stringify({ ...copy, savedAt: 0 })
-    if (body === written) return
+    // Unchanged, it is still saved again hourly: `savedAt` is when PostgreSQL last confirmed it (within
+    // an hour), which is what store.local_copy_max_age is checked against at start.
+    if (body === written && now - writtenAt < LOCAL_COPY_RESAVE_SECONDS) return
+    copy.savedAt = now
     try {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 })
       const tmp = `${file}.${process.pid}.tmp`
       writeFileSync(tmp, JSON.stringify(copy), { mode: 0o600 })
       renameSync(tmp, file)
       written = body
+      writtenAt = now
     } catch (err) {
       log.warn(
         { event: 'local_copy_failed', err: (err as Error).message },

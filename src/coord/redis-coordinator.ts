@@ -19,6 +19,16 @@ export interface RedisCoordinatorOptions {
 
 export type RevokedEntry = { jti: string; expiresAt: number }
 
+/**
+ * Revocations one message may name; a message naming more is not read: the receiver reloads the
+ * revocations from the store instead (as it does for a cascade that large).
+ */
+export const MAX_REVOKED_PER_MESSAGE = 1000
+// Enough for MAX_REVOKED_PER_MESSAGE entries of the largest jti allowed; anything longer is not parsed.
+const MAX_MESSAGE_CHARS = 64 + MAX_REVOKED_PER_MESSAGE * 160
+const JTI = /^[A-Za-z0-9_-]{1,128}$/
+const INSTANCE_ID = /^[A-Za-z0-9_-]{1,64}$/
+
 /** What falls back to local behaviour while Redis is down. */
 export type FallbackKind = 'rate_limit' | 'refresh_lock' | 'revocation_publish'
 
@@ -45,6 +55,9 @@ export interface RedisCoordinator {
   /**
    * Receive revocations pushed by any instance (this one included). `resync` runs each time the
    * subscription is (re)established: messages sent while it was down are lost, so reload from the store.
+   * Anyone who can PUBLISH on the channel can send a message, so what `onRevoked` gets is a hint to be
+   * confirmed against the store, never a fact: messages are read strictly (shape, jti syntax), and one
+   * naming more than {@link MAX_REVOKED_PER_MESSAGE} runs `resync` (coalesced) instead.
    */
   subscribeRevoked(onRevoked: (entries: RevokedEntry[]) => void, resync: () => Promise<void>): Promise<void>
   close(): Promise<void>
@@ -147,13 +160,44 @@ export async function openRedisCoordinator(options: RedisCoordinatorOptions): Pr
         commandTimeout: undefined,
       })
       subscriber.on('error', () => {})
+      // One resync at a time; asks while it runs make one more run after it.
+      let resyncing: Promise<void> | undefined
+      let again = false
+      const requestResync = () => {
+        if (resyncing !== undefined) {
+          again = true
+          return
+        }
+        resyncing = resync()
+          .catch((err) =>
+            log.warn(
+              { event: 'revocation_resync_failed', err: (err as Error).message },
+              'revocation reload failed',
+            ),
+          )
+          .finally(() => {
+            resyncing = undefined
+            if (again) {
+              again = false
+              requestResync()
+            }
+          })
+      }
       subscriber.on('message', (_channel: string, message: string) => {
-        const entries = parseRevoked(message)
-        if (entries === undefined) {
+        const parsed = parseRevoked(message)
+        if (parsed === 'oversized') {
+          log.warn(
+            { event: 'revocation_message_oversized', chars: message.length },
+            'a revocation message too large to look up one by one: reloading revocations from the store',
+          )
+          requestResync()
+          return
+        }
+        if (parsed === undefined) {
           log.warn({ event: 'revocation_message_invalid' }, 'ignored an unreadable revocation message')
           return
         }
-        onRevoked(entries)
+        if (parsed.length > 0) onRevoked(parsed)
       })
       let first = true
       subscriber.on('ready', () => {
@@ -162,12 +206,7 @@ export async function openRedisCoordinator(options: RedisCoordinatorOptions): Pr
           first = false
           return
         }
-        resync().catch((err) =>
-          log.warn(
-            { event: 'revocation_resync_failed', err: (err as Error).message },
-            'revocation reload failed',
-          ),
-        )
+        requestResync()
       })
       subscriber.connect().catch(() => {})
       await subscriber.subscribe(channel).catch((err) => {
@@ -183,18 +222,30 @@ export async function openRedisCoordinator(options: RedisCoordinatorOptions): Pr
   }
 }
 
-function parseRevoked(message: string): RevokedEntry[] | undefined {
+/**
+ * A message as {@link RedisCoordinator.publishRevoked} writes it, `{"i": instance, "r": [[jti, exp], ...]}`
+ * and nothing else; `'oversized'` when it names (or may name) more than {@link MAX_REVOKED_PER_MESSAGE}.
+ */
+export function parseRevoked(message: string): RevokedEntry[] | 'oversized' | undefined {
+  if (message.length > MAX_MESSAGE_CHARS) return 'oversized'
+  let parsed: unknown
   try {
-    const parsed = JSON.parse(message) as { r?: unknown }
-    if (!Array.isArray(parsed.r)) return undefined
-    const out: RevokedEntry[] = []
-    for (const item of parsed.r) {
-      if (!Array.isArray(item) || typeof item[0] !== 'string' || !Number.isSafeInteger(item[1]))
-        return undefined
-      out.push({ jti: item[0], expiresAt: item[1] as number })
-    }
-    return out
+    parsed = JSON.parse(message)
   } catch {
     return undefined
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined
+  const { i, r, ...rest } = parsed as Record<string, unknown>
+  if (Object.keys(rest).length > 0) return undefined
+  if (typeof i !== 'string' || !INSTANCE_ID.test(i) || !Array.isArray(r)) return undefined
+  if (r.length > MAX_REVOKED_PER_MESSAGE) return 'oversized'
+  const out: RevokedEntry[] = []
+  for (const item of r) {
+    if (!Array.isArray(item) || item.length !== 2) return undefined
+    const [jti, expiresAt] = item as [unknown, unknown]
+    if (typeof jti !== 'string' || !JTI.test(jti)) return undefined
+    if (typeof expiresAt !== 'number' || !Number.isSafeInteger(expiresAt) || expiresAt < 0) return undefined
+    out.push({ jti, expiresAt })
+  }
+  return out
 }

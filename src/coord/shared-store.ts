@@ -1,5 +1,6 @@
 import { resolve } from 'node:path'
 import type { Registry } from 'prom-client'
+import { formatDuration } from '../config/duration.ts'
 import { resolveSecret } from '../config/load.ts'
 import type { Config } from '../config/schema.ts'
 import type { Clock } from '../core/clock.ts'
@@ -7,7 +8,7 @@ import type { Logger } from '../core/ports.ts'
 import { StoreUnavailableError } from '../store/errors.ts'
 import type { CacheStore, KeyStore, TokenStore } from '../store/ports.ts'
 import { openPostgresStore, type PostgresStore } from '../store/postgres-store.ts'
-import { createReconnectingStore, readLocalCopy, withLocalCopy } from './local-copy.ts'
+import { createReconnectingStore, localCopyAge, readLocalCopy, withLocalCopy } from './local-copy.ts'
 import { openRedisCoordinator, type RedisCoordinator } from './redis-coordinator.ts'
 import { type AdvisoryLock, createAdvisoryLock } from './rotation-lock.ts'
 
@@ -49,10 +50,19 @@ export function describeUrl(url: string): string {
   }
 }
 
+/** An age in seconds, roughly, for messages: `9.5 days`, `3.2 hours`, `12 minutes`. */
+function describeAge(seconds: number): string {
+  if (seconds >= 86_400) return `${(seconds / 86_400).toFixed(1)} days`
+  if (seconds >= 3600) return `${(seconds / 3600).toFixed(1)} hours`
+  if (seconds >= 60) return `${Math.floor(seconds / 60)} minutes`
+  return `${seconds} seconds`
+}
+
 /**
  * Opens what `store.postgres` and `store.redis` name. PostgreSQL unreachable at start: with
- * `allowLocalCopy` (the gateway) and a local copy in data_dir, serve from it and keep trying; else
- * throw {@link StoreUnavailableError} saying so. Redis unreachable at start is not an error: every use
+ * `allowLocalCopy` (the gateway) and a local copy in data_dir no older than `store.local_copy_max_age`,
+ * serve from it and keep trying; else throw {@link StoreUnavailableError} saying so (an older copy
+ * would verify with revocations and keys that stale: a token revoked since would be accepted). Redis unreachable at start is not an error: every use
  * of it falls back locally until it answers.
  */
 export async function openSharedState(
@@ -82,6 +92,7 @@ export async function openSharedState(
         await openPostgresStore({ connection: url, schema: config.store.schema, clock: options.clock }),
         copyFile,
         log,
+        options.clock,
       )
     try {
       const pgStore = await open()
@@ -91,17 +102,27 @@ export async function openSharedState(
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err
       const copy = options.allowLocalCopy ? readLocalCopy(copyFile) : undefined
+      const unreached = `${describeUrl(url)} could not be reached (${(err.cause as Error | undefined)?.message ?? err.message})`
       if (copy === undefined) {
         throw new StoreUnavailableError(
           'PostgreSQL',
-          `${describeUrl(url)} could not be reached (${(err.cause as Error | undefined)?.message ?? err.message})${
-            options.allowLocalCopy ? ` and there is no local copy (${copyFile}) to start from` : ''
-          }`,
+          `${unreached}${options.allowLocalCopy ? ` and there is no local copy (${copyFile}) to start from` : ''}`,
+          { cause: err },
+        )
+      }
+      const age = localCopyAge(copy, options.clock)
+      const maxAge = config.store.local_copy_max_age
+      if (age === undefined || age > maxAge) {
+        throw new StoreUnavailableError(
+          'PostgreSQL',
+          `${unreached} and the local copy (${copyFile}) is ${
+            age === undefined ? 'of unknown age' : `${describeAge(age)} old`
+          }, older than store.local_copy_max_age (${formatDuration(maxAge)}): not starting from it`,
           { cause: err },
         )
       }
       log.warn(
-        { event: 'store_local_copy', file: copyFile, savedAt: copy.savedAt },
+        { event: 'store_local_copy', file: copyFile, savedAt: copy.savedAt, ageSeconds: age },
         'PostgreSQL unreachable at start: verifying from the local copy, refusing writes until it is back',
       )
       const reconnecting = createReconnectingStore({ open, copy, log })

@@ -65,6 +65,14 @@ export class TokenError extends GatehouseError {
 }
 
 const KEY_RELOAD_COOLDOWN_MS = 10_000
+/** Revocations pushed in one message that are looked up one by one; more, and they are all reloaded. */
+export const MAX_REVOCATION_HINTS = 1000
+/** Revocation hints waiting for their lookup, across messages. */
+const MAX_PENDING_HINTS = 10_000
+/** Lookups of one message's hints run at once. */
+const HINT_LOOKUPS = 4
+/** What a jti may look like (Gatehouse's are 22 base64url characters). */
+const JTI = /^[A-Za-z0-9_-]{1,128}$/
 const SUBJECT = /^[\x21-\x7e]{1,256}$/
 const SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]{1,64}$/ // RFC 6749 §3.3 scope-token
 
@@ -101,11 +109,93 @@ export function createTokenService(options: TokenServiceOptions) {
     }
   }
 
-  /** Revocations learnt from elsewhere (another instance): refused from now on, without a store read. */
-  function markRevoked(entries: ReadonlyArray<{ jti: string; expiresAt: number }>): void {
-    for (const { jti, expiresAt } of entries) {
-      revoked.set(jti, expiresAt)
-      pushed.set(jti, expiresAt)
+  // A revocation refresh asked while one runs is run once more after it (it may have read too early);
+  // any number of asks meanwhile make that one run.
+  let refreshing: Promise<void> | undefined
+  let refreshAgain: Promise<void> | undefined
+  function refreshSoon(): Promise<void> {
+    if (refreshAgain !== undefined) return refreshAgain
+    if (refreshing !== undefined) {
+      refreshAgain = refreshing.then(() => {
+        refreshAgain = undefined
+        return refreshSoon()
+      })
+      return refreshAgain
+    }
+    refreshing = refreshRevocations()
+      .catch((err) =>
+        log.warn(
+          { event: 'revocation_refresh_failed', err: (err as Error).message },
+          'revocations not reloaded; the timer tries again',
+        ),
+      )
+      .finally(() => {
+        refreshing = undefined
+      })
+    return refreshing
+  }
+
+  // jtis being confirmed against the store, so a flood of hints cannot queue without bound.
+  const confirming = new Set<string>()
+
+  /**
+   * Revocations another instance says it made (pushed through Redis). A message on that channel is not
+   * authenticated, so it is a hint, never taken as it is: each jti is looked up in the store and refused
+   * from now on only when the store has it revoked, until the expiry the store has for it (the one in
+   * the message is ignored). More than {@link MAX_REVOCATION_HINTS} at once, or more than
+   * {@link MAX_PENDING_HINTS} waiting, is not looked up one by one: the revocations are reloaded instead.
+   * While the store is unreachable nothing unconfirmed is taken: the timer's reload picks them up when it
+   * answers. Never rejects; resolves once every jti named was looked up.
+   */
+  async function markRevoked(entries: ReadonlyArray<{ jti: string; expiresAt?: number }>): Promise<void> {
+    if (!Array.isArray(entries)) return
+    if (entries.length > MAX_REVOCATION_HINTS) {
+      log.warn(
+        { event: 'revocation_hint_oversized', count: entries.length },
+        'too many revocations in one message to look up: reloading them from the store instead',
+      )
+      return refreshSoon()
+    }
+    const todo = new Set<string>()
+    for (const e of entries) {
+      const jti = (e as { jti?: unknown } | undefined)?.jti
+      if (typeof jti !== 'string' || !JTI.test(jti)) continue
+      if (!revoked.has(jti) && !confirming.has(jti)) todo.add(jti)
+    }
+    if (todo.size === 0) return
+    if (confirming.size + todo.size > MAX_PENDING_HINTS) {
+      log.warn(
+        { event: 'revocation_hint_backlog', pending: confirming.size, count: todo.size },
+        'too many revocations waiting to be looked up: reloading them from the store instead',
+      )
+      return refreshSoon()
+    }
+    for (const jti of todo) confirming.add(jti)
+    const ids = [...todo]
+    let unreachable: Error | undefined
+    const worker = async () => {
+      for (let jti = ids.shift(); jti !== undefined; jti = ids.shift()) {
+        try {
+          if (unreachable !== undefined) continue
+          const token = await store.getToken(jti)
+          if (token?.revokedAt !== undefined) {
+            revoked.set(jti, token.expiresAt)
+            // Kept across a reload running meanwhile, which may have read before the revocation.
+            pushed.set(jti, token.expiresAt)
+          }
+        } catch (err) {
+          unreachable = err as Error
+        } finally {
+          confirming.delete(jti)
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(HINT_LOOKUPS, ids.length) }, worker))
+    if (unreachable !== undefined) {
+      log.warn(
+        { event: 'revocation_hint_unconfirmed', count: todo.size, err: unreachable.message },
+        'revocations pushed by another instance could not be confirmed in the store: left to the next reload',
+      )
     }
   }
 
@@ -303,6 +393,8 @@ export function createTokenService(options: TokenServiceOptions) {
     inspect,
     refreshRevocations,
     markRevoked,
+    /** How many revocations are held in memory (tests, metrics). */
+    revokedCount: () => revoked.size,
     list: (includeExpired = false) => store.listTokens({ includeExpired, now: now() }),
     countDescendants: async (jti: string) => (await store.listDescendants(jti)).length,
     forget: (token: string) => cache.delete(token),

@@ -18,8 +18,10 @@ describe('shared refresh (Redis)', { skip }, () => {
   let b: RedisCoordinator
 
   before(async () => {
-    a = await openRedisCoordinator({ url: REDIS_URL, prefix, log: silentLogger })
-    b = await openRedisCoordinator({ url: REDIS_URL, prefix, log: silentLogger })
+    // A generous command timeout: on a loaded test machine a slow answer would make an instance
+    // refresh on its own (the fallback), which is not what these tests are about.
+    a = await openRedisCoordinator({ url: REDIS_URL, prefix, log: silentLogger, commandTimeoutMs: 5000 })
+    b = await openRedisCoordinator({ url: REDIS_URL, prefix, log: silentLogger, commandTimeoutMs: 5000 })
   })
   after(async () => {
     await a?.close()

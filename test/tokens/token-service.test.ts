@@ -10,6 +10,7 @@ import { base64url, decodeJwt, decodeProtectedHeader, exportSPKI, generateKeyPai
 import { createFrozenClock } from '../../src/core/clock.ts'
 import { type Logger, silentLogger as silent } from '../../src/core/ports.ts'
 import { createKeyRing, type KeyRing } from '../../src/keys/key-ring.ts'
+import { StoreUnavailableError } from '../../src/store/errors.ts'
 import { createMemoryStore } from '../../src/store/memory-store.ts'
 import type { KeyStore, TokenStore } from '../../src/store/ports.ts'
 import { createSQLiteStore } from '../../src/store/sqlite-store.ts'
@@ -886,5 +887,117 @@ describe('an instance that has not seen the newest key yet', () => {
     clock.advance(10_000)
     await b.verify(await forge(ringA, Math.floor(clock.now() / 1000), {}, { kid: 'unknown-late' }))
     assert.equal(reloads, 1)
+  })
+})
+
+describe('tokens: revocations pushed by another instance are hints, confirmed in the store', () => {
+  const FAR = 2 ** 53 - 1
+
+  /** The store, counting lookups, with a switch to make it unreachable for lookups and reloads. */
+  function observed(store: Store) {
+    const seen = { getToken: 0, listRevoked: 0 }
+    let down = false
+    const wrapped: Store = {
+      ...store,
+      async getToken(jti) {
+        seen.getToken++
+        if (down) throw new StoreUnavailableError('PostgreSQL', 'test outage')
+        return store.getToken(jti)
+      },
+      async listRevoked(now) {
+        seen.listRevoked++
+        if (down) throw new StoreUnavailableError('PostgreSQL', 'test outage')
+        return store.listRevoked(now)
+      },
+    }
+    return { wrapped, seen, setDown: (d: boolean) => (down = d) }
+  }
+
+  it('a forged hint naming a live token does not make it refused', async () => {
+    const { tokens, fresh } = await setup()
+    const { token, record } = await tokens.issue({ subject: 'live' })
+    const b = await fresh()
+    await accepted(b, token)
+    const before = b.revokedCount()
+    await b.markRevoked([{ jti: record.jti, expiresAt: FAR }])
+    await accepted(b, token)
+    assert.equal(b.revokedCount(), before)
+  })
+
+  it('a real revocation is refused at once, until the expiry the store has (not the one pushed)', async () => {
+    const { tokens, fresh, clock } = await setup()
+    const { token, record } = await tokens.issue({ subject: 'revoked', ttlSeconds: HOUR })
+    const b = await fresh()
+    await accepted(b, token)
+    await tokens.revoke(record.jti, false)
+    await b.markRevoked([{ jti: record.jti, expiresAt: FAR }])
+    await refused(b, token, 'invalid_token', /^token revoked$/)
+    // Past its expiry (and the leeway) a reload forgets it: it was kept with the stored exp, not 2^53-1.
+    clock.advance((HOUR + LEEWAY + 1) * 1000)
+    await b.refreshRevocations()
+    await b.refreshRevocations()
+    assert.equal(b.revokedCount(), 0)
+  })
+
+  it('an oversized hint changes nothing but a reload from the store', async () => {
+    const { store, tokens, ring } = await setup()
+    const { token, record } = await tokens.issue({ subject: 'live' })
+    const { wrapped, seen } = observed(store)
+    const b = createTokenService({
+      store: wrapped,
+      keyRing: ring,
+      clock: createFrozenClock(START),
+      log: silent,
+      issuer: ISS,
+      audience: AUD,
+      lifetimes: LIFETIMES,
+      leewaySeconds: LEEWAY,
+    })
+    await b.refreshRevocations()
+    await accepted(b, token)
+    const reloadsBefore = seen.listRevoked
+    const flood = Array.from({ length: 200_000 }, (_, i) => ({ jti: `made-up-${i}`, expiresAt: FAR }))
+    flood.push({ jti: record.jti, expiresAt: FAR })
+    await b.markRevoked(flood)
+    assert.equal(b.revokedCount(), 0, 'nothing taken into memory')
+    assert.equal(seen.getToken, 0, 'not looked up one by one')
+    assert.equal(seen.listRevoked, reloadsBefore + 1, 'reloaded instead')
+    await accepted(b, token)
+    // Malformed entries are skipped without a lookup.
+    await b.markRevoked([
+      { jti: '', expiresAt: 1 },
+      { jti: 'has space', expiresAt: 1 },
+      { jti: 'x'.repeat(200), expiresAt: 1 },
+      { jti: 'nul\u0000', expiresAt: 1 },
+      null as unknown as { jti: string; expiresAt: number },
+    ])
+    assert.equal(seen.getToken, 0)
+  })
+
+  it('store unreachable: an unconfirmed hint is not taken; the next reload finds the revocation', async () => {
+    const { store, tokens, ring } = await setup()
+    const { token, record } = await tokens.issue({ subject: 'during-outage' })
+    const { wrapped, setDown } = observed(store)
+    const { log, lines } = recordingLogger()
+    const b = createTokenService({
+      store: wrapped,
+      keyRing: ring,
+      clock: createFrozenClock(START),
+      log,
+      issuer: ISS,
+      audience: AUD,
+      lifetimes: LIFETIMES,
+      leewaySeconds: LEEWAY,
+    })
+    await b.refreshRevocations()
+    await accepted(b, token)
+    await tokens.revoke(record.jti, false)
+    setDown(true)
+    await b.markRevoked([{ jti: record.jti, expiresAt: FAR }])
+    await accepted(b, token)
+    assert.ok(lines.some((l) => (l.obj as { event?: string }).event === 'revocation_hint_unconfirmed'))
+    setDown(false)
+    await b.refreshRevocations()
+    await refused(b, token, 'invalid_token', /^token revoked$/)
   })
 })
