@@ -1,18 +1,21 @@
 /**
  * `gatehouse build-edge --config FILE --out DIR`: one Lambda@Edge bundle per function of seed 004
  * (check-auth, parse-auth, refresh-auth, sign-out, http-headers), each `DIR/<function>/index.mjs`
- * with `export const handler`. The edge has no environment variables, so secrets are resolved here
+ * with `export const handler`, and next to it the deployable `DIR/<function>.zip` (that one file as
+ * `index.mjs`, for the handler `index.handler`), written deterministically so its hash changes only
+ * when the bundle does. The edge has no environment variables, so secrets are resolved here
  * and baked in, each function getting only what it uses (http-headers: none). The provider's
  * discovery document and JWKS are fetched now (or taken from the copies persisted in data_dir when
  * the provider is unreachable) and baked in as the last known good copies.
  */
 
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { build } from 'esbuild'
+import { zipSync } from 'fflate'
 import type {
   CoreBundle,
   EdgeBundle,
@@ -34,6 +37,27 @@ import { createSQLiteStore } from '../store/sqlite-store.ts'
 
 /** CloudFront's limit for a viewer-request or viewer-response function package. */
 export const VIEWER_TRIGGER_LIMIT_BYTES = 1_048_576
+
+/** The file each zip holds: deploy/terraform/aws-edge gives Lambda the handler `index.handler`. */
+export const HANDLER_FILE = 'index.mjs'
+
+/**
+ * The zip entries' modification time: 1980-01-01 00:00, the earliest a zip can hold. Built from local
+ * components because fflate encodes the local date and time: the bytes are the same in every time zone.
+ */
+const ZIP_MTIME = new Date(1980, 0, 1, 0, 0, 0)
+
+/**
+ * The deployable package of one bundle: a zip holding `code` as `index.mjs`, with a fixed timestamp
+ * and Unix mode 644 inside (Lambda's runtime user must be able to read it), so the same bundle always
+ * gives the same bytes and Terraform's `source_code_hash` changes only when the bundle does.
+ */
+export function zipBundle(code: Uint8Array): Uint8Array {
+  return zipSync(
+    { [HANDLER_FILE]: [code, { mtime: ZIP_MTIME, os: 3, attrs: (0o100644 << 16) >>> 0 }] },
+    { level: 9, mtime: ZIP_MTIME },
+  )
+}
 
 export class EdgeBuildError extends GatehouseError {
   override readonly name = 'EdgeBuildError'
@@ -164,6 +188,8 @@ export interface BuiltBundle {
   file: string
   bytes: number
   sha256: string
+  /** The deployable zip, `outDir/<function>.zip`. */
+  zip: { file: string; bytes: number; sha256: string }
 }
 
 const EDGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../adapters/edge')
@@ -178,7 +204,10 @@ function entrySource(bundle: EdgeBundle): string {
   return `import { createEdgeHandler } from ${JSON.stringify(resolve(EDGE_DIR, 'handler.ts'))}\nexport const handler = createEdgeHandler(${baked})\n`
 }
 
-/** Bundles each function into `outDir/<function>/index.mjs` (mode 600: most hold secrets). */
+/**
+ * Bundles each function into `outDir/<function>/index.mjs` and zips it into `outDir/<function>.zip`
+ * (both mode 600: most hold secrets).
+ */
 export async function writeEdgeBundles(
   bundles: Record<EdgeFunctionName, EdgeBundle>,
   outDir: string,
@@ -199,7 +228,7 @@ export async function writeEdgeBundles(
       minify: true,
       legalComments: 'none',
       write: false,
-      outfile: resolve(outDir, fn, 'index.mjs'),
+      outfile: resolve(outDir, fn, HANDLER_FILE),
       logLevel: 'silent',
     })
     const out = result.outputFiles[0]
@@ -209,13 +238,28 @@ export async function writeEdgeBundles(
         `${fn}: ${out.contents.byteLength} bytes, over CloudFront's ${VIEWER_TRIGGER_LIMIT_BYTES}-byte limit for viewer triggers`,
       )
     }
+    const zip = zipBundle(out.contents)
+    // CloudFront's quota is on the zipped package; the check above on the bundle itself is stricter.
+    if (zip.byteLength >= VIEWER_TRIGGER_LIMIT_BYTES) {
+      throw new EdgeBuildError(
+        `${fn}: the zip is ${zip.byteLength} bytes, over CloudFront's ${VIEWER_TRIGGER_LIMIT_BYTES}-byte limit for viewer triggers`,
+      )
+    }
     mkdirSync(dirname(out.path), { recursive: true, mode: 0o700 })
-    writeFileSync(out.path, out.contents, { mode: 0o600 })
+    const zipFile = resolve(outDir, `${fn}.zip`)
+    for (const [file, bytes] of [
+      [out.path, out.contents],
+      [zipFile, zip],
+    ] as const) {
+      writeFileSync(file, bytes, { mode: 0o600 })
+      chmodSync(file, 0o600) // `mode` applies only to a new file: a rebuild over an older one keeps it private too
+    }
     built.push({
       function: fn,
       file: out.path,
       bytes: out.contents.byteLength,
       sha256: createHash('sha256').update(out.contents).digest('hex'),
+      zip: { file: zipFile, bytes: zip.byteLength, sha256: createHash('sha256').update(zip).digest('hex') },
     })
   }
   return built
@@ -242,7 +286,14 @@ export async function run(argv: string[]): Promise<number> {
       publicUrl: new URL(config.public_url).origin,
       callbackPath: '/oauth2/callback',
       provider: { issuer: config.provider.issuer, ...prepared.provider },
-      functions: built.map((b) => ({ function: b.function, bytes: b.bytes, sha256: b.sha256 })),
+      functions: built.map((b) => ({
+        function: b.function,
+        bytes: b.bytes,
+        sha256: b.sha256,
+        zip: `${b.function}.zip`,
+        zipBytes: b.zip.bytes,
+        zipSha256: b.zip.sha256,
+      })),
     }
     writeFileSync(resolve(outDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 })
     process.stdout.write(
@@ -250,7 +301,7 @@ export async function run(argv: string[]): Promise<number> {
     )
     for (const b of built)
       process.stdout.write(
-        `  ${b.function.padEnd(13)} ${String(b.bytes).padStart(8)} bytes  ${b.function}/index.mjs\n`,
+        `  ${b.function.padEnd(13)} ${String(b.bytes).padStart(8)} bytes  ${`${b.function}/${HANDLER_FILE}`.padEnd(22)}  ${String(b.zip.bytes).padStart(8)} bytes  ${b.function}.zip\n`,
       )
     process.stdout.write(
       `Provider copies: ${prepared.provider.source}, ${prepared.provider.ageSeconds} s old. The bundles hold secrets: keep ${outDir} private.\n`,

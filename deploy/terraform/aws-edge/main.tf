@@ -1,7 +1,8 @@
 # Seed 004's deployment: CloudFront in front of an app, Gatehouse's five Lambda@Edge functions, and a
 # Cognito user pool as the identity provider. The function bundles are built outside Terraform by
-# `gatehouse build-edge` (secrets baked in); Terraform only zips and deploys them, so neither the session
-# secrets nor the bundles' content ever reach the state (archive_file keeps a hash, not the content).
+# `gatehouse build-edge` (secrets baked in), which also zips them (<bundles_dir>/<function>.zip, the bundle
+# as index.mjs, deterministic); Terraform only deploys the zips, so neither the session secrets nor the
+# bundles' content ever reach the state (it keeps the zips' path and hash, not their content).
 
 locals {
   public_url = "https://${var.domain_name}"
@@ -10,6 +11,8 @@ locals {
 
   viewer_functions = toset(["check-auth", "parse-auth", "refresh-auth", "sign-out"])
   functions        = setunion(local.viewer_functions, ["http-headers"])
+  # Written by `gatehouse build-edge` next to the bundles: each holds its bundle as index.mjs.
+  zips = { for fn in local.functions : fn => "${var.bundles_dir}/${fn}.zip" }
 
   # Paths answered by a function of their own (viewer-request), every other path by check-auth.
   endpoint_functions = {
@@ -109,16 +112,6 @@ resource "aws_cognito_user_pool_client" "this" {
 
 # ---- Lambda@Edge: one function per bundle -------------------------------------------------------------
 
-data "archive_file" "bundle" {
-  for_each = local.functions
-
-  type        = "zip"
-  source_file = "${var.bundles_dir}/${each.key}/index.mjs"
-  # Next to the bundles: the zips hold the same secrets and stay in the same private directory.
-  output_path      = "${var.bundles_dir}/${each.key}.zip"
-  output_file_mode = "0600"
-}
-
 data "aws_iam_policy_document" "assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -149,13 +142,15 @@ resource "aws_lambda_function" "edge" {
   provider = aws.us_east_1
   for_each = local.functions
 
-  function_name    = "${var.name}-${each.key}"
-  description      = "Gatehouse ${each.key} (Lambda@Edge)"
-  role             = aws_iam_role.edge.arn
-  runtime          = var.lambda_runtime
+  function_name = "${var.name}-${each.key}"
+  description   = "Gatehouse ${each.key} (Lambda@Edge)"
+  role          = aws_iam_role.edge.arn
+  runtime       = var.lambda_runtime
+  # build-edge's zips hold the bundle as index.mjs (ESM, `export const handler`); they are deterministic,
+  # so the hash, and the function, change only when the bundle does.
   handler          = "index.handler"
-  filename         = data.archive_file.bundle[each.key].output_path
-  source_code_hash = data.archive_file.bundle[each.key].output_base64sha256
+  filename         = local.zips[each.key]
+  source_code_hash = fileexists(local.zips[each.key]) ? filebase64sha256(local.zips[each.key]) : null
   # Lambda@Edge runs a published version, never $LATEST.
   publish = true
   # Viewer triggers: at most 128 MB and 5 s. http-headers (origin-response) needs no more.
@@ -163,6 +158,13 @@ resource "aws_lambda_function" "edge" {
   timeout     = 5
 
   tags = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = fileexists(local.zips[each.key])
+      error_message = "${local.zips[each.key]} is missing: run `gatehouse build-edge --config <file> --out ${var.bundles_dir}` first."
+    }
+  }
 }
 
 # ---- CloudFront ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ variable "name" {
 }
 
 variable "bundles_dir" {
-  description = "The --out directory of `gatehouse build-edge`: one <function>/index.mjs per function. It holds secrets; the zips are written next to them."
+  description = "The --out directory of `gatehouse build-edge`, holding one <function>.zip per function (deployed as is). It holds secrets: keep it private."
   type        = string
 }
 

@@ -8,9 +8,5 @@ terraform {
       # Lambda@Edge functions, their IAM role and the CloudFront certificate live in us-east-1.
       configuration_aliases = [aws.us_east_1]
     }
-    archive = {
-      source  = "hashicorp/archive"
-      version = ">= 2.4.0"
-    }
   }
 }

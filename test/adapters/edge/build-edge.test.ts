@@ -2,22 +2,27 @@
  * `gatehouse build-edge` end to end: the CLI run against a real oidc-provider, each produced bundle
  * imported and invoked with documented CloudFront events, a full sign-in through the bundled code,
  * the baked keys serving while the provider is down, and the build's own failure when neither the
- * provider nor a persisted copy is there.
+ * provider nor a persisted copy is there. The deployable zips hold exactly the bundles and are the
+ * same bytes for the same bundle.
  */
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
+import { unzipSync } from 'fflate'
 import type {
   CloudFrontRequestEvent,
   CloudFrontRequestResult,
   CloudFrontResponse,
   CloudFrontResponseEvent,
 } from '../../../src/adapters/edge/cloudfront.ts'
+import { prepareEdgeBundles, writeEdgeBundles, zipBundle } from '../../../src/cli/build-edge.ts'
+import { loadConfigFile } from '../../../src/config/load.ts'
 import { openDatabase } from '../../../src/store/open-sqlite.ts'
 import { browserFetch } from '../../helpers/browser-fetch.ts'
 import { createCookieClient } from '../../helpers/cookie-client.ts'
@@ -134,6 +139,56 @@ describe('gatehouse build-edge', () => {
     assert.ok(!check.includes(idp.clientSecret), 'check-auth never holds the client secret')
     assert.ok(check.includes(SESSION_SECRET), 'check-auth holds the session secret it decrypts with')
     assert.ok(readFileSync(join(out, 'parse-auth', 'index.mjs'), 'utf8').includes(idp.clientSecret))
+  })
+
+  test('writes one deployable zip per function: index.mjs holding exactly the bundle, private, under the limit', async () => {
+    const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'))
+    for (const fn of FUNCTIONS) {
+      const file = join(out, `${fn}.zip`)
+      const { size, mode } = statSync(file)
+      assert.ok(size < LIMIT, `${fn}.zip: ${size} bytes`)
+      assert.equal(mode & 0o777, 0o600, `${fn}.zip is private`)
+      const zip = readFileSync(file)
+      const entries = unzipSync(zip)
+      // deploy/terraform/aws-edge deploys it with handler = "index.handler".
+      assert.deepEqual(Object.keys(entries), ['index.mjs'], `${fn}.zip holds index.mjs only`)
+      assert.deepEqual(Buffer.from(entries['index.mjs']!), readFileSync(join(out, fn, 'index.mjs')))
+      assert.deepEqual(
+        Buffer.from(zipBundle(entries['index.mjs']!)),
+        zip,
+        `${fn}.zip is a function of the bundle`,
+      )
+      const listed = manifest.functions.find((f: { function: string }) => f.function === fn)
+      assert.equal(listed.zip, `${fn}.zip`)
+      assert.equal(listed.zipBytes, size)
+      assert.equal(listed.zipSha256, createHash('sha256').update(zip).digest('hex'))
+    }
+    const headers = new TextDecoder().decode(
+      unzipSync(readFileSync(join(out, 'http-headers.zip')))['index.mjs'],
+    )
+    assert.ok(!headers.includes(SESSION_SECRET), 'the http-headers zip holds no session secret')
+    assert.ok(!headers.includes(idp.clientSecret), 'the http-headers zip holds no client secret')
+    assert.ok(!headers.includes(idp.issuer), 'the http-headers zip holds nothing of the provider')
+  })
+
+  test('the zips are deterministic: two builds of the same bundles give the same bytes, with a fixed timestamp', async () => {
+    const { config, baseDir } = loadConfigFile(join(dir, 'gatehouse.yaml'))
+    const prepared = await prepareEdgeBundles(config, { baseDir, env })
+    const first = await writeEdgeBundles(prepared.bundles, join(dir, 'det-1'))
+    const second = await writeEdgeBundles(prepared.bundles, join(dir, 'det-2'))
+    for (const fn of FUNCTIONS) {
+      const a = readFileSync(join(dir, 'det-1', `${fn}.zip`))
+      const b = readFileSync(join(dir, 'det-2', `${fn}.zip`))
+      assert.deepEqual(a, b, `${fn}.zip`)
+      assert.equal(
+        first.find((x) => x.function === fn)?.zip.sha256,
+        second.find((x) => x.function === fn)?.zip.sha256,
+      )
+      // The local file header's DOS time and date (offsets 10 and 12): 00:00:00 on 1980-01-01, not the build's.
+      assert.equal(a.readUInt32LE(0), 0x04034b50, 'a zip local file header')
+      assert.equal(a.readUInt16LE(10), 0, `${fn}.zip: fixed time`)
+      assert.equal(a.readUInt16LE(12), (0 << 9) | (1 << 5) | 1, `${fn}.zip: fixed date`)
+    }
   })
 
   test('the bundles answer CloudFront events: a full sign-in through the bundled code', async () => {
