@@ -7,8 +7,7 @@ import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { systemClock } from '../src/core/clock.ts'
-import { createSessionCodec } from '../src/core/session-codec.ts'
+import { sessionCookie } from '../test/helpers/session.ts'
 import { type BenchTarget, startChild } from './run.ts'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
@@ -20,14 +19,7 @@ export const target: BenchTarget = {
     const child = await startChild(`${here}gatehouse-child.ts`, [ctx.originUrl], {
       GATEHOUSE_BENCH_SECRET: secret,
     })
-    const codec = await createSessionCodec({
-      secrets: [secret],
-      cookieName: 'gatehouse',
-      secure: false,
-      clock: systemClock,
-    })
-    const now = Math.floor(Date.now() / 1000)
-    const [setCookie] = await codec.write({
+    const cookie = await sessionCookie(secret, {
       sid: 'bench-session',
       identity: {
         sub: 'bench-user',
@@ -36,16 +28,11 @@ export const target: BenchTarget = {
         groups: ['staff'],
         preferredUsername: 'bench',
       },
-      signedInAt: now,
-      expiresAt: now + 3600,
-      maxExpiresAt: now + 86_400,
       // Realistic sizes: a provider's JWT access token, an opaque refresh token, an ID token.
       accessToken: randomBytes(600).toString('base64url'),
-      accessTokenExpiresAt: now + 3600,
       refreshToken: randomBytes(32).toString('base64url'),
       idToken: randomBytes(500).toString('base64url'),
     })
-    const cookie = setCookie!.split(';')[0]!
     // Sanity check before measuring: the cookie must be accepted (200 from the origin, not a 302/401).
     const probe = await fetch(`${child.url}/`, { headers: { cookie }, redirect: 'manual' })
     if (probe.status !== 200) throw new Error(`gatehouse target refused the bench session: ${probe.status}`)

@@ -60,6 +60,44 @@ async function startWebhook(): Promise<Hook> {
   return hook
 }
 
+/**
+ * A gateway whose client secret expires 40 days after T0, alerting a webhook at 30, 7 and 1 days; `start`
+ * starts one more instance on the same config (restarts, or a second instance on a shared store).
+ */
+function alertingGateway(
+  hookUrl: string,
+  clock: ReturnType<typeof createFrozenClock>,
+  extra: Record<string, unknown> = {},
+) {
+  const config = validateConfig({
+    public_url: 'http://localhost:8080',
+    upstream: 'http://127.0.0.1:9',
+    data_dir: mkdtempSync(join(tmpdir(), 'gh-alerts-')),
+    listen: { host: '127.0.0.1', port: 0 },
+    provider: {
+      issuer: 'http://127.0.0.1:9/idp',
+      client_id: 'entra-app',
+      client_secret: { env: 'S' },
+      client_secret_expires: new Date((T0 + 40 * DAY) * 1000).toISOString(),
+    },
+    session: { secrets: [{ env: 'S' }] },
+    lifetimes: DEV_LIFETIMES,
+    alerts: { webhook: { env: 'HOOK' }, thresholds: ['30d', '7d', '1d'] },
+    ...extra,
+  })
+  return {
+    start: () =>
+      startGateway(config, {
+        baseDir: process.cwd(),
+        log: silentLogger,
+        clock,
+        admin: false,
+        env: { S: SECRET, HOOK: hookUrl },
+        probeTLS: false,
+      }),
+  }
+}
+
 describe('expiry alerts', () => {
   let hook: Hook
   before(async () => {
@@ -69,30 +107,7 @@ describe('expiry alerts', () => {
 
   it('sends each threshold once, keeps that across restarts, retries a failed send, never alerts on own keys', async () => {
     const clock = createFrozenClock(T0 * 1000)
-    const config = validateConfig({
-      public_url: 'http://localhost:8080',
-      upstream: 'http://127.0.0.1:9',
-      data_dir: mkdtempSync(join(tmpdir(), 'gh-alerts-')),
-      listen: { host: '127.0.0.1', port: 0 },
-      provider: {
-        issuer: 'http://127.0.0.1:9/idp',
-        client_id: 'entra-app',
-        client_secret: { env: 'S' },
-        client_secret_expires: new Date((T0 + 40 * DAY) * 1000).toISOString(),
-      },
-      session: { secrets: [{ env: 'S' }] },
-      lifetimes: DEV_LIFETIMES,
-      alerts: { webhook: { env: 'HOOK' }, thresholds: ['30d', '7d', '1d'] },
-    })
-    const start = () =>
-      startGateway(config, {
-        baseDir: process.cwd(),
-        log: silentLogger,
-        clock,
-        admin: false,
-        env: { S: SECRET, HOOK: hook.url },
-        probeTLS: false,
-      })
+    const { start } = alertingGateway(hook.url, clock)
     const sent = () => hook.bodies.map((b) => `${(b['credential'] as { id: string }).id} ${b['threshold']}`)
     const at = (days: number) => clock.set((T0 + days * DAY) * 1000)
 
@@ -250,31 +265,7 @@ describe('expiry alerts with many instances on PostgreSQL', { skip: await postgr
 
   it('two instances checking at the same moment send each alert once', async () => {
     const clock = createFrozenClock(T0 * 1000)
-    const config = validateConfig({
-      public_url: 'http://localhost:8080',
-      upstream: 'http://127.0.0.1:9',
-      data_dir: mkdtempSync(join(tmpdir(), 'gh-alerts-pg-')),
-      listen: { host: '127.0.0.1', port: 0 },
-      provider: {
-        issuer: 'http://127.0.0.1:9/idp',
-        client_id: 'entra-app',
-        client_secret: { env: 'S' },
-        client_secret_expires: new Date((T0 + 40 * DAY) * 1000).toISOString(),
-      },
-      session: { secrets: [{ env: 'S' }] },
-      lifetimes: DEV_LIFETIMES,
-      store: { postgres: POSTGRES_URL, schema },
-      alerts: { webhook: { env: 'HOOK' }, thresholds: ['30d', '7d', '1d'] },
-    })
-    const start = () =>
-      startGateway(config, {
-        baseDir: process.cwd(),
-        log: silentLogger,
-        clock,
-        admin: false,
-        env: { S: SECRET, HOOK: hook.url },
-        probeTLS: false,
-      })
+    const { start } = alertingGateway(hook.url, clock, { store: { postgres: POSTGRES_URL, schema } })
     const a = await start()
     const b = await start()
     try {
