@@ -21,7 +21,7 @@ import type { Gatehouse } from './core/gatehouse.ts'
 import type { Logger } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
 import { createExpiryMonitor, type ExpiryMonitor } from './expiry/monitor.ts'
-import { createObservingConnector, createTLSObserver } from './expiry/tls.ts'
+import { createObservingConnector, createTLSObserver, readCAFile } from './expiry/tls.ts'
 import type { ProviderCache } from './keys/provider-cache.ts'
 import { createLogger } from './log.ts'
 import type { OIDCClient } from './oidc/client.ts'
@@ -126,7 +126,11 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   const publicUrl = new URL(config.public_url)
   const tlsObserver = createTLSObserver()
   const nowSeconds = () => Math.floor(clock.now() / 1000)
-  const providerAgent = new Agent({ connect: createObservingConnector(tlsObserver, nowSeconds) })
+  // Discovery, JWKS, token and revocation calls trust Node's roots, plus `provider.ca` when set.
+  const providerCA = readCAFile(config.provider.ca, options.baseDir, 'provider.ca')
+  const providerAgent = new Agent({
+    connect: createObservingConnector(tlsObserver, nowSeconds, { ca: providerCA }),
+  })
   const tlsFiles: TLSFiles | undefined =
     config.tls === undefined
       ? undefined
@@ -229,6 +233,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     registry: metrics.registry,
     fetch: options.webhookFetch,
     probe: options.probeTLS,
+    providerCA,
     webhook:
       webhook === undefined
         ? undefined

@@ -129,6 +129,11 @@ export const configSchema = z.strictObject({
     client_secret: secretRef,
     /** When the client secret stops working, if the provider expires them (Entra ID does): watched by `gatehouse expiry`. */
     client_secret_expires: instant.optional(),
+    /**
+     * A PEM file of CA certificates (relative to the config file) trusted for the provider's https
+     * endpoints besides Node's default roots: a provider on a private PKI, such as an internal Keycloak.
+     */
+    ca: z.string().min(1).optional(),
     scopes: z.array(z.string()).default(['openid', 'email', 'profile', 'offline_access']),
     /** Cognito: the hosted UI logout URL, e.g. https://auth.example.com/logout */
     end_session_url: httpUrl.optional(),

@@ -16,7 +16,7 @@ import {
   tlsEntry,
   unreachableTLSEntry,
 } from './inventory.ts'
-import { type ObservedCertificate, probeTLS, type TLSObserver } from './tls.ts'
+import { type ObservedCertificate, type ProbeOptions, probeTLS, type TLSObserver } from './tls.ts'
 
 export interface Inventory {
   generatedAt: number
@@ -121,6 +121,8 @@ export interface CollectOptions {
     probe: boolean
     maxAgeSeconds: number
     probeTimeoutMs?: number
+    /** Trust anchors of the provider's connections (`provider.ca` with Node's), for probes of its endpoints. */
+    providerCA?: ProbeOptions['ca']
   }
   /** Gatehouse's own certificate chain as served, or why it could not be read. */
   ownTLS?: { chain: readonly X509Certificate[]; where: string } | { error: string; where: string } | undefined
@@ -204,7 +206,11 @@ export async function collectInventory(o: CollectOptions): Promise<Inventory> {
       : 'named only by the discovery document: read from the first connection Gatehouse makes there, never probed'
     if (mayProbe && o.tls.probe && (cert === undefined || now - cert.observedAt > o.tls.maxAgeSeconds)) {
       try {
-        cert = await probeTLS(target.host, target.port, { nowSeconds: now, timeoutMs: o.tls.probeTimeoutMs })
+        cert = await probeTLS(target.host, target.port, {
+          nowSeconds: now,
+          timeoutMs: o.tls.probeTimeoutMs,
+          ca: target.owner === 'provider' ? o.tls.providerCA : undefined,
+        })
         o.tls.observer.record(cert)
       } catch (err) {
         why = (err as Error).message

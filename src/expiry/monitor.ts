@@ -28,6 +28,8 @@ export interface ExpiryMonitorOptions {
   ownTLS?: () => CollectOptions['ownTLS']
   /** Probe TLS endpoints not seen in a handshake for an hour. Default true. */
   probe?: boolean
+  /** Trust anchors of the provider's connections (`provider.ca`), for probes of its endpoints. */
+  providerCA?: CollectOptions['tls']['providerCA']
   /**
    * Many instances on one store: alerts are checked and sent under this lock, by one instance at a
    * time, so each alert goes out once (the others skip that round; their inventory is still taken).
@@ -161,7 +163,12 @@ export function createExpiryMonitor(options: ExpiryMonitorOptions): ExpiryMonito
       keys: options.keyRing.list(),
       sessionSecrets: options.sessionSecrets,
       warnSeconds,
-      tls: { observer: options.observer, probe: options.probe ?? true, maxAgeSeconds: 3600 },
+      tls: {
+        observer: options.observer,
+        probe: options.probe ?? true,
+        maxAgeSeconds: 3600,
+        providerCA: options.providerCA,
+      },
       ownTLS: options.ownTLS?.(),
     })
     last = inventory

@@ -1,7 +1,8 @@
 // A real embedded IdP on a random loopback port, with one client and a demo user, for tests.
 
 import { createPrivateKey, randomBytes } from 'node:crypto'
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { DatabaseSync } from 'node:sqlite'
 
@@ -51,10 +52,15 @@ export interface TestIdPOptions {
    * providers such as Entra ID and AD FS do. PEM, RSA.
    */
   signingCertificate?: { keyPem: string; certPem: string }
+  /**
+   * Serve HTTPS with this certificate (PEM; the chain, leaf first) instead of plain HTTP, as a provider
+   * on a private PKI does: the issuer is then `https://127.0.0.1:<port>/_idp` (unless `issuerOrigin`).
+   */
+  tls?: { certPem: string; keyPem: string }
 }
 
 export interface TestIdP {
-  /** `http://127.0.0.1:<port>/_idp` */
+  /** `http://127.0.0.1:<port>/_idp` (`https://` with `tls`) */
   readonly issuer: string
   readonly clientId: string
   readonly clientSecret: string
@@ -68,7 +74,10 @@ export interface TestIdP {
 // Cheap scrypt for tests only: the cost is a parameter, not behaviour under test.
 const TEST_SCRYPT = { N: 2 ** 10, r: 8, p: 1 }
 
-/** Starts an IdP at `http://127.0.0.1:<port>/_idp` with one client and the demo user `alice`. */
+/**
+ * Starts an IdP at `http://127.0.0.1:<port>/_idp` (`https://` with `tls`) with one client and the demo
+ * user `alice`.
+ */
 export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
   const clientId = options.clientId ?? 'gatehouse-test'
   const clientSecret = options.clientSecret ?? randomBytes(24).toString('base64url')
@@ -77,14 +86,18 @@ export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
 
   let idp: EmbeddedIdP | undefined
   const keepAlive = options.keepAlive ?? true
-  const server: Server = createServer((req, res) => {
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
     if (!keepAlive) res.setHeader('connection', 'close')
     if (idp && (req.url === '/_idp' || req.url?.startsWith('/_idp/') || req.url?.startsWith('/_idp?'))) {
       idp.handler(req, res)
       return
     }
     res.writeHead(404).end()
-  })
+  }
+  const server: Server =
+    options.tls === undefined
+      ? createServer(handle)
+      : createHttpsServer({ cert: options.tls.certPem, key: options.tls.keyPem }, handle)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(options.port ?? 0, '127.0.0.1', () => {
@@ -93,7 +106,8 @@ export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
     })
   })
   const { port } = server.address() as AddressInfo
-  const issuer = `${options.issuerOrigin ?? `http://127.0.0.1:${port}`}/_idp`
+  const scheme = options.tls === undefined ? 'http' : 'https'
+  const issuer = `${options.issuerOrigin ?? `${scheme}://127.0.0.1:${port}`}/_idp`
 
   try {
     if (options.signingCertificate !== undefined) publishCertificate(db, options.signingCertificate)
