@@ -1,5 +1,5 @@
 import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http'
-import type { Duplex } from 'node:stream'
+import type { Duplex, Writable } from 'node:stream'
 import { type buildConnector, type Dispatcher, Pool } from 'undici'
 import {
   type FilterResponseHeadersOptions,
@@ -187,22 +187,36 @@ const STREAMING = 1
 const DONE = 2
 type HandlerState = typeof WAITING | typeof STREAMING | typeof DONE
 
-// One per forwarded request. A class rather than closures: the hot path allocates one object.
-class ForwardHandler implements Dispatcher.DispatchHandler {
+// The client may be gone before its 'close' event has fired.
+function responseClosed(res: ServerResponse): boolean {
+  return res.destroyed || (res.socket?.destroyed ?? false)
+}
+
+// What both handlers share: aborting when the client goes away, streaming the body with backpressure, and
+// reporting a failure. A class rather than closures: the hot path allocates one object.
+abstract class RelayHandler<Client extends Writable, Options extends Pick<UpgradeOptions, 'onError'>>
+  implements Dispatcher.DispatchHandler
+{
   readonly req: IncomingMessage
-  readonly res: ServerResponse
-  readonly opts: ForwardOptions
+  readonly client: Client
+  readonly opts: Options
   controller: Dispatcher.DispatchController | null = null
   state: HandlerState = WAITING
   clientGone = false
   listeningForDrain = false
 
-  constructor(req: IncomingMessage, res: ServerResponse, opts: ForwardOptions) {
+  constructor(req: IncomingMessage, client: Client, opts: Options) {
     this.req = req
-    this.res = res
+    this.client = client
     this.opts = opts
-    res.once('close', () => this.onClientClose())
+    client.once('close', () => this.onClientClose())
   }
+
+  /** Whether the client's connection is already gone. */
+  abstract clientClosed(): boolean
+
+  /** Answers a failure that happened before the response started. */
+  abstract sendErrorPage(page: ErrorPage, html: boolean): void
 
   onClientClose(): void {
     if (this.state === DONE) return
@@ -215,6 +229,36 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.clientGone) controller.abort(new Error(CLIENT_GONE))
   }
 
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.client.write(chunk)) return
+    controller.pause()
+    if (!this.listeningForDrain) {
+      this.listeningForDrain = true
+      this.client.on('drain', () => this.controller?.resume())
+    }
+  }
+
+  onResponseEnd(): void {
+    this.state = DONE
+    this.client.end()
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
+    const started = this.state === STREAMING
+    this.state = DONE
+    if (this.clientGone || this.clientClosed()) return
+    const kind = classifyUpstreamError(err)
+    this.opts.onError?.(kind, err)
+    if (started) {
+      this.client.destroy()
+      return
+    }
+    this.sendErrorPage(pageFor(kind), wantsHTML(this.req))
+  }
+}
+
+// One per forwarded request.
+class ForwardHandler extends RelayHandler<ServerResponse, ForwardOptions> {
   onResponseStart(
     controller: Dispatcher.DispatchController,
     statusCode: number,
@@ -225,7 +269,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (statusCode < 200 || this.clientGone) return
     try {
       const list = filterResponseHeaders(rawHeaderList(controller, headers), this.opts.responseHeaders)
-      this.res.writeHead(statusCode, statusMessage || undefined, list)
+      this.client.writeHead(statusCode, statusMessage || undefined, list)
     } catch (err) {
       controller.abort(asError(err))
       return
@@ -233,33 +277,16 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.state = STREAMING
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.res.write(chunk)) return
-    controller.pause()
-    if (!this.listeningForDrain) {
-      this.listeningForDrain = true
-      this.res.on('drain', () => this.controller?.resume())
-    }
+  override clientClosed(): boolean {
+    return responseClosed(this.client)
   }
 
-  onResponseEnd(): void {
-    this.state = DONE
-    this.res.end()
-  }
-
-  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
-    const started = this.state === STREAMING
-    this.state = DONE
-    const res = this.res
-    if (this.clientGone || res.destroyed || (res.socket?.destroyed ?? false)) return
-    const kind = classifyUpstreamError(err)
-    this.opts.onError?.(kind, err)
-    if (started || res.headersSent) {
+  override sendErrorPage(page: ErrorPage, html: boolean): void {
+    const res = this.client
+    if (res.headersSent) {
       res.destroy()
       return
     }
-    const page = pageFor(kind)
-    const html = wantsHTML(this.req)
     res.writeHead(page.status, errorHeaders(page, html, this.opts.responseHeaders))
     res.end(html ? page.html : page.json)
   }
@@ -297,33 +324,14 @@ function splice(a: Duplex, b: Duplex): void {
 }
 
 // One per upgrade request: relays the upstream's 101 and then bytes both ways, or its non-101 answer.
-class UpgradeHandler implements Dispatcher.DispatchHandler {
-  readonly req: IncomingMessage
-  readonly socket: Duplex
+class UpgradeHandler extends RelayHandler<Duplex, UpgradeOptions> {
   readonly head: Buffer
-  readonly opts: UpgradeOptions
-  controller: Dispatcher.DispatchController | null = null
-  state: HandlerState = WAITING
-  clientGone = false
-  listeningForDrain = false
 
   constructor(req: IncomingMessage, socket: Duplex, head: Buffer, opts: UpgradeOptions) {
-    this.req = req
-    this.socket = socket
+    super(req, socket, opts)
     this.head = head
-    this.opts = opts
     // After 'upgrade' Node's server no longer listens for socket errors: an unhandled one would crash.
     socket.on('error', () => socket.destroy())
-    socket.once('close', () => {
-      if (this.state === DONE) return
-      this.clientGone = true
-      this.controller?.abort(new Error(CLIENT_GONE))
-    })
-  }
-
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller
-    if (this.clientGone) controller.abort(new Error(CLIENT_GONE))
   }
 
   onRequestUpgrade(
@@ -333,7 +341,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     upstream: Duplex,
   ): void {
     this.state = DONE
-    const client = this.socket
+    const client = this.client
     if (this.clientGone || client.destroyed) {
       upstream.destroy()
       return
@@ -358,41 +366,19 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     if (statusCode < 200 || this.clientGone) return
     const list = filterResponseHeaders(rawHeaderList(controller, headers))
     list.push('connection', 'close')
-    writeHead(this.socket, statusCode, statusMessage || STATUS_CODES[statusCode] || 'Unknown', list)
+    writeHead(this.client, statusCode, statusMessage || STATUS_CODES[statusCode] || 'Unknown', list)
     this.state = STREAMING
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.socket.write(chunk)) return
-    controller.pause()
-    if (!this.listeningForDrain) {
-      this.listeningForDrain = true
-      this.socket.on('drain', () => this.controller?.resume())
-    }
+  override clientClosed(): boolean {
+    return this.client.destroyed
   }
 
-  onResponseEnd(): void {
-    this.state = DONE
-    this.socket.end()
-  }
-
-  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
-    const started = this.state === STREAMING
-    this.state = DONE
-    const socket = this.socket
-    if (this.clientGone || socket.destroyed) return
-    const kind = classifyUpstreamError(err)
-    this.opts.onError?.(kind, err)
-    if (started) {
-      socket.destroy()
-      return
-    }
-    const page = pageFor(kind)
-    const html = wantsHTML(this.req)
+  override sendErrorPage(page: ErrorPage, html: boolean): void {
     const list = errorHeaders(page, html, undefined)
     list.push('connection', 'close')
-    writeHead(socket, page.status, page.reason, list)
-    socket.end(html ? page.html : page.json)
+    writeHead(this.client, page.status, page.reason, list)
+    this.client.end(html ? page.html : page.json)
   }
 }
 
@@ -451,7 +437,7 @@ export function createUpstream(options: CreateUpstreamOptions): Upstream {
   return {
     forward(req, res, opts) {
       // The client may have left while the caller was deciding: its 'close' has fired already.
-      if (res.destroyed || (res.socket?.destroyed ?? false)) return
+      if (responseClosed(res)) return
       const handler = new ForwardHandler(req, res, opts)
       const length = req.headers['content-length']
       // Without Content-Length or Transfer-Encoding there is no body (RFC 9112 §6.3); passing the stream anyway
