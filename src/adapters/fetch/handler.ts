@@ -70,6 +70,13 @@ export async function createFetchHandler(
     },
     cacheStore: createMemoryStore({ clock }),
     fetch: fetchImpl,
+    repeatPenalty:
+      config.rate_limits.repeat_penalty === false
+        ? undefined
+        : {
+            after: config.rate_limits.repeat_penalty.after,
+            maxDelayMs: config.rate_limits.repeat_penalty.max_delay_ms,
+          },
   })
 
   function withSecurityHeaders(headers: Headers, setCookies: readonly string[]): Headers {
@@ -89,6 +96,10 @@ export async function createFetchHandler(
     }
     const decision = await gatehouse.handle(facts)
     if (decision.kind === 'respond') {
+      // A client repeating a refused credential waits (a timer: on Workers, wall time, not CPU time).
+      if (decision.delayMs !== undefined && decision.delayMs > 0) {
+        await new Promise((resolve) => setTimeout(resolve, decision.delayMs))
+      }
       const headers = withSecurityHeaders(new Headers(decision.headers), decision.setCookies)
       const nullBody = decision.body === '' || request.method === 'HEAD'
       return new Response(nullBody ? null : decision.body, { status: decision.status, headers })

@@ -129,6 +129,26 @@ describe('createFetchHandler under Node Request/Response', () => {
     assert.equal(count + 1, before403, 'only the signed-in page reached the upstream')
   })
 
+  test('a client repeating a refused token is answered later (a timer), with the same precise 401', async (t) => {
+    const token = 'Bearer repeated.bad.token'
+    const ask = () => handle(new Request(`${BASE}/api/x`, { headers: { authorization: token } }))
+    // The first answer and five free repeats come at once.
+    for (let i = 0; i < 6; i++) assert.equal((await ask()).status, 401)
+    t.mock.timers.enable({ apis: ['setTimeout'] })
+    let settled = false
+    const held = ask().then((r) => {
+      settled = true
+      return r
+    })
+    for (let i = 0; i < 20; i++) await Promise.resolve()
+    await new Promise((r) => setImmediate(r))
+    assert.equal(settled, false, 'held until its timer fires')
+    t.mock.timers.tick(50)
+    const r = await held
+    assert.equal(r.status, 401)
+    assert.match(r.headers.get('www-authenticate')!, /error="invalid_token"/)
+  })
+
   test('a file secret is refused at construction with the path named', async () => {
     const config = validateConfig({
       public_url: BASE,
