@@ -19,7 +19,6 @@ import { createSharedRefresh } from './coord/shared-refresh.ts'
 import { type Clock, systemClock } from './core/clock.ts'
 import type { Gatehouse } from './core/gatehouse.ts'
 import type { Logger } from './core/ports.ts'
-import type { Access } from './core/route-policy.ts'
 import { createExpiryMonitor, type ExpiryMonitor } from './expiry/monitor.ts'
 import { createObservingConnector, createTLSObserver, readCAFile } from './expiry/tls.ts'
 import type { ProviderCache } from './keys/provider-cache.ts'
@@ -81,12 +80,6 @@ export interface Gateway {
   reloadTLS(): boolean
   /** Drain in-flight requests (config `shutdown.drain`), then close everything. */
   close(): Promise<void>
-}
-
-function _accessOf(allow: Config['routes'][number]['allow']): Access {
-  if (allow === 'anonymous') return { kind: 'anonymous' }
-  if (allow === 'authenticated') return { kind: 'authenticated' }
-  return { kind: 'restricted', groups: allow.groups, emails: allow.emails }
 }
 
 /** A limit tripping is a security event (audit: rate-limit ban); client addresses are logged, credentials hashed. */

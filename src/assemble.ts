@@ -66,7 +66,7 @@ export interface Assembled {
 function accessOf(allow: Config['routes'][number]['allow']): Access {
   if (allow === 'anonymous') return { kind: 'anonymous' }
   if (allow === 'authenticated') return { kind: 'authenticated' }
-  return { kind: 'restricted', groups: allow.groups, emails: allow.emails }
+  return { kind: 'restricted', groups: allow.groups, emails: allow.emails, scopes: allow.scopes }
 }
 
 export async function assembleCore(config: AssembleConfig, options: AssembleOptions): Promise<Assembled> {

@@ -50,10 +50,15 @@ export function describeConfig(config: Config): { text: string; warnings: string
   lines.push('')
   lines.push('Routes (first match wins)')
   config.routes.forEach((r, i) => {
+    const a = r.allow
+    const who =
+      typeof a === 'string' ? a : `groups [${a.groups.join(', ')}] or emails [${a.emails.join(', ')}]`
     const allow =
-      typeof r.allow === 'string'
-        ? r.allow
-        : `groups [${r.allow.groups.join(', ')}] or emails [${r.allow.emails.join(', ')}]`
+      typeof a === 'string' || a.scopes === undefined
+        ? who
+        : a.groups.length + a.emails.length === 0
+          ? `bearer token with scopes [${a.scopes.join(', ')}]`
+          : `${who}, and bearer token with scopes [${a.scopes.join(', ')}]`
     lines.push(`  ${i + 1}. ${(r.methods?.join(',') ?? '*').padEnd(8)} ${r.path.padEnd(24)} ${allow}`)
   })
   lines.push(`  -  ${'*'.padEnd(8)} ${'(everything else)'.padEnd(24)} authenticated`)

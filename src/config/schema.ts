@@ -72,9 +72,21 @@ const access = z.union(
     z.strictObject({
       groups: z.array(z.string().min(1)).default([]),
       emails: z.array(z.string().min(3)).default([]),
+      /** Scopes a bearer token must all carry; a browser session has none (403 insufficient_scope). */
+      scopes: z
+        .array(
+          z
+            .string()
+            .regex(
+              /^[\x21\x23-\x5b\x5d-\x7e]+$/,
+              'expected a scope token (RFC 6749 §3.3: visible ASCII except space, " and \\)',
+            ),
+        )
+        .min(1, 'expected at least one scope (leave scopes out for none)')
+        .optional(),
     }),
   ],
-  { error: 'expected "anonymous", "authenticated" or { groups: [...], emails: [...] }' },
+  { error: 'expected "anonymous", "authenticated" or { groups: [...], emails: [...], scopes: [...] }' },
 )
 
 export const configSchema = z.strictObject({

@@ -1,8 +1,9 @@
 import { type JWTVerifyGetKey, jwtVerify } from 'jose'
 import type { Clock } from './clock.ts'
-import { type Identity, type IdentityMapping, identityFromClaims } from './identity.ts'
+import { type Identity, type IdentityMapping, identityFromClaims, scopesFromClaims } from './identity.ts'
 import { createTokenCache } from './token-cache.ts'
 
+/** A verified token's identity carries its scopes (`identity.scopes`, empty when it has none). */
 export type BearerResult =
   | { ok: true; identity: Identity; expiresAt: number; token: string }
   | { ok: false; code: 'token_expired' | 'invalid_token'; reason: string }
@@ -92,8 +93,9 @@ export function createBearerVerifier(
     for (const [k, v] of Object.entries(options.requiredClaims ?? {})) {
       if (payload[k] !== v) return { ok: false, code: 'invalid_token', reason: `claim ${k} is not ${v}` }
     }
-    const identity = identityFromClaims(payload, mapping)
-    if (identity === undefined) return { ok: false, code: 'invalid_token', reason: 'no sub claim' }
+    const claimed = identityFromClaims(payload, mapping)
+    if (claimed === undefined) return { ok: false, code: 'invalid_token', reason: 'no sub claim' }
+    const identity: Identity = { ...claimed, scopes: scopesFromClaims(payload) }
     const expiresAt = payload['exp'] as number
     cache.set(token, { identity, expiresAt })
     return { ok: true, identity, expiresAt, token }

@@ -168,3 +168,29 @@ export function unauthorized(
     setCookies,
   )
 }
+
+/**
+ * 403 for a request whose credential lacks a scope the route requires (RFC 6750 §3.1): `scope` lists
+ * every scope the route requires, space-separated. A browser navigation gets a page.
+ */
+export function insufficientScope(
+  facts: RequestFacts,
+  realm: string,
+  scopes: readonly string[],
+  description: string,
+  setCookies: string[] = [],
+): Respond {
+  const scope = scopes.join(' ')
+  const challenge = `Bearer realm="${quoteParam(realm)}", error="insufficient_scope", scope="${quoteParam(scope)}"`
+  const headers = { 'www-authenticate': challenge }
+  if (wantsHtml(facts)) {
+    return page(403, 'insufficient_scope', 'Access denied', description, undefined, headers, setCookies)
+  }
+  return json(
+    403,
+    'insufficient_scope',
+    { error: 'insufficient_scope', error_description: description, scope },
+    headers,
+    setCookies,
+  )
+}

@@ -4,6 +4,7 @@ import { clearCookie, cookieNamesWithPrefix, readCookie, serializeCookie, stripC
 import {
   type Allow,
   type Decision,
+  insufficientScope,
   isNavigation,
   json,
   problem,
@@ -22,7 +23,14 @@ import {
 import { type Identity, type IdentityMapping, identityFromClaims, identityHeaders } from './identity.ts'
 import type { Logger, OIDCPort, OneTimeStore, RateBucket, RateLimiter, TokenResult } from './ports.ts'
 import { safeReturnPath } from './return-to.ts'
-import { type Access, compileRoutePolicy, isAllowed, normalizePath, type RouteRule } from './route-policy.ts'
+import {
+  type Access,
+  compileRoutePolicy,
+  hasRequiredScopes,
+  isAllowed,
+  normalizePath,
+  type RouteRule,
+} from './route-policy.ts'
 import type { Session, SessionCodec } from './session-codec.ts'
 import { createTokenCache } from './token-cache.ts'
 
@@ -115,6 +123,7 @@ const EMPTY_IDENTITY: Readonly<Record<string, string>> = Object.freeze({
   'x-auth-request-email': '',
   'x-auth-request-groups': '',
   'x-auth-request-preferred-username': '',
+  'x-auth-request-scopes': '',
 })
 const MIN_RETRY_MS = 5_000
 const MAX_RETRY_MS = 300_000
@@ -672,6 +681,25 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     )
   }
 
+  /** 403 `insufficient_scope`: a route that names scopes, and a token without them or a browser session. */
+  function scopeMissing(
+    facts: RequestFacts,
+    access: Access,
+    identity: Identity,
+    setCookies: string[],
+  ): Respond {
+    const required = access.kind === 'restricted' ? (access.scopes ?? []) : []
+    const bySession = identity.scopes === undefined
+    log.info(
+      { code: 'insufficient_scope', sub: identity.sub, credential: bySession ? 'session' : 'bearer' },
+      'credential lacks a required scope',
+    )
+    const description = bySession
+      ? 'This address is for API tokens with the required scope; a browser session has none'
+      : 'The access token lacks a scope this address requires'
+    return insufficientScope(facts, realm, required, description, setCookies)
+  }
+
   async function checkAuth(facts: RequestFacts, path: string, access: Access): Promise<Decision> {
     const upstreamCookie = stripCookies(facts.header('cookie'), cookieName, isOwnCookie)
     if (access.kind === 'anonymous') {
@@ -694,6 +722,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const byCredential = await limit(facts, 'credential', auth.session?.sid ?? `sub:${auth.identity.sub}`)
     if (byCredential !== undefined) return byCredential
     if (!isAllowed(access, auth.identity)) return forbidden(facts, auth.identity, auth.setCookies)
+    if (!hasRequiredScopes(access, auth.identity))
+      return scopeMissing(facts, access, auth.identity, auth.setCookies)
     return allow(path, auth.identity, auth.accessToken, upstreamCookie, auth.setCookies, degraded)
   }
 
@@ -922,6 +952,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         }
         if (!isAllowed(access, auth.identity))
           return json(403, 'forbidden', { error: 'forbidden' }, {}, auth.setCookies)
+        if (!hasRequiredScopes(access, auth.identity))
+          return scopeMissing(facts, access, auth.identity, auth.setCookies)
         return {
           kind: 'respond',
           status: 202,

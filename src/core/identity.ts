@@ -8,6 +8,11 @@ export interface Identity {
   groups: readonly string[]
   preferredUsername?: string | undefined
   name?: string | undefined
+  /**
+   * The scopes of the bearer token that authenticated the request (`scope` or `scp`); undefined for a
+   * browser session, which has none. Sent as X-Auth-Request-Scopes.
+   */
+  scopes?: readonly string[] | undefined
 }
 
 export interface IdentityMapping {
@@ -44,6 +49,16 @@ export function identityFromClaims(
   }
 }
 
+/**
+ * An access token's scopes: the `scope` claim, a space-separated string (RFC 9068 §2.2.3, RFC 8693 §4.2),
+ * or `scp`, an array (Entra ID, Okta) or a string. Empty when it has neither.
+ */
+export function scopesFromClaims(claims: Record<string, unknown>): readonly string[] {
+  const raw = claims['scope'] ?? claims['scp']
+  const list = typeof raw === 'string' ? raw.split(' ') : Array.isArray(raw) ? raw : []
+  return list.filter((s): s is string => typeof s === 'string' && s !== '')
+}
+
 // Header values must not carry control characters (CR/LF would split headers).
 function headerSafe(value: string): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping control characters is the point
@@ -72,6 +87,11 @@ function buildIdentityHeaders(identity: Identity): Record<string, string> {
   if (identity.groups.length > 0) h['x-auth-request-groups'] = headerSafe(identity.groups.join(','))
   if (identity.preferredUsername !== undefined) {
     h['x-auth-request-preferred-username'] = headerSafe(identity.preferredUsername)
+  }
+  // Like the others, only when there is something to say: a session has no scopes (clients' own copies
+  // are always dropped, and forward-auth answers it empty).
+  if (identity.scopes !== undefined && identity.scopes.length > 0) {
+    h['x-auth-request-scopes'] = headerSafe(identity.scopes.join(' '))
   }
   return h
 }

@@ -1,10 +1,20 @@
 import type { Identity } from './identity.ts'
 
-/** Who may pass a route. `anonymous` also passes identity when a valid session is present. */
+/**
+ * Who may pass a route. `anonymous` also passes identity when a valid session is present.
+ * `restricted`: every condition given must hold: one of `groups` or `emails` (when either is given), and
+ * every one of `scopes` on the bearer token (when given; a browser session has no scopes).
+ */
 export type Access =
   | { kind: 'anonymous' }
   | { kind: 'authenticated' }
-  | { kind: 'restricted'; groups: readonly string[]; emails: readonly string[] }
+  | {
+      kind: 'restricted'
+      groups: readonly string[]
+      emails: readonly string[]
+      /** Scopes the bearer token must all carry. Absent or empty: no scope condition. */
+      scopes?: readonly string[] | undefined
+    }
 
 export interface RouteRule {
   /**
@@ -21,6 +31,9 @@ export interface RouteMatch {
   /** Index of the rule that matched, -1 for the default. */
   rule: number
 }
+
+// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
 
 type Compiled = { test: (path: string) => boolean; methods: Set<string> | undefined; access: Access }
 
@@ -45,6 +58,12 @@ export function compileRoutePolicy(
   rules: readonly RouteRule[],
   fallback: Access = { kind: 'authenticated' },
 ): (method: string, path: string) => RouteMatch {
+  for (const r of rules) {
+    if (r.access.kind !== 'restricted') continue
+    for (const s of r.access.scopes ?? [])
+      if (!SCOPE_TOKEN.test(s))
+        throw new TypeError(`route ${r.path}: scope ${JSON.stringify(s)} is not a scope token`)
+  }
   const compiled: Compiled[] = rules.map((r) => ({
     test: compilePath(r.path),
     methods: r.methods ? new Set(r.methods.map((m) => m.toUpperCase())) : undefined,
@@ -62,15 +81,33 @@ export function compileRoutePolicy(
   }
 }
 
-/** Whether an authenticated identity may pass `access`. Emails compare case-insensitively. */
+/**
+ * Whether an authenticated identity passes the groups/emails condition of `access`. Emails compare
+ * case-insensitively. A rule that names only scopes has no such condition; one that names nothing
+ * at all lets no one pass.
+ */
 export function isAllowed(access: Access, identity: Identity): boolean {
   if (access.kind !== 'restricted') return true
+  if (access.groups.length === 0 && access.emails.length === 0 && (access.scopes?.length ?? 0) > 0)
+    return true
   for (const g of access.groups) if (identity.groups.includes(g)) return true
   if (identity.email !== undefined) {
     const email = identity.email.toLowerCase()
     for (const e of access.emails) if (e.toLowerCase() === email) return true
   }
   return false
+}
+
+/**
+ * Whether the credential carries every scope `access` asks for. A browser session (`identity.scopes`
+ * undefined) carries none, so it never passes a rule that names scopes.
+ */
+export function hasRequiredScopes(access: Access, identity: Identity): boolean {
+  if (access.kind !== 'restricted' || access.scopes === undefined || access.scopes.length === 0) return true
+  const held = identity.scopes
+  if (held === undefined) return false
+  for (const s of access.scopes) if (!held.includes(s)) return false
+  return true
 }
 
 /**

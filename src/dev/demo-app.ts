@@ -6,6 +6,7 @@ const SHOWN = [
   'x-auth-request-email',
   'x-auth-request-preferred-username',
   'x-auth-request-groups',
+  'x-auth-request-scopes',
   'x-forwarded-for',
   'x-forwarded-proto',
   'x-forwarded-host',

@@ -3,7 +3,7 @@ import type { BearerResult } from '../core/bearer.ts'
 import type { Clock } from '../core/clock.ts'
 import { randomToken } from '../core/encoding.ts'
 import { GatehouseError } from '../core/errors.ts'
-import type { Identity } from '../core/identity.ts'
+import { type Identity, scopesFromClaims } from '../core/identity.ts'
 import type { Logger } from '../core/ports.ts'
 import { createTokenCache } from '../core/token-cache.ts'
 import type { KeyRing } from '../keys/key-ring.ts'
@@ -333,7 +333,7 @@ export function createTokenService(options: TokenServiceOptions) {
     const jti = payload['jti'] as string
     if (revoked.has(jti)) return { ok: false, code: 'invalid_token', reason: 'token revoked' }
     const sub = payload['sub'] as string
-    const identity: Identity = { sub, user: sub, groups: [] }
+    const identity: Identity = { sub, user: sub, groups: [], scopes: scopesFromClaims(payload) }
     const expiresAt = payload['exp'] as number
     cache.set(presented, { identity, expiresAt, jti })
     return { ok: true, identity, expiresAt, token: presented }

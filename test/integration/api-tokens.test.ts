@@ -61,6 +61,8 @@ lifetimes:
   derived_token: { ttl: 1h, max_ttl: 1d }
   signing_key: { ttl: 30d, max_ttl: 180d }
 expiry_cliff: { window: 1h, share: 0.5, min_count: 10 }
+routes:
+  - { path: /api/write/*, allow: { scopes: [write] } }
 # The CLI runs with spawnSync in this very process, blocking its event loop on purpose: no shedding.
 shedding: false
 log: { level: error }
@@ -192,5 +194,37 @@ log: { level: error }
   test('the admin metrics export the expiry-cliff gauge', async () => {
     const m = await (await fetch(`${gateway.adminUrl}/metrics`)).text()
     assert.match(m, /gatehouse_expiry_cliff\{class="api_token"\} [01]/)
+  })
+
+  test('a route requiring a scope: 403 insufficient_scope without it, the scopes upstream with it', async () => {
+    const reader = (await gateway.services.tokens.issue({ subject: 'reader-bot', scopes: ['read'] })).token
+    const writer = (await gateway.services.tokens.issue({ subject: 'writer-bot', scopes: ['read', 'write'] }))
+      .token
+    const post = (token: string) =>
+      fetch(`${base}/api/write/items`, {
+        method: 'POST',
+        // A client's own copy of the header never reaches the upstream.
+        headers: { authorization: `Bearer ${token}`, 'x-auth-request-scopes': 'write admin' },
+        body: '{}',
+      })
+    const count = upstream.requests.length
+    const refused = await post(reader)
+    assert.equal(refused.status, 403)
+    assert.equal(
+      refused.headers.get('www-authenticate'),
+      `Bearer realm="gatehouse", error="insufficient_scope", scope="write"`,
+    )
+    const body = (await refused.json()) as Record<string, unknown>
+    assert.equal(body['error'], 'insufficient_scope')
+    assert.equal(body['scope'], 'write')
+    assert.equal(upstream.requests.length, count, 'the upstream was not reached')
+
+    const ok = await post(writer)
+    assert.equal(ok.status, 200)
+    await ok.arrayBuffer()
+    assert.equal(upstream.requests.length, count + 1)
+    const seen = upstream.requests.at(-1)!.headers
+    assert.equal(seen['x-auth-request-user'], 'writer-bot')
+    assert.equal(seen['x-auth-request-scopes'], 'read write')
   })
 })

@@ -46,7 +46,7 @@ http://127.0.0.1:${port} {
 		request_header -X-Auth-Request-*
 		forward_auth ${gatehouse} {
 			uri /oauth2/auth?redirect=1
-			copy_headers X-Auth-Request-User X-Auth-Request-Email X-Auth-Request-Groups X-Auth-Request-Preferred-Username
+			copy_headers X-Auth-Request-User X-Auth-Request-Email X-Auth-Request-Groups X-Auth-Request-Preferred-Username X-Auth-Request-Scopes
 		}
 		reverse_proxy ${app}
 	}

@@ -68,6 +68,7 @@ http {
       auth_request_set $auth_email $upstream_http_x_auth_request_email;
       auth_request_set $auth_groups $upstream_http_x_auth_request_groups;
       auth_request_set $auth_username $upstream_http_x_auth_request_preferred_username;
+      auth_request_set $auth_scopes $upstream_http_x_auth_request_scopes;
       auth_request_set $auth_cookie $upstream_http_set_cookie;
       add_header Set-Cookie $auth_cookie;
 
@@ -76,6 +77,7 @@ http {
       proxy_set_header X-Auth-Request-Email $auth_email;
       proxy_set_header X-Auth-Request-Groups $auth_groups;
       proxy_set_header X-Auth-Request-Preferred-Username $auth_username;
+      proxy_set_header X-Auth-Request-Scopes $auth_scopes;
       proxy_pass ${app};
     }
 
