@@ -35,7 +35,7 @@ export interface RouteMatch {
 // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
 
-type Compiled = { test: (path: string) => boolean; methods: Set<string> | undefined; access: Access }
+type Compiled = { test: (path: string) => boolean; methods: ReadonlySet<string> | undefined; access: Access }
 
 function compilePath(pattern: string): (path: string) => boolean {
   if (pattern === '*' || pattern === '/*') return () => true
@@ -66,7 +66,8 @@ export function compileRoutePolicy(
   }
   const compiled: Compiled[] = rules.map((r) => ({
     test: compilePath(r.path),
-    methods: r.methods ? new Set(r.methods.map((m) => m.toUpperCase())) : undefined,
+    // HEAD is a GET without the body (upstreams run the GET handler for it): a rule for GET covers it.
+    methods: r.methods ? methodSet(r.methods) : undefined,
     access: r.access,
   }))
   const fallbackMatch: RouteMatch = { access: fallback, rule: -1 }
@@ -110,6 +111,12 @@ export function hasRequiredScopes(access: Access, identity: Identity): boolean {
   return true
 }
 
+function methodSet(methods: readonly string[]): ReadonlySet<string> {
+  const set = new Set(methods.map((m) => m.toUpperCase()))
+  if (set.has('GET')) set.add('HEAD')
+  return set
+}
+
 /**
  * Normalises a request path for matching: resolves dot segments (also percent-encoded ones, as the
  * WHATWG URL parser does) so `/public/../admin` is matched as `/admin`. The same normalised path is
@@ -135,8 +142,26 @@ export function normalizePath(rawPath: string): { pathname: string; search: stri
   const q0 = rawPath.indexOf('?')
   const rawPathname = q0 === -1 ? rawPath : rawPath.slice(0, q0)
   if (/%(2f|5c|00)/i.test(rawPathname)) return undefined
+  // RFC 3986 §6.2.2: percent-encoded unreserved characters mean the same as the characters, so they are
+  // decoded (and other escapes upper-cased) before matching: `/%61pi/x` is `/api/x` to the policy and to
+  // the upstream alike, never a way around a rule.
+  const pathname = rawPathname.replace(/%([0-9A-Fa-f]{2})/g, (escape, hex: string) => {
+    const c = Number.parseInt(hex, 16)
+    const unreserved =
+      (c >= 0x41 && c <= 0x5a) ||
+      (c >= 0x61 && c <= 0x7a) ||
+      (c >= 0x30 && c <= 0x39) ||
+      c === 0x2d ||
+      c === 0x2e ||
+      c === 0x5f ||
+      c === 0x7e
+    return unreserved ? String.fromCharCode(c) : escape.toUpperCase()
+  })
   try {
-    const url = new URL(rawPath.replace(/^\/+/, '/'), 'http://gatehouse.invalid')
+    const url = new URL(
+      (q0 === -1 ? pathname : pathname + rawPath.slice(q0)).replace(/^\/+/, '/'),
+      'http://gatehouse.invalid',
+    )
     if (url.origin !== 'http://gatehouse.invalid') return undefined
     return { pathname: url.pathname, search: url.search }
   } catch {

@@ -176,6 +176,45 @@ describe('routes that require scopes', () => {
   })
 })
 
+describe('a scoped route cannot be reached around its rule', () => {
+  test('percent-encoded letters in the path are the same path: the rule applies, and the upstream gets it decoded', async () => {
+    const { g } = await scopedSetup()
+    const { cookie } = await signIn(g)
+    for (const path of ['/%61pi/write/x', '/api/wr%69te/x', '/api/%77rite/x?q=%61']) {
+      const d = await g.gatehouse.handle(facts(path, { method: 'POST', headers: { ...API, cookie } }))
+      assert.equal(d.kind, 'respond', path)
+      if (d.kind === 'respond') assert.equal(d.code, 'insufficient_scope', path)
+    }
+    const open = await g.gatehouse.handle(
+      facts('/%64ashboard/%7Euser?x=%61', { headers: { ...API, cookie } }),
+    )
+    assert.equal(open.kind, 'allow')
+    if (open.kind === 'allow')
+      assert.equal(open.path, '/dashboard/~user?x=%61', 'path decoded, query untouched')
+    // Encoded dots are dot segments: resolved before the policy, like plain ones.
+    const dots = await g.gatehouse.handle(
+      facts('/public/%2E%2E/api/write/x', { method: 'POST', headers: { ...API, cookie } }),
+    )
+    assert.equal(dots.kind === 'respond' && dots.code, 'insufficient_scope')
+  })
+
+  test('a rule for GET also covers HEAD', () => {
+    const match = compileRoutePolicy(
+      [
+        {
+          path: '/api/*',
+          methods: ['GET'],
+          access: { kind: 'restricted', groups: [], emails: [], scopes: ['read'] },
+        },
+      ],
+      { kind: 'authenticated' },
+    )
+    assert.equal(match('HEAD', '/api/x').rule, 0)
+    assert.equal(match('GET', '/api/x').rule, 0)
+    assert.equal(match('POST', '/api/x').rule, -1)
+  })
+})
+
 describe('scope validation', () => {
   const base = {
     public_url: 'https://app.example.com',
