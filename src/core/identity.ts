@@ -55,9 +55,14 @@ export function identityFromClaims(
  */
 export function scopesFromClaims(claims: Record<string, unknown>): readonly string[] {
   const raw = claims['scope'] ?? claims['scp']
-  const list = typeof raw === 'string' ? raw.split(' ') : Array.isArray(raw) ? raw : []
-  return list.filter((s): s is string => typeof s === 'string' && s !== '')
+  const list = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw : []
+  // Only RFC 6749 scope tokens, each on its own: an `scp` element "x write" must not be checked as one
+  // scope and then sent upstream as two.
+  return list.flatMap((s) => (typeof s === 'string' ? s.split(' ') : [])).filter((s) => SCOPE_TOKEN.test(s))
 }
+
+/** RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
+export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
 
 // Header values must not carry control characters (CR/LF would split headers).
 function headerSafe(value: string): string {

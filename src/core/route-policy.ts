@@ -1,4 +1,4 @@
-import type { Identity } from './identity.ts'
+import { type Identity, SCOPE_TOKEN } from './identity.ts'
 
 /**
  * Who may pass a route. `anonymous` also passes identity when a valid session is present.
@@ -33,7 +33,6 @@ export interface RouteMatch {
 }
 
 // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
 
 type Compiled = { test: (path: string) => boolean; methods: ReadonlySet<string> | undefined; access: Access }
 

@@ -9,6 +9,7 @@ import { validateConfig } from '../../src/config/validate.ts'
 import { createBearerVerifier } from '../../src/core/bearer.ts'
 import { createFrozenClock } from '../../src/core/clock.ts'
 import type { Decision } from '../../src/core/decisions.ts'
+import { scopesFromClaims } from '../../src/core/identity.ts'
 import { compileRoutePolicy } from '../../src/core/route-policy.ts'
 import { API, facts, NAV, START, setup, signIn } from './fixtures.ts'
 
@@ -196,6 +197,16 @@ describe('a scoped route cannot be reached around its rule', () => {
       facts('/public/%2E%2E/api/write/x', { method: 'POST', headers: { ...API, cookie } }),
     )
     assert.equal(dots.kind === 'respond' && dots.code, 'insufficient_scope')
+  })
+
+  test('scopes are scope tokens, one by one: an scp element holding two words is two scopes', () => {
+    assert.deepEqual(scopesFromClaims({ scp: ['read', 'x write', '', 'bad"quote', 7] }), [
+      'read',
+      'x',
+      'write',
+    ])
+    assert.deepEqual(scopesFromClaims({ scope: 'read  write' }), ['read', 'write'])
+    assert.deepEqual(scopesFromClaims({}), [])
   })
 
   test('a rule for GET also covers HEAD', () => {
