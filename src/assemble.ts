@@ -91,6 +91,7 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
     maxInFlight: config.provider.breaker.max_in_flight,
     maxQueued: config.provider.breaker.max_queued,
     queueTimeoutMs: config.provider.breaker.queue_timeout * 1000,
+    callTimeoutMs: config.provider.timeout * 1000,
     failureThreshold: config.provider.breaker.failures,
     openSeconds: config.provider.breaker.open_for,
   })

@@ -11,6 +11,12 @@ export interface GuardOptions {
   maxQueued?: number
   /** How long a call may wait for a slot before failing with ProviderBusyError. Default 2000 ms. */
   queueTimeoutMs?: number
+  /**
+   * The callers' own deadline for a call (config `provider.timeout`), which starts before the call waits
+   * in line. A call aborted by its caller after less than half of it with the provider says nothing about
+   * the provider (it spent its time in our queue) and does not count towards the breaker.
+   */
+  callTimeoutMs?: number
   /** Consecutive failures (network error, timeout, 5xx) that open the breaker. */
   failureThreshold: number
   /** How long the breaker stays open before one trial call is let through. */
@@ -153,6 +159,7 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
       if (trial) trialInFlight = false
       throw init.signal.reason
     }
+    const startedAt = performance.now()
     try {
       const response = await inner(input, init)
       if (response.status >= 500) failed()
@@ -162,7 +169,11 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
       }
       return response
     } catch (err) {
-      failed()
+      const callerGaveUpEarly =
+        init?.signal?.aborted === true &&
+        options.callTimeoutMs !== undefined &&
+        performance.now() - startedAt < options.callTimeoutMs / 2
+      if (!callerGaveUpEarly) failed()
       throw err
     } finally {
       release()

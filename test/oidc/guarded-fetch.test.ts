@@ -183,3 +183,49 @@ test('a caller that gives up while queued leaves the line, and that never opens 
   await assert.rejects(g.fetch('https://idp/c', { signal: AbortSignal.abort() }), { name: 'AbortError' })
   assert.equal(g.status().inFlight, 0)
 })
+
+test('a call aborted by its caller soon after its slot came (its deadline spent in line) is not the provider failing; a provider too slow for the whole deadline is', async () => {
+  const calls: string[] = []
+  let delayMs = 40
+  const inner = (async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
+    calls.push(String(input))
+    return new Promise<Response>((resolve, reject) => {
+      const timer = setTimeout(() => resolve(new Response('ok')), delayMs)
+      init?.signal?.addEventListener('abort', () => {
+        clearTimeout(timer)
+        reject(init.signal!.reason)
+      })
+    })
+  }) as typeof fetch
+  const g = createGuardedFetch(inner, {
+    clock: createFrozenClock(),
+    maxInFlight: 1,
+    queueTimeoutMs: 10_000,
+    failureThreshold: 2,
+    openSeconds: 30,
+    callTimeoutMs: 60,
+  })
+  // Four callers, each with the usual 60 ms deadline started before waiting in line.
+  const results = await Promise.allSettled(
+    [1, 2, 3, 4].map((i) => g.fetch(`https://idp/${i}`, { signal: AbortSignal.timeout(60) })),
+  )
+  assert.equal(results[0]!.status, 'fulfilled')
+  assert.ok(
+    results.slice(1).every((r) => r.status === 'rejected'),
+    'the others ran out of time',
+  )
+  assert.deepEqual(
+    { state: g.status().state, failures: g.status().consecutiveFailures },
+    { state: 'closed', failures: 0 },
+    'time spent in our own queue is not held against the provider',
+  )
+  // A provider that does not answer within the whole deadline is failing.
+  delayMs = 10_000
+  for (let i = 0; i < 2; i++) {
+    await assert.rejects(g.fetch('https://idp/slow', { signal: AbortSignal.timeout(60) }), {
+      name: 'TimeoutError',
+    })
+  }
+  assert.equal(g.status().state, 'open')
+  assert.ok(calls.length >= 3)
+})
