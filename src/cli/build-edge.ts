@@ -121,6 +121,15 @@ function recording(inner: CacheStore): CacheStore & { copies: Map<string, Provid
 export async function prepareEdgeBundles(config: Config, options: PrepareOptions): Promise<PreparedBundles> {
   const clock = options.clock ?? systemClock
   const env = options.env ?? process.env
+  if (config.provider.ca !== undefined) {
+    // Lambda@Edge trusts the public roots only; a provider on a private PKI cannot be reached from there.
+    throw new ConfigError('config', [
+      {
+        path: 'provider.ca',
+        message: 'is not supported at the edge (Lambda@Edge trusts the public roots only); remove it',
+      },
+    ])
+  }
   const { session, clientSecret } = resolveCoreSecrets(config, options.baseDir, env)
 
   // The gateway's persisted copies (data_dir), when there are any, are the fallback and get refreshed.

@@ -27,6 +27,9 @@ export interface FetchHandlerOptions {
 // Besides hop-by-hop fields: fetch sets Host itself. Forwarding fields come from Gatehouse only (isGatewayOwned).
 const NOT_FORWARDED: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'host'])
 
+/** Answers held at once for clients repeating a refused credential; past this, answered at once. */
+const MAX_HELD = 10_000
+
 function secret(
   ref: { env: string } | { file: string },
   path: string,
@@ -56,7 +59,17 @@ export async function createFetchHandler(
 ): Promise<(request: Request) => Promise<Response>> {
   const clock = options.clock ?? systemClock
   const log = options.log ?? silentLogger
+  if (config.provider.ca !== undefined) {
+    // The runtime's fetch uses its own trust store; give the runtime the CA instead (e.g. Deno's --cert).
+    throw new ConfigError('config', [
+      {
+        path: 'provider.ca',
+        message: "is not supported by the fetch handler (the runtime's own trust applies)",
+      },
+    ])
+  }
   const fetchImpl = options.fetch ?? fetch
+  let held = 0
   const upstream = new URL(config.upstream)
   const upstreamBase = upstream.pathname.replace(/\/$/, '')
   const addressHeader = options.clientAddressHeader ?? 'cf-connecting-ip'
@@ -97,8 +110,19 @@ export async function createFetchHandler(
     const decision = await gatehouse.handle(facts)
     if (decision.kind === 'respond') {
       // A client repeating a refused credential waits (a timer: on Workers, wall time, not CPU time).
-      if (decision.delayMs !== undefined && decision.delayMs > 0) {
-        await new Promise((resolve) => setTimeout(resolve, decision.delayMs))
+      // At most MAX_HELD at once, and a client that goes away stops its timer.
+      if (decision.delayMs !== undefined && decision.delayMs > 0 && held < MAX_HELD) {
+        held++
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer)
+            request.signal.removeEventListener('abort', done)
+            resolve()
+          }
+          const timer = setTimeout(done, decision.delayMs)
+          request.signal.addEventListener('abort', done, { once: true })
+        })
+        held--
       }
       const headers = withSecurityHeaders(new Headers(decision.headers), decision.setCookies)
       const nullBody = decision.body === '' || request.method === 'HEAD'

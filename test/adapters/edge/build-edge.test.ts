@@ -171,6 +171,17 @@ describe('gatehouse build-edge', () => {
     assert.ok(!headers.includes(idp.issuer), 'the http-headers zip holds nothing of the provider')
   })
 
+  test('provider.ca is refused: the edge trusts the public roots only', async () => {
+    const { config, baseDir } = loadConfigFile(join(dir, 'gatehouse.yaml'))
+    await assert.rejects(
+      prepareEdgeBundles({ ...config, provider: { ...config.provider, ca: 'ca.pem' } }, { baseDir, env }),
+      {
+        name: 'ConfigError',
+        message: /provider\.ca/,
+      },
+    )
+  })
+
   test('the zips are deterministic: two builds of the same bundles give the same bytes, with a fixed timestamp', async () => {
     const { config, baseDir } = loadConfigFile(join(dir, 'gatehouse.yaml'))
     const prepared = await prepareEdgeBundles(config, { baseDir, env })

@@ -149,6 +149,20 @@ describe('createFetchHandler under Node Request/Response', () => {
     assert.match(r.headers.get('www-authenticate')!, /error="invalid_token"/)
   })
 
+  test("provider.ca is refused at construction: the runtime's own trust applies", async () => {
+    const config = validateConfig({
+      public_url: BASE,
+      upstream: upstream.url,
+      provider: { issuer: idp.issuer, client_id: 'c', client_secret: { env: 'S' }, ca: 'ca.pem' },
+      session: { secrets: [{ env: 'S' }] },
+      lifetimes: DEV_LIFETIMES,
+    })
+    await assert.rejects(
+      createFetchHandler(config, { env: { S: 'x'.repeat(40) } }),
+      /provider\.ca: is not supported/,
+    )
+  })
+
   test('a file secret is refused at construction with the path named', async () => {
     const config = validateConfig({
       public_url: BASE,

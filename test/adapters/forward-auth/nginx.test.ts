@@ -72,7 +72,9 @@ http {
       auth_request_set $auth_cookie $upstream_http_set_cookie;
       add_header Set-Cookie $auth_cookie;
 
-      # Always set (an empty value removes the header): a client can never send its own.
+      # Always set (an empty value removes the header): a client can never send its own. nginx cannot drop
+      # headers by prefix, so the app must trust only these five (a client's own X-Auth-Request-Access-Token
+      # or X-Forwarded-User, say, would reach it).
       proxy_set_header X-Auth-Request-User $auth_user;
       proxy_set_header X-Auth-Request-Email $auth_email;
       proxy_set_header X-Auth-Request-Groups $auth_groups;
