@@ -117,8 +117,9 @@ function methodSet(methods: readonly string[]): ReadonlySet<string> {
 }
 
 /**
- * Normalises a request path for matching: resolves dot segments (also percent-encoded ones, as the
- * WHATWG URL parser does) so `/public/../admin` is matched as `/admin`. The same normalised path is
+ * Normalises a request path for matching: decodes percent-encoded unreserved characters (`/%61dmin`
+ * is `/admin`) and resolves dot segments (also percent-encoded ones, as the WHATWG URL parser does) so
+ * `/public/../admin` is matched as `/admin`. The same normalised path is
  * what gets forwarded, so the upstream sees exactly what was authorised. Undefined for a path that
  * is not origin-form, or that carries an encoded slash, backslash or NUL (`%2F`, `%5C`, `%00`): an
  * upstream that decodes those before resolving dot segments would see another path than the one
@@ -144,7 +145,7 @@ export function normalizePath(rawPath: string): { pathname: string; search: stri
   // RFC 3986 §6.2.2: percent-encoded unreserved characters mean the same as the characters, so they are
   // decoded (and other escapes upper-cased) before matching: `/%61pi/x` is `/api/x` to the policy and to
   // the upstream alike, never a way around a rule.
-  const pathname = rawPathname.replace(/%([0-9A-Fa-f]{2})/g, (escape, hex: string) => {
+  const pathname = rawPathname.replace(/%([0-9A-Fa-f]{2})/g, (encoded, hex: string) => {
     const c = Number.parseInt(hex, 16)
     const unreserved =
       (c >= 0x41 && c <= 0x5a) ||
@@ -154,7 +155,7 @@ export function normalizePath(rawPath: string): { pathname: string; search: stri
       c === 0x2e ||
       c === 0x5f ||
       c === 0x7e
-    return unreserved ? String.fromCharCode(c) : escape.toUpperCase()
+    return unreserved ? String.fromCharCode(c) : encoded.toUpperCase()
   })
   try {
     const url = new URL(
