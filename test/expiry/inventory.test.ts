@@ -4,7 +4,6 @@
  * frozen clock. Then the CLI: its table, JSON and exit codes.
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -30,11 +29,11 @@ import { createProviderCache } from '../../src/keys/provider-cache.ts'
 import { openTokenServices } from '../../src/services.ts'
 import { createMemoryStore } from '../../src/store/memory-store.ts'
 import { makeCertificate, type TestCertificate } from '../helpers/certs.ts'
+import { runCli } from '../helpers/cli.ts'
 import { startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
 
 const DAY = 86_400
 const SECRET = 'inventory-test-secret-0123456789-abcdefghij'
-const MAIN = join(import.meta.dirname, '../../src/cli/main.ts')
 
 async function startTLSServer(
   cert: TestCertificate,
@@ -337,22 +336,7 @@ ${extra}`,
   }
 
   // Asynchronous: the TLS server it probes runs in this process and must keep answering.
-  const cli = (...args: string[]) =>
-    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, [MAIN, 'expiry', ...args], {
-        env: { ...process.env, GH_TEST_SECRET: SECRET },
-      })
-      let stdout = ''
-      let stderr = ''
-      child.stdout.on('data', (d) => {
-        stdout += d
-      })
-      child.stderr.on('data', (d) => {
-        stderr += d
-      })
-      child.on('error', reject)
-      child.on('close', (status) => resolve({ status, stdout, stderr }))
-    })
+  const cli = (...args: string[]) => runCli(['expiry', ...args], { GH_TEST_SECRET: SECRET })
 
   it('prints the table soonest first and exits 1 when something expires within --warn', async () => {
     const file = writeConfig('a.yaml')

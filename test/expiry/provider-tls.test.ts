@@ -6,7 +6,6 @@
  * same trust. Without it the provider is not trusted. Frozen clock, no sleeps.
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,11 +19,11 @@ import { silentLogger } from '../../src/core/ports.ts'
 import { assess, type ExpiryEntry } from '../../src/expiry/inventory.ts'
 import { readCAFile } from '../../src/expiry/tls.ts'
 import { makeCA, makeCertificate, type TestCertificate } from '../helpers/certs.ts'
+import { runCli } from '../helpers/cli.ts'
 import { startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
 
 const DAY = 86_400
 const SECRET = 'provider-tls-test-secret-0123456789-abcdef'
-const MAIN = join(import.meta.dirname, '../../src/cli/main.ts')
 const UNTRUSTED = /NOT trusted \((unable to verify the first certificate|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)/
 
 describe('a provider on a private PKI (provider.ca)', () => {
@@ -196,22 +195,7 @@ lifetimes:
     }
 
     // Asynchronous: the IdP it probes runs in this process and must keep answering.
-    const cli = (...args: string[]) =>
-      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-        const child = spawn(process.execPath, [MAIN, 'expiry', ...args], {
-          env: { ...process.env, GH_TEST_SECRET: SECRET },
-        })
-        let stdout = ''
-        let stderr = ''
-        child.stdout.on('data', (d) => {
-          stdout += d
-        })
-        child.stderr.on('data', (d) => {
-          stderr += d
-        })
-        child.on('error', reject)
-        child.on('close', (status) => resolve({ status, stdout, stderr }))
-      })
+    const cli = (...args: string[]) => runCli(['expiry', ...args], { GH_TEST_SECRET: SECRET })
 
     const providerTLS = (stdout: string) => {
       const out = JSON.parse(stdout) as { entries: Array<Record<string, unknown>> }
