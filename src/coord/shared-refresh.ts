@@ -61,6 +61,9 @@ export function createSharedRefresh(
       try {
         stored = await redis.client.get(resultKey)
         won = stored === null && (await redis.client.set(lockKey, mine, 'PX', lockMs, 'NX')) === 'OK'
+        // The winner may have left its result and freed the lock between our GET and our SET: look again
+        // now that the lock is ours, or we would present a refresh token that was just rotated.
+        if (won) stored = await redis.client.get(resultKey)
       } catch (err) {
         redis.fellBack('refresh_lock')
         log.debug({ event: 'refresh_lock_unavailable', err: (err as Error).message }, 'refreshing locally')
@@ -69,6 +72,7 @@ export function createSharedRefresh(
       if (stored !== null) {
         const outcome = await open(key, stored).catch(() => undefined)
         if (outcome !== undefined) {
+          if (won) await redis.client.eval(RELEASE, 1, lockKey, mine).catch(() => {})
           if ('ok' in outcome) return outcome.ok
           throw new ProviderRejectedError(outcome.rejected, outcome.message)
         }

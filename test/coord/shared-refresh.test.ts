@@ -63,6 +63,33 @@ describe('shared refresh (Redis)', { skip }, () => {
     assert.deepEqual(p.calls, ['rt-1'])
   })
 
+  test('an instance whose first look came just before the winner left its result does not refresh again', async () => {
+    const p = provider(async () => ({
+      accessToken: 'at-race',
+      accessTokenExpiresAt: 2_000_000_000,
+      refreshToken: 'rt-next',
+    }))
+    // A refreshes, leaves its result and frees the lock.
+    await createSharedRefresh(p.refresh, { redis: a, log: silentLogger })('rt-race')
+    // B's first GET was answered before A's result was written (Redis ordered it so): it sees nothing,
+    // then takes the lock A has just freed.
+    let first = true
+    const client = new Proxy(b.client, {
+      get(target, prop, receiver) {
+        if (prop === 'get' && first) {
+          first = false
+          return async () => null
+        }
+        const v = Reflect.get(target, prop, receiver)
+        return typeof v === 'function' ? v.bind(target) : v
+      },
+    })
+    const r = await createSharedRefresh(p.refresh, { redis: { ...b, client }, log: silentLogger })('rt-race')
+    assert.equal(r.accessToken, 'at-race')
+    assert.deepEqual(p.calls, ['rt-race'], 'the rotated refresh token was not presented again')
+    assert.deepEqual(await a.client.keys(`${prefix}*lock`), [], 'the lock taken for nothing was released')
+  })
+
   test('the result is sealed: Redis holds no token in the clear', async () => {
     const p = provider(async () => ({
       accessToken: 'very-secret-access-token',
