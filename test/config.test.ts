@@ -119,5 +119,7 @@ test('the example configs in examples/ validate', () => {
       encoding: 'utf8',
     })
     assert.equal(r.status, 0, `${file}: ${r.stderr}`)
+    // Shipped examples are what people copy: they must not warn either.
+    assert.doesNotMatch(r.stdout, /Warnings/, `${file} warns:\n${r.stdout}`)
   }
 })

@@ -28,10 +28,35 @@ Commands:
   audit   security events, oldest first                                [--since 24h] [--json]
   expiry  what expires when, soonest first; exit 1 inside --warn          [--config FILE] [--json] [--warn 30d]
   build-edge  Lambda@Edge bundles, config and keys baked in              --config FILE --out DIR
+
+--config FILE and --data DIR may also come before the command: gatehouse --config FILE tokens list
 `
 
+/** Options every command that reads state takes; accepted before the command name too. */
+const GLOBAL_WITH_VALUE = new Set(['--config', '-c', '--data'])
+
+/**
+ * Splits `gatehouse [global options] <command> [args]` so `gatehouse --config F tokens list` works:
+ * global options given before the command are handed to it after its own arguments.
+ */
+function splitCommand(argv: readonly string[]): { name: string | undefined; rest: string[] } {
+  const globals: string[] = []
+  let i = 0
+  while (i < argv.length) {
+    const arg = argv[i]!
+    if (GLOBAL_WITH_VALUE.has(arg) && i + 1 < argv.length) {
+      globals.push(arg, argv[i + 1]!)
+      i += 2
+    } else if (arg.startsWith('--config=') || arg.startsWith('--data=')) {
+      globals.push(arg)
+      i++
+    } else break
+  }
+  return { name: argv[i], rest: [...argv.slice(i + 1), ...globals] }
+}
+
 async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv
+  const { name, rest } = splitCommand(argv)
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(USAGE)
     return name === undefined ? 1 : 0
