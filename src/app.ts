@@ -28,7 +28,7 @@ import type { GuardedFetch } from './oidc/guarded-fetch.ts'
 import { createOverloadMonitor } from './protect/overload.ts'
 import { createRateLimiter } from './protect/rate-limits.ts'
 import { lifetimeConfig, openTokenServices, type TokenServices } from './services.ts'
-import type { CacheStore, KeyStore, TokenStore } from './store/ports.ts'
+import type { CacheStore, KeyStore, SessionRevocationStore, TokenStore } from './store/ports.ts'
 import { createSharedRateLimiter, type SharedRateLimitsOptions } from './store/redis-rate-limits.ts'
 import { TOKEN_PREFIX } from './tokens/token-service.ts'
 
@@ -47,7 +47,7 @@ export interface GatewayOptions {
   alsoIPv6Loopback?: boolean
   fetch?: typeof fetch
   /** Storage for keys and tokens; default SQLite in data_dir. */
-  store?: KeyStore & TokenStore & CacheStore
+  store?: KeyStore & TokenStore & CacheStore & SessionRevocationStore
   /** Overload signal for load shedding; default the event-loop monitor (config `shedding`). */
   isOverloaded?: () => boolean
   /** How often revocations and keys are reloaded from the store. Default 5 s and 60 s. */

@@ -12,12 +12,12 @@ import type { Clock } from './core/clock.ts'
 import type { Logger } from './core/ports.ts'
 import { createKeyRing, type KeyRing } from './keys/key-ring.ts'
 import { openDatabase } from './store/open-sqlite.ts'
-import type { AuditStore, CacheStore, KeyStore, TokenStore } from './store/ports.ts'
+import type { AuditStore, CacheStore, KeyStore, SessionRevocationStore, TokenStore } from './store/ports.ts'
 import { createSQLiteStore } from './store/sqlite-store.ts'
 import { type CapReport, createTokenService, type TokenService } from './tokens/token-service.ts'
 
 export interface TokenServices {
-  store: KeyStore & TokenStore & CacheStore
+  store: KeyStore & TokenStore & CacheStore & SessionRevocationStore
   keyRing: KeyRing
   tokens: TokenService
   /** Seconds a retired key stays published (derived from the token lifetimes, never configured). */
@@ -66,7 +66,7 @@ export async function openTokenServices(
     clock: Clock
     log: Logger
     env?: NodeJS.ProcessEnv
-    store?: KeyStore & TokenStore & CacheStore
+    store?: KeyStore & TokenStore & CacheStore & SessionRevocationStore
     onCapped?: (cap: CapReport) => void
     /** Where the shared-state metrics go (the gateway's registry). */
     registry?: Registry

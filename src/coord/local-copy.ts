@@ -3,26 +3,37 @@ import { dirname } from 'node:path'
 import { type Clock, systemClock } from '../core/clock.ts'
 import type { Logger } from '../core/ports.ts'
 import { StoreUnavailableError } from '../store/errors.ts'
-import type { AlertStore, AuditStore, CacheStore, KeyRecord, KeyStore, TokenStore } from '../store/ports.ts'
+import type {
+  AlertStore,
+  AuditStore,
+  CacheStore,
+  KeyRecord,
+  KeyStore,
+  SessionRevocation,
+  SessionRevocationStore,
+  TokenStore,
+} from '../store/ports.ts'
 
-type Store = KeyStore & TokenStore & CacheStore
+type Store = KeyStore & TokenStore & CacheStore & SessionRevocationStore
 
 interface Copy {
   version: 1
   savedAt: number
   keys: KeyRecord[]
   revoked: Array<{ jti: string; expiresAt: number }>
+  /** Session revocations (Gatehouse 8); absent in copies written before. */
+  sessions?: SessionRevocation[]
   cached: Record<string, { value: string; fetchedAt: number }>
 }
 
 /** An unchanged copy is saved again after this long, so its `savedAt` says how current it is. */
 const LOCAL_COPY_RESAVE_SECONDS = 3600
 
-const empty = (): Copy => ({ version: 1, savedAt: 0, keys: [], revoked: [], cached: {} })
+const empty = (): Copy => ({ version: 1, savedAt: 0, keys: [], revoked: [], sessions: [], cached: {} })
 
 /**
  * The last copy of what verification needs (keys, with private halves still encrypted at rest;
- * revocations; the provider's discovery and JWKS), kept in `data_dir/shared-store-copy.json`
+ * token and session revocations; the provider's discovery and JWKS), kept in `data_dir/shared-store-copy.json`
  * (owner-only) and rewritten each time the shared store answers with something new. An instance
  * that starts while PostgreSQL is unreachable verifies from it.
  */
@@ -94,6 +105,12 @@ export function withLocalCopy<S extends Store>(
       save()
       return revoked
     },
+    async listSessionRevocations(now: number) {
+      const sessions = await store.listSessionRevocations(now)
+      copy.sessions = sessions
+      save()
+      return sessions
+    },
     async getCached(key: string) {
       const hit = await store.getCached(key)
       if (hit !== undefined) {
@@ -163,6 +180,23 @@ export function createReconnectingStore<S extends Store & AuditStore & AlertStor
     async listRevoked(now) {
       const s = await ready()
       return s ? s.listRevoked(now) : copy.revoked.filter((r) => r.expiresAt > now).map((r) => ({ ...r }))
+    },
+    async listSessionRevocations(now) {
+      const s = await ready()
+      if (s) return s.listSessionRevocations(now)
+      return (copy.sessions ?? []).filter((r) => r.expiresAt > now).map((r) => ({ ...r }))
+    },
+    async getSessionRevocation(kind, value) {
+      const s = await ready()
+      if (s) return s.getSessionRevocation(kind, value)
+      const hit = (copy.sessions ?? []).find((r) => r.kind === kind && r.value === value)
+      return hit === undefined ? undefined : { ...hit }
+    },
+    async revokeSessions(entries) {
+      return ((await ready()) ?? refuse()).revokeSessions(entries)
+    },
+    async pruneSessionRevocations(now) {
+      return ((await ready()) ?? refuse()).pruneSessionRevocations(now)
     },
     async getCached(key) {
       const s = await ready()

@@ -6,13 +6,13 @@ import type { Config } from '../config/schema.ts'
 import type { Clock } from '../core/clock.ts'
 import type { Logger } from '../core/ports.ts'
 import { StoreUnavailableError } from '../store/errors.ts'
-import type { CacheStore, KeyStore, TokenStore } from '../store/ports.ts'
+import type { CacheStore, KeyStore, SessionRevocationStore, TokenStore } from '../store/ports.ts'
 import { openPostgresStore, type PostgresStore } from '../store/postgres-store.ts'
 import { createReconnectingStore, localCopyAge, readLocalCopy, withLocalCopy } from './local-copy.ts'
 import { openRedisCoordinator, type RedisCoordinator } from './redis-coordinator.ts'
 import { type AdvisoryLock, createAdvisoryLock } from './rotation-lock.ts'
 
-export type SharedStore = KeyStore & TokenStore & CacheStore
+export type SharedStore = KeyStore & TokenStore & CacheStore & SessionRevocationStore
 
 export interface OpenedSharedState {
   /** PostgreSQL (or its local copy); undefined with Redis alone, where keys and tokens stay in SQLite. */

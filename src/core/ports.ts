@@ -55,6 +55,44 @@ export interface OneTimeStore {
   consume(key: string, expiresAtMs: number): Promise<boolean>
 }
 
+/** What a session revocation names (Gatehouse 8). */
+export type SessionRevocationKind = 'sid' | 'sub' | 'psid'
+
+/**
+ * One revocation of browser sessions. `sid`: the one Gatehouse session with that id. `sub` (sign out
+ * everywhere) and `psid` (the provider's session id, back-channel and front-channel logout): every session
+ * of that user, or of that provider session, signed in at or before `revokedAt`. Seconds since the epoch.
+ */
+export interface SessionRevocation {
+  kind: SessionRevocationKind
+  /** The session id, the user's `sub`, or the provider's `sid`. */
+  value: string
+  revokedAt: number
+  /** No session it covers can live past this (session max_ttl): then it is forgotten. */
+  expiresAt: number
+}
+
+/**
+ * The session revocation list as the core sees it: a synchronous lookup in memory on every request, and
+ * a write that stores the revocation and tells the other instances.
+ */
+export interface SessionRevocations {
+  /** True when the session was signed out (by id, by user or by provider session). No I/O. */
+  isRevoked(session: {
+    sid: string
+    sub: string
+    providerSid?: string | undefined
+    signedInAt: number
+  }): boolean
+  /**
+   * Refuse these sessions from now on, here at once and on every instance once stored. Resolves when
+   * stored; rejects when the store could not take it (then it holds on this instance only).
+   */
+  revoke(
+    entries: ReadonlyArray<{ kind: SessionRevocationKind; value: string; expiresAt?: number }>,
+  ): Promise<SessionRevocation[]>
+}
+
 /** A pino-compatible logger subset. Never pass a token, secret or cookie value. */
 export interface Logger {
   debug(obj: object, msg?: string): void

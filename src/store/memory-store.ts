@@ -8,10 +8,19 @@ import type {
   CacheStore,
   KeyRecord,
   KeyStore,
+  SessionRevocation,
+  SessionRevocationStore,
   TokenRecord,
   TokenStore,
 } from './ports.ts'
-import { checkAlert, checkAudit, checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
+import {
+  checkAlert,
+  checkAudit,
+  checkKeyTimes,
+  checkSessionRevocation,
+  checkTime,
+  checkTokenTimes,
+} from './validate.ts'
 
 export interface MemoryStoreOptions {
   /** Default `systemClock`. Used only when `listTokens` is called without `now`. */
@@ -31,7 +40,7 @@ export interface MemoryStoreOptions {
  */
 export function createMemoryStore(
   options: MemoryStoreOptions = {},
-): KeyStore & TokenStore & CacheStore & AlertStore & AuditStore {
+): KeyStore & TokenStore & CacheStore & AlertStore & AuditStore & SessionRevocationStore {
   const clock = options.clock ?? systemClock
   const keys = new Map<string, KeyRecord>()
   const tokens = new Map<string, TokenRecord>()
@@ -39,6 +48,7 @@ export function createMemoryStore(
   const alerts = new Map<string, AlertRecord>()
   const seen = new Map<string, number>()
   const audit: AuditEvent[] = []
+  const sessionRevocations = new Map<string, SessionRevocation>()
 
   return {
     async listKeys() {
@@ -117,6 +127,44 @@ export function createMemoryStore(
         .filter((token) => token.revokedAt !== undefined && token.expiresAt > now)
         .sort((a, b) => a.expiresAt - b.expiresAt || compareText(a.jti, b.jti))
         .map(({ jti, expiresAt }) => ({ jti, expiresAt }))
+    },
+
+    async revokeSessions(entries) {
+      for (const e of entries) checkSessionRevocation(e)
+      for (const e of entries) {
+        const k = `${e.kind}\u0000${e.value}`
+        const prior = sessionRevocations.get(k)
+        sessionRevocations.set(k, {
+          kind: e.kind,
+          value: e.value,
+          revokedAt: Math.max(e.revokedAt, prior?.revokedAt ?? e.revokedAt),
+          expiresAt: Math.max(e.expiresAt, prior?.expiresAt ?? e.expiresAt),
+        })
+      }
+    },
+
+    async listSessionRevocations(now) {
+      checkTime(now, 'now')
+      return [...sessionRevocations.values()]
+        .filter((r) => r.expiresAt > now)
+        .sort(
+          (a, b) => a.expiresAt - b.expiresAt || compareText(a.kind, b.kind) || compareText(a.value, b.value),
+        )
+        .map((r) => ({ ...r }))
+    },
+
+    async getSessionRevocation(kind, value) {
+      const hit = sessionRevocations.get(`${kind}\u0000${value}`)
+      return hit === undefined ? undefined : { ...hit }
+    },
+
+    async pruneSessionRevocations(now) {
+      checkTime(now, 'now')
+      let n = 0
+      for (const [k, r] of sessionRevocations) {
+        if (r.expiresAt <= now && sessionRevocations.delete(k)) n++
+      }
+      return n
     },
 
     async getCached(key) {

@@ -1,3 +1,7 @@
+import type { SessionRevocation, SessionRevocationKind } from '../core/ports.ts'
+
+export type { SessionRevocation, SessionRevocationKind }
+
 /**
  * Storage ports. The memory implementation serves tests and single-process use; SQLite is the
  * embedded default; PostgreSQL and Redis come with Gatehouse 6. One contract suite
@@ -77,6 +81,25 @@ export interface TokenStore {
 }
 
 /**
+ * Browser sessions signed out (Gatehouse 8): by session id, by user (`sub`) or by provider session
+ * (`psid`). Instances keep the list in memory and reload it from here; entries go once no session they
+ * cover can live any more.
+ */
+export interface SessionRevocationStore {
+  /**
+   * Stores these revocations, all or none. For a kind and value stored already, the later `revokedAt`
+   * and the later `expiresAt` are kept (a revocation never shrinks).
+   */
+  revokeSessions(entries: readonly SessionRevocation[]): Promise<void>
+  /** Every revocation still in force at `now` (`expiresAt > now`), by expiresAt, then kind and value. */
+  listSessionRevocations(now: number): Promise<SessionRevocation[]>
+  /** One revocation, to confirm one another instance says it made; undefined when there is none. */
+  getSessionRevocation(kind: SessionRevocationKind, value: string): Promise<SessionRevocation | undefined>
+  /** Forgets revocations no longer in force at `now`; returns how many. */
+  pruneSessionRevocations(now: number): Promise<number>
+}
+
+/**
  * One expiry alert of one credential at one threshold (Gatehouse 5). Kept so that a restart neither
  * sends an alert again nor forgets one that could not be sent.
  */
@@ -115,6 +138,7 @@ export const AUDIT_TYPES = [
   'sign_out',
   'token_issued',
   'token_revoked',
+  'session_revoked',
   'key_created',
   'key_rotated',
   'key_removed',

@@ -10,10 +10,19 @@ import type {
   CacheStore,
   KeyRecord,
   KeyStore,
+  SessionRevocation,
+  SessionRevocationStore,
   TokenRecord,
   TokenStore,
 } from './ports.ts'
-import { checkAlert, checkAudit, checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
+import {
+  checkAlert,
+  checkAudit,
+  checkKeyTimes,
+  checkSessionRevocation,
+  checkTime,
+  checkTokenTimes,
+} from './validate.ts'
 
 export interface PostgresStoreOptions {
   /** A `postgres://` URL, or a pool made by the caller (closed by the caller then). */
@@ -35,7 +44,8 @@ export type PostgresStore = KeyStore &
   TokenStore &
   CacheStore &
   AlertStore &
-  AuditStore & {
+  AuditStore &
+  SessionRevocationStore & {
     /** The pool, for coordination that lives next to the data (advisory locks). */
     readonly pool: pg.Pool
     readonly schema: string
@@ -107,6 +117,17 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       detail JSONB NOT NULL
     );
     CREATE INDEX gh_audit_at ON gh_audit (at);`,
+  },
+  {
+    version: 3,
+    sql: `CREATE TABLE gh_session_revocations (
+      kind TEXT COLLATE "C" NOT NULL CHECK (kind IN ('sid', 'sub', 'psid')),
+      value TEXT COLLATE "C" NOT NULL,
+      revoked_at BIGINT NOT NULL,
+      expires_at BIGINT NOT NULL,
+      PRIMARY KEY (kind, value)
+    );
+    CREATE INDEX gh_session_revocations_expires_at ON gh_session_revocations (expires_at);`,
   },
 ]
 
@@ -298,6 +319,62 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return rows.map((row) => ({ jti: row.jti, expiresAt: Number(row.expires_at) }))
     },
 
+    async revokeSessions(entries) {
+      for (const e of entries) checkSessionRevocation(e)
+      if (entries.length === 0) return
+      // One statement: all of them or none; a revocation never shrinks. The same kind and value named twice
+      // in one call would make ON CONFLICT touch a row twice, so they are merged here first.
+      const merged = new Map<string, SessionRevocation>()
+      for (const e of entries) {
+        const k = `${e.kind}\u0000${e.value}`
+        const prior = merged.get(k)
+        merged.set(k, {
+          ...e,
+          revokedAt: Math.max(e.revokedAt, prior?.revokedAt ?? e.revokedAt),
+          expiresAt: Math.max(e.expiresAt, prior?.expiresAt ?? e.expiresAt),
+        })
+      }
+      const list = [...merged.values()]
+      await query(
+        `INSERT INTO ${s}.gh_session_revocations (kind, value, revoked_at, expires_at)
+          SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+          ON CONFLICT (kind, value) DO UPDATE SET
+          revoked_at = GREATEST(gh_session_revocations.revoked_at, excluded.revoked_at),
+          expires_at = GREATEST(gh_session_revocations.expires_at, excluded.expires_at)`,
+        [
+          list.map((e) => e.kind),
+          list.map((e) => e.value),
+          list.map((e) => e.revokedAt),
+          list.map((e) => e.expiresAt),
+        ],
+      )
+    },
+
+    async listSessionRevocations(now) {
+      checkTime(now, 'now')
+      const { rows } = await query<SessionRevocationRow>(
+        `SELECT * FROM ${s}.gh_session_revocations WHERE expires_at > $1 ORDER BY expires_at, kind, value`,
+        [now],
+      )
+      return rows.map(toSessionRevocation)
+    },
+
+    async getSessionRevocation(kind, value) {
+      const { rows } = await query<SessionRevocationRow>(
+        `SELECT * FROM ${s}.gh_session_revocations WHERE kind = $1 AND value = $2`,
+        [kind, value],
+      )
+      return rows[0] === undefined ? undefined : toSessionRevocation(rows[0])
+    },
+
+    async pruneSessionRevocations(now) {
+      checkTime(now, 'now')
+      const { rowCount } = await query(`DELETE FROM ${s}.gh_session_revocations WHERE expires_at <= $1`, [
+        now,
+      ])
+      return rowCount ?? 0
+    },
+
     async getCached(key) {
       const { rows } = await query<{ value: string; fetched_at: string }>(
         `SELECT value, fetched_at FROM ${s}.gh_cache WHERE key = $1`,
@@ -398,6 +475,22 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         detail: row.detail,
       }))
     },
+  }
+}
+
+interface SessionRevocationRow {
+  kind: SessionRevocation['kind']
+  value: string
+  revoked_at: string
+  expires_at: string
+}
+
+function toSessionRevocation(row: SessionRevocationRow): SessionRevocation {
+  return {
+    kind: row.kind,
+    value: row.value,
+    revokedAt: Number(row.revoked_at),
+    expiresAt: Number(row.expires_at),
   }
 }
 

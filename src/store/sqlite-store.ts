@@ -10,10 +10,19 @@ import type {
   CacheStore,
   KeyRecord,
   KeyStore,
+  SessionRevocation,
+  SessionRevocationStore,
   TokenRecord,
   TokenStore,
 } from './ports.ts'
-import { checkAlert, checkAudit, checkKeyTimes, checkTime, checkTokenTimes } from './validate.ts'
+import {
+  checkAlert,
+  checkAudit,
+  checkKeyTimes,
+  checkSessionRevocation,
+  checkTime,
+  checkTokenTimes,
+} from './validate.ts'
 
 export interface SQLiteStoreOptions {
   /** Default `systemClock`. Used when `listTokens` is called without `now`, and to date applied migrations. */
@@ -90,6 +99,17 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
     ) STRICT;
     CREATE INDEX gh_audit_at ON gh_audit (at);`,
   },
+  {
+    version: 5,
+    sql: `CREATE TABLE gh_session_revocations (
+      kind TEXT NOT NULL CHECK (kind IN ('sid', 'sub', 'psid')),
+      value TEXT NOT NULL,
+      revoked_at INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL,
+      PRIMARY KEY (kind, value)
+    ) STRICT;
+    CREATE INDEX gh_session_revocations_expires_at ON gh_session_revocations (expires_at);`,
+  },
 ]
 
 interface KeyRow {
@@ -131,7 +151,7 @@ interface TokenRow {
 export function createSQLiteStore(
   db: DatabaseSync,
   options: SQLiteStoreOptions = {},
-): KeyStore & TokenStore & CacheStore & AlertStore & AuditStore {
+): KeyStore & TokenStore & CacheStore & AlertStore & AuditStore & SessionRevocationStore {
   if (!(db instanceof DatabaseSync)) {
     throw new TypeError(`db: expected a node:sqlite DatabaseSync, found ${describe(db)}`)
   }
@@ -185,6 +205,17 @@ export function createSQLiteStore(
   const revokeToken = db.prepare('UPDATE gh_tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL')
   const selectRevoked = db.prepare(`SELECT jti, expires_at FROM gh_tokens
     WHERE revoked_at IS NOT NULL AND expires_at > ? ORDER BY expires_at, jti`)
+
+  // A revocation never shrinks: the later revocation time and the later expiry are kept.
+  const upsertSessionRevocation = db.prepare(`INSERT INTO gh_session_revocations
+    (kind, value, revoked_at, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET
+    revoked_at = max(revoked_at, excluded.revoked_at), expires_at = max(expires_at, excluded.expires_at)`)
+  const selectSessionRevocations = db.prepare(`SELECT * FROM gh_session_revocations WHERE expires_at > ?
+    ORDER BY expires_at, kind, value`)
+  const selectSessionRevocation = db.prepare(
+    'SELECT * FROM gh_session_revocations WHERE kind = ? AND value = ?',
+  )
+  const pruneSessionRevocations = db.prepare('DELETE FROM gh_session_revocations WHERE expires_at <= ?')
 
   return {
     async listKeys() {
@@ -267,6 +298,34 @@ export function createSQLiteStore(
       return rows.map((row) => ({ jti: row.jti, expiresAt: row.expires_at }))
     },
 
+    async revokeSessions(entries) {
+      for (const e of entries) checkSessionRevocation(e)
+      if (entries.length === 0) return
+      begin.run()
+      try {
+        for (const e of entries) upsertSessionRevocation.run(e.kind, e.value, e.revokedAt, e.expiresAt)
+        commit.run()
+      } catch (error) {
+        if (db.isTransaction) rollback.run()
+        throw error
+      }
+    },
+
+    async listSessionRevocations(now) {
+      checkTime(now, 'now')
+      return (selectSessionRevocations.all(now) as unknown as SessionRevocationRow[]).map(toSessionRevocation)
+    },
+
+    async getSessionRevocation(kind, value) {
+      const row = selectSessionRevocation.get(kind, value) as unknown as SessionRevocationRow | undefined
+      return row === undefined ? undefined : toSessionRevocation(row)
+    },
+
+    async pruneSessionRevocations(now) {
+      checkTime(now, 'now')
+      return Number(pruneSessionRevocations.run(now).changes)
+    },
+
     async getCached(key) {
       const row = selectCached.get(key) as { value: string; fetched_at: number } | undefined
       return row === undefined ? undefined : { value: row.value, fetchedAt: row.fetched_at }
@@ -329,6 +388,17 @@ export function createSQLiteStore(
       return (selectSeen.get(key) as { seen_at: number }).seen_at
     },
   }
+}
+
+interface SessionRevocationRow {
+  kind: SessionRevocation['kind']
+  value: string
+  revoked_at: number
+  expires_at: number
+}
+
+function toSessionRevocation(row: SessionRevocationRow): SessionRevocation {
+  return { kind: row.kind, value: row.value, revokedAt: row.revoked_at, expiresAt: row.expires_at }
 }
 
 interface AuditRow {

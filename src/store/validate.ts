@@ -1,4 +1,11 @@
-import { type AlertRecord, AUDIT_TYPES, type AuditEvent, type KeyRecord, type TokenRecord } from './ports.ts'
+import {
+  type AlertRecord,
+  AUDIT_TYPES,
+  type AuditEvent,
+  type KeyRecord,
+  type SessionRevocation,
+  type TokenRecord,
+} from './ports.ts'
 
 // Times are whole seconds: the SQLite store keeps them in STRICT INTEGER columns, and every store must
 // refuse the same input.
@@ -43,4 +50,18 @@ export function checkAudit(event: AuditEvent): void {
       throw new TypeError(`audit.detail.${k}: expected a string, number or boolean`)
     }
   }
+}
+
+const SESSION_REVOCATION_KINDS: ReadonlySet<string> = new Set(['sid', 'sub', 'psid'])
+
+/** What a revocation may name: a session id, a `sub` or a provider `sid`, 1-255 visible ASCII characters. */
+export const SESSION_REVOCATION_VALUE = /^[\x21-\x7e]{1,255}$/
+
+export function checkSessionRevocation(entry: SessionRevocation): void {
+  if (!SESSION_REVOCATION_KINDS.has(entry.kind))
+    throw new TypeError(`session revocation kind: expected sid, sub or psid, found ${String(entry.kind)}`)
+  if (typeof entry.value !== 'string' || !SESSION_REVOCATION_VALUE.test(entry.value))
+    throw new TypeError('session revocation value: expected 1-255 visible ASCII characters')
+  checkTime(entry.revokedAt, 'session revocation revokedAt')
+  checkTime(entry.expiresAt, 'session revocation expiresAt')
 }

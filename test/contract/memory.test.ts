@@ -1,7 +1,14 @@
 import { createMemoryStore } from '../../src/store/memory-store.ts'
-import { alertContract, auditContract, cacheContract, storeContract } from './store-contract.ts'
+import {
+  alertContract,
+  auditContract,
+  cacheContract,
+  sessionRevocationContract,
+  storeContract,
+} from './store-contract.ts'
 
 storeContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))
 cacheContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))
 alertContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))
 auditContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))
+sessionRevocationContract('memory store', async () => ({ store: createMemoryStore(), close: async () => {} }))

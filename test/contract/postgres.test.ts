@@ -5,7 +5,15 @@ import pg from 'pg'
 import { SchemaTooNewError, StoreUnavailableError } from '../../src/store/errors.ts'
 import { openPostgresStore, POSTGRES_SCHEMA_VERSION } from '../../src/store/postgres-store.ts'
 import { dropSchema, POSTGRES_URL, postgresUnavailable, uniqueName } from '../helpers/shared-services.ts'
-import { alertContract, auditContract, cacheContract, key, storeContract, token } from './store-contract.ts'
+import {
+  alertContract,
+  auditContract,
+  cacheContract,
+  key,
+  sessionRevocationContract,
+  storeContract,
+  token,
+} from './store-contract.ts'
 
 const skip = await postgresUnavailable()
 const schemas: string[] = []
@@ -31,6 +39,7 @@ if (skip !== undefined) {
   cacheContract('PostgreSQL store', openPostgres)
   alertContract('PostgreSQL store', openPostgres)
   auditContract('PostgreSQL store', openPostgres)
+  sessionRevocationContract('PostgreSQL store', openPostgres)
 
   describe('PostgreSQL store on its own', () => {
     const T = 1_767_225_600

@@ -7,7 +7,15 @@ import { after, before, beforeEach, describe, it } from 'node:test'
 
 import { SchemaTooNewError } from '../../src/store/errors.ts'
 import { createSQLiteStore } from '../../src/store/sqlite-store.ts'
-import { alertContract, auditContract, cacheContract, key, storeContract, token } from './store-contract.ts'
+import {
+  alertContract,
+  auditContract,
+  cacheContract,
+  key,
+  sessionRevocationContract,
+  storeContract,
+  token,
+} from './store-contract.ts'
 
 let dir: string
 let files = 0
@@ -36,6 +44,7 @@ storeContract('SQLite store', openSQLite)
 cacheContract('SQLite store', openSQLite)
 alertContract('SQLite store', openSQLite)
 auditContract('SQLite store', openSQLite)
+sessionRevocationContract('SQLite store', openSQLite)
 
 describe('SQLite store on its own', () => {
   const T = 1_767_225_600
@@ -71,12 +80,14 @@ describe('SQLite store on its own', () => {
       'table gh_cache',
       'table gh_first_seen',
       'table gh_keys',
+      'table gh_session_revocations',
+      'index gh_session_revocations_expires_at',
       'table gh_tokens',
       'index gh_tokens_parent_jti',
       'index gh_tokens_revoked_at',
       'table idp_users',
     ])
-    assert.deepEqual(schemaRows(db), ['store 1', 'store 2', 'store 3', 'store 4'])
+    assert.deepEqual(schemaRows(db), ['store 1', 'store 2', 'store 3', 'store 4', 'store 5'])
     assert.deepEqual(
       db
         .prepare('SELECT sub FROM idp_users')
@@ -96,7 +107,7 @@ describe('SQLite store on its own', () => {
 
     const second = createSQLiteStore(db)
     assert.deepEqual(objects(db), before)
-    assert.deepEqual(schemaRows(db), ['store 1', 'store 2', 'store 3', 'store 4'])
+    assert.deepEqual(schemaRows(db), ['store 1', 'store 2', 'store 3', 'store 4', 'store 5'])
     assert.deepEqual(await second.listKeys(), [key('k-1')])
     assert.deepEqual(await second.getToken('t-1'), token('t-1'))
     db.close()
@@ -119,7 +130,7 @@ describe('SQLite store on its own', () => {
       token('t-2', { parentJti: 't-1', revokedAt: T + 5 }),
     ])
     assert.deepEqual(await again.listRevoked(T), [{ jti: 't-2', expiresAt: T + 86_400 }])
-    assert.deepEqual(schemaRows(reopened), ['store 1', 'store 2', 'store 3', 'store 4'])
+    assert.deepEqual(schemaRows(reopened), ['store 1', 'store 2', 'store 3', 'store 4', 'store 5'])
     reopened.close()
   })
 

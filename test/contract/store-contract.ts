@@ -9,6 +9,7 @@ import type {
   CacheStore,
   KeyRecord,
   KeyStore,
+  SessionRevocationStore,
   TokenRecord,
   TokenStore,
 } from '../../src/store/ports.ts'
@@ -498,6 +499,118 @@ export function auditContract(
           TypeError,
         )
         assert.deepEqual(await store.listAudit({ since: 0 }), [])
+      } finally {
+        await close()
+      }
+    })
+  })
+}
+
+/** Session revocations (Gatehouse 8): a list that never shrinks before its entries expire. */
+export function sessionRevocationContract(
+  name: string,
+  open: () => Promise<{ store: SessionRevocationStore; close(): Promise<void> }>,
+): void {
+  const T = 1_767_225_600
+  describe(`${name}: session revocations`, () => {
+    it('stores revocations by session, user and provider session, lists those in force in order', async () => {
+      const { store, close } = await open()
+      try {
+        assert.deepEqual(await store.listSessionRevocations(T), [])
+        await store.revokeSessions([
+          { kind: 'sid', value: 's-2', revokedAt: T, expiresAt: T + 600 },
+          { kind: 'sub', value: 'alice', revokedAt: T, expiresAt: T + 300 },
+        ])
+        await store.revokeSessions([])
+        await store.revokeSessions([
+          { kind: 'psid', value: 'op-sid-1', revokedAt: T + 1, expiresAt: T + 300 },
+        ])
+        assert.deepEqual(await store.listSessionRevocations(T), [
+          { kind: 'psid', value: 'op-sid-1', revokedAt: T + 1, expiresAt: T + 300 },
+          { kind: 'sub', value: 'alice', revokedAt: T, expiresAt: T + 300 },
+          { kind: 'sid', value: 's-2', revokedAt: T, expiresAt: T + 600 },
+        ])
+        // In force strictly before expiresAt.
+        assert.deepEqual(
+          (await store.listSessionRevocations(T + 300)).map((r) => r.value),
+          ['s-2'],
+        )
+        assert.deepEqual(await store.getSessionRevocation('sub', 'alice'), {
+          kind: 'sub',
+          value: 'alice',
+          revokedAt: T,
+          expiresAt: T + 300,
+        })
+        assert.equal(await store.getSessionRevocation('sid', 'alice'), undefined)
+        const copy = (await store.listSessionRevocations(T))[0]!
+        copy.expiresAt = 0
+        assert.equal((await store.listSessionRevocations(T))[0]!.expiresAt, T + 300)
+      } finally {
+        await close()
+      }
+    })
+
+    it('never shrinks a revocation: the later revokedAt and the later expiry are kept', async () => {
+      const { store, close } = await open()
+      try {
+        await store.revokeSessions([{ kind: 'sub', value: 'alice', revokedAt: T + 50, expiresAt: T + 500 }])
+        await store.revokeSessions([{ kind: 'sub', value: 'alice', revokedAt: T + 10, expiresAt: T + 900 }])
+        assert.deepEqual(await store.getSessionRevocation('sub', 'alice'), {
+          kind: 'sub',
+          value: 'alice',
+          revokedAt: T + 50,
+          expiresAt: T + 900,
+        })
+        // The same one twice in one call is one entry.
+        await store.revokeSessions([
+          { kind: 'sid', value: 's-1', revokedAt: T, expiresAt: T + 100 },
+          { kind: 'sid', value: 's-1', revokedAt: T + 5, expiresAt: T + 50 },
+        ])
+        assert.deepEqual(await store.getSessionRevocation('sid', 's-1'), {
+          kind: 'sid',
+          value: 's-1',
+          revokedAt: T + 5,
+          expiresAt: T + 100,
+        })
+      } finally {
+        await close()
+      }
+    })
+
+    it('prunes revocations no longer in force, and only those', async () => {
+      const { store, close } = await open()
+      try {
+        await store.revokeSessions([
+          { kind: 'sid', value: 'a', revokedAt: T, expiresAt: T + 100 },
+          { kind: 'sid', value: 'b', revokedAt: T, expiresAt: T + 200 },
+        ])
+        assert.equal(await store.pruneSessionRevocations(T + 100), 1)
+        assert.equal(await store.pruneSessionRevocations(T + 100), 0)
+        assert.equal(await store.getSessionRevocation('sid', 'a'), undefined)
+        assert.deepEqual(
+          (await store.listSessionRevocations(0)).map((r) => r.value),
+          ['b'],
+        )
+      } finally {
+        await close()
+      }
+    })
+
+    it('refuses a bad entry and stores none of the call', async () => {
+      const { store, close } = await open()
+      try {
+        const good = { kind: 'sid' as const, value: 'ok', revokedAt: T, expiresAt: T + 100 }
+        await assert.rejects(
+          store.revokeSessions([good, { kind: 'sid', value: 'x', revokedAt: T, expiresAt: 1.5 }]),
+          TypeError,
+        )
+        await assert.rejects(store.revokeSessions([good, { ...good, value: '' }]), TypeError)
+        await assert.rejects(store.revokeSessions([good, { ...good, value: 'has space' }]), TypeError)
+        await assert.rejects(
+          store.revokeSessions([good, { ...good, kind: 'jti' as unknown as 'sid' }]),
+          TypeError,
+        )
+        assert.deepEqual(await store.listSessionRevocations(0), [])
       } finally {
         await close()
       }

@@ -3,9 +3,15 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { localCopyAge, readLocalCopy, withLocalCopy } from '../../src/coord/local-copy.ts'
+import {
+  createReconnectingStore,
+  localCopyAge,
+  readLocalCopy,
+  withLocalCopy,
+} from '../../src/coord/local-copy.ts'
 import { createFrozenClock } from '../../src/core/clock.ts'
 import { silentLogger } from '../../src/core/ports.ts'
+import { StoreUnavailableError } from '../../src/store/errors.ts'
 import { createMemoryStore } from '../../src/store/memory-store.ts'
 
 const T0 = Date.UTC(2026, 0, 1)
@@ -34,4 +40,31 @@ test('a copy that does not say when it was saved has no age (refused at start)',
   assert.equal(localCopyAge({ savedAt: '1767225600' }, clock), undefined)
   assert.equal(localCopyAge({}, clock), undefined)
   assert.equal(localCopyAge({ savedAt: T0 / 1000 + 3600 }, clock), 0, 'from the future: just saved')
+})
+
+test('session revocations are in the local copy: an instance starting without PostgreSQL still refuses them', async () => {
+  const clock = createFrozenClock(T0)
+  const t = T0 / 1000
+  const file = join(mkdtempSync(join(tmpdir(), 'gh-copy-')), 'shared-store-copy.json')
+  const primary = createMemoryStore({ clock })
+  await primary.revokeSessions([
+    { kind: 'sid', value: 's-1', revokedAt: t, expiresAt: t + 600 },
+    { kind: 'sub', value: 'alice', revokedAt: t, expiresAt: t + 60 },
+  ])
+  await withLocalCopy(primary, file, silentLogger, clock).listSessionRevocations(t)
+  const copy = readLocalCopy(file)!
+  const offline = createReconnectingStore({
+    open: () => Promise.reject(new StoreUnavailableError('PostgreSQL', 'down')),
+    copy,
+    log: silentLogger,
+  })
+  assert.deepEqual(
+    (await offline.listSessionRevocations(t + 60)).map((r) => r.value),
+    ['s-1'],
+  )
+  assert.equal((await offline.getSessionRevocation('sub', 'alice'))?.expiresAt, t + 60)
+  await assert.rejects(
+    offline.revokeSessions([{ kind: 'sid', value: 's-2', revokedAt: t, expiresAt: t + 1 }]),
+    StoreUnavailableError,
+  )
 })
