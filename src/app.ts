@@ -5,6 +5,7 @@ import { resolve as resolvePath } from 'node:path'
 import { Gauge } from 'prom-client'
 import { Agent } from 'undici'
 import { createGatewayServer, type GatewayServer } from './adapters/node-proxy/server.ts'
+import type { ServerLimits } from './adapters/node-proxy/server-limits.ts'
 import { openTLSFiles, type TLSFiles } from './adapters/node-proxy/tls-files.ts'
 import { createUpstream, type Upstream } from './adapters/node-proxy/upstream.ts'
 import { createAdminServer } from './admin/admin-server.ts'
@@ -95,6 +96,17 @@ function rateLimitTripped(log: Logger) {
 
 function limitOf(l: false | { points: number; per: number }) {
   return l === false ? undefined : { points: l.points, perSeconds: l.per }
+}
+
+function serverLimits(s: Config['server']): ServerLimits {
+  return {
+    headersTimeoutMs: s.headers_timeout,
+    requestTimeoutMs: s.request_timeout,
+    keepAliveTimeoutMs: s.keep_alive_timeout,
+    maxConnections: s.max_connections,
+    maxConnectionsPerClient:
+      s.max_connections_per_client === false ? undefined : s.max_connections_per_client,
+  }
 }
 
 function listen(server: Server, host: string, port: number): Promise<number> {
@@ -261,6 +273,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     isOverloaded: options.isOverloaded ?? overload?.isOverloaded,
     inFlight: overload?.inFlight,
     tls: tlsFiles === undefined ? undefined : { cert: tlsFiles.current().cert, key: tlsFiles.current().key },
+    limits: serverLimits(config.server),
   })
   const listenOn = options.listen ?? config.listen
   const port = await listen(gateway.server, listenOn.host, listenOn.port)
@@ -291,6 +304,8 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   if (adminListen !== false) {
     admin = createAdminServer({
       metrics,
+      limits: serverLimits(config.server),
+      log,
       statusPage: async () => {
         const cache = providerCache.status()
         return renderStatusPage({

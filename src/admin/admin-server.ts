@@ -1,4 +1,12 @@
 import { createServer, type Server } from 'node:http'
+import {
+  createRefusalLog,
+  DEFAULT_SERVER_LIMITS,
+  httpServerOptions,
+  limitConnections,
+  type ServerLimits,
+} from '../adapters/node-proxy/server-limits.ts'
+import { type Logger, silentLogger } from '../core/ports.ts'
 import type { Metrics } from './metrics.ts'
 import { STATUS_PAGE_CSP } from './status-page.ts'
 
@@ -10,6 +18,9 @@ export interface AdminOptions {
   status?: () => Promise<Record<string, unknown>>
   /** What `/status` shows: an HTML page, served with a CSP that lets nothing run (`status-page.ts`). */
   statusPage?: () => Promise<string>
+  /** Header timeout, connection caps (config `server`); its requests carry no body, so the whole request gets the header timeout. */
+  limits?: ServerLimits | undefined
+  log?: Logger | undefined
 }
 
 /**
@@ -17,43 +28,50 @@ export interface AdminOptions {
  * `/status.json` (what Gatehouse knows of its dependencies), `/status` (the same and the expiry timeline, as a page).
  */
 export function createAdminServer(options: AdminOptions): Server {
-  return createServer(async (req, res) => {
-    const path = (req.url ?? '/').split('?')[0]
-    const send = (status: number, type: string, body: string, extra: Record<string, string> = {}) => {
-      res.writeHead(status, {
-        'content-type': type,
-        'cache-control': 'no-store',
-        'x-content-type-options': 'nosniff',
-        ...extra,
-      })
-      res.end(req.method === 'HEAD' ? undefined : body)
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n')
-    try {
-      if (path === '/healthz') return send(200, 'application/json', '{"status":"ok"}\n')
-      if (path === '/readyz') {
-        const r = await options.ready()
-        return send(
-          r.ready ? 200 : 503,
-          'application/json',
-          JSON.stringify({ status: r.ready ? 'ready' : 'not_ready', checks: r.checks }) + '\n',
-        )
-      }
-      if (path === '/status.json' && options.status !== undefined) {
-        return send(200, 'application/json', `${JSON.stringify(await options.status(), null, 2)}\n`)
-      }
-      if (path === '/status' && options.statusPage !== undefined) {
-        return send(200, 'text/html; charset=utf-8', await options.statusPage(), {
-          'content-security-policy': STATUS_PAGE_CSP,
-          'x-frame-options': 'DENY',
-          'referrer-policy': 'no-referrer',
+  const limits = options.limits ?? DEFAULT_SERVER_LIMITS
+  const server = createServer(
+    httpServerOptions({ ...limits, requestTimeoutMs: limits.headersTimeoutMs }),
+    async (req, res) => {
+      const path = (req.url ?? '/').split('?')[0]
+      const send = (status: number, type: string, body: string, extra: Record<string, string> = {}) => {
+        res.writeHead(status, {
+          'content-type': type,
+          'cache-control': 'no-store',
+          'x-content-type-options': 'nosniff',
+          ...extra,
         })
+        res.end(req.method === 'HEAD' ? undefined : body)
       }
-      if (path === '/metrics')
-        return send(200, options.metrics.registry.contentType, await options.metrics.registry.metrics())
-      return send(404, 'text/plain', 'not found\n')
-    } catch {
-      return send(500, 'text/plain', 'internal error\n')
-    }
-  })
+      if (req.method !== 'GET' && req.method !== 'HEAD')
+        return send(405, 'text/plain', 'method not allowed\n')
+      try {
+        if (path === '/healthz') return send(200, 'application/json', '{"status":"ok"}\n')
+        if (path === '/readyz') {
+          const r = await options.ready()
+          return send(
+            r.ready ? 200 : 503,
+            'application/json',
+            JSON.stringify({ status: r.ready ? 'ready' : 'not_ready', checks: r.checks }) + '\n',
+          )
+        }
+        if (path === '/status.json' && options.status !== undefined) {
+          return send(200, 'application/json', `${JSON.stringify(await options.status(), null, 2)}\n`)
+        }
+        if (path === '/status' && options.statusPage !== undefined) {
+          return send(200, 'text/html; charset=utf-8', await options.statusPage(), {
+            'content-security-policy': STATUS_PAGE_CSP,
+            'x-frame-options': 'DENY',
+            'referrer-policy': 'no-referrer',
+          })
+        }
+        if (path === '/metrics')
+          return send(200, options.metrics.registry.contentType, await options.metrics.registry.metrics())
+        return send(404, 'text/plain', 'not found\n')
+      } catch {
+        return send(500, 'text/plain', 'internal error\n')
+      }
+    },
+  )
+  limitConnections(server, limits, createRefusalLog(options.log ?? silentLogger))
+  return server
 }

@@ -14,6 +14,21 @@ const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return s
 })
 
+/** A duration in milliseconds: `300ms`, or a duration as above (`10s`, `2m`; a bare number is seconds). */
+const durationMs = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  const ms = typeof v === 'string' ? /^(\d{1,9})\s*ms$/.exec(v.trim()) : null
+  if (ms !== null) return Number(ms[1])
+  const s = parseDurationSeconds(v)
+  if (s === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `expected a duration such as 500ms, 10s or 2m, got ${JSON.stringify(v)}`,
+    })
+    return z.NEVER
+  }
+  return s * 1000
+})
+
 const lifetime = z.strictObject({ ttl: duration, max_ttl: duration })
 const rate = z.strictObject({ points: z.number().int().min(1), per: duration })
 
@@ -134,6 +149,31 @@ export const configSchema = z.strictObject({
       port: z.number().int().min(0).max(65_535).default(9090),
     })
     .default({ host: '127.0.0.1', port: 9090 }),
+  /**
+   * What a client may hold on the data port (the admin port takes the same): time to send the request
+   * line and headers, and the whole request (`0`: no limit, so long uploads pass), how long an idle
+   * keep-alive connection stays open, and how many connections are open at once, in all and from one
+   * client address (an IPv6 /64 counts as one; `false`: no per-client cap). Timeouts are kept in ms.
+   */
+  server: z
+    .strictObject({
+      headers_timeout: durationMs.refine((ms) => ms > 0, 'expected a duration above 0').default(10_000),
+      request_timeout: durationMs.default(0),
+      keep_alive_timeout: durationMs.default(5_000),
+      max_connections: z.number().int().min(1).default(10_000),
+      max_connections_per_client: z.union([z.literal(false), z.number().int().min(1)]).default(256),
+    })
+    .refine((s) => s.request_timeout === 0 || s.request_timeout >= s.headers_timeout, {
+      message: 'expected request_timeout to be 0 (off) or at least headers_timeout',
+      path: ['request_timeout'],
+    })
+    .default({
+      headers_timeout: 10_000,
+      request_timeout: 0,
+      keep_alive_timeout: 5_000,
+      max_connections: 10_000,
+      max_connections_per_client: 256,
+    }),
   provider: z.strictObject({
     preset: z.enum(['generic', 'cognito']).default('generic'),
     issuer: httpUrl,

@@ -1,11 +1,19 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http'
 import { createServer as createHTTPSServer } from 'node:https'
 import type { Duplex } from 'node:stream'
+import { Counter } from 'prom-client'
 import type { Metrics } from '../../admin/metrics.ts'
 import type { Decision, RequestFacts, Respond } from '../../core/decisions.ts'
 import type { Gatehouse } from '../../core/gatehouse.ts'
 import type { Logger } from '../../core/ports.ts'
 import { buildUpstreamHeaders } from './forward-headers.ts'
+import {
+  createRefusalLog,
+  DEFAULT_SERVER_LIMITS,
+  httpServerOptions,
+  limitConnections,
+  type ServerLimits,
+} from './server-limits.ts'
 import type { Upstream } from './upstream.ts'
 
 export interface GatewayServerOptions {
@@ -34,6 +42,8 @@ export interface GatewayServerOptions {
   onRefused?: (code: string, clientAddress: string, userAgent: string | undefined) => void
   /** Serve HTTPS with this certificate chain and key (PEM); replaced without a restart by `setTLS`. */
   tls?: { cert: string | Buffer; key: string | Buffer } | undefined
+  /** Header and request timeouts, connection caps (config `server`). Default `DEFAULT_SERVER_LIMITS`. */
+  limits?: ServerLimits | undefined
 }
 
 export interface GatewayServer {
@@ -235,20 +245,33 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       res.destroy()
     })
   }
+  // A slow client costs a socket, not a thread; these bound how long it may hold one, and how many.
+  const limits = options.limits ?? DEFAULT_SERVER_LIMITS
+  const serverOptions = httpServerOptions(limits)
   // An https.Server has every method of an http.Server used here (close*Connections, 'upgrade').
   const server: Server =
     options.tls === undefined
-      ? createServer({ requestTimeout: 0 }, handler)
-      : (createHTTPSServer({ requestTimeout: 0, ...options.tls }, handler) as unknown as Server)
+      ? createServer(serverOptions, handler)
+      : (createHTTPSServer({ ...serverOptions, ...options.tls }, handler) as unknown as Server)
+  const refused = new Counter({
+    name: 'gatehouse_connections_refused_total',
+    help: 'Connections closed at once because a cap was reached (max_connections, max_connections_per_client)',
+    labelNames: ['reason'],
+    registers: [metrics.registry],
+  })
+  const logRefusal = createRefusalLog(log)
+  limitConnections(server, limits, (reason, client) => {
+    refused.inc({ reason })
+    logRefusal(reason, client)
+  })
   server.on('upgrade', (req, socket, head) => {
     onUpgrade(req, socket, head).catch(() => socket.destroy())
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy()
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
-    socket.end(
-      `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
-    )
+    const status =
+      err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
   })
 
   return {
