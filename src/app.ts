@@ -168,6 +168,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     log: services.log,
     secrets: { session: secrets, clientSecret },
     cacheStore: services.store,
+    sessionRevocations: services.sessions,
     // Calls to the provider record the certificate of each TLS handshake for the expiry inventory.
     fetch:
       options.fetch ?? ((input, init) => fetch(input, { ...init, dispatcher: providerAgent } as RequestInit)),
@@ -374,6 +375,10 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     (entries) => services.tokens.markRevoked(entries),
     () => services.tokens.refreshRevocations(),
   )
+  await redis?.subscribeSessionsRevoked(
+    (entries) => services.sessions.markRevoked(entries),
+    () => services.sessions.reload(),
+  )
   // Warm (and persist) discovery and keys in the background; a failure leaves any persisted copy in use.
   providerCache
     .refreshNow()
@@ -402,6 +407,11 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   })
   every(options.refreshRevocationsMs ?? 5_000, 'revocation refresh', () =>
     services.tokens.refreshRevocations(),
+  )
+  every(options.refreshRevocationsMs ?? 5_000, 'session revocation reload', () => services.sessions.reload())
+  // Entries no session can outlive any more leave the store (any instance may do it; it is idempotent).
+  every(3_600_000, 'session revocation prune', () =>
+    services.store.pruneSessionRevocations(Math.floor(clock.now() / 1000)),
   )
   every(options.keyTickMs ?? 60_000, 'key rotation check', () => services.keyRing.tick())
   const { audit } = services

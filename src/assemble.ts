@@ -10,9 +10,10 @@ import type { Clock } from './core/clock.ts'
 import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
 import { createSecurityHeaders, defaultSecurityHeaders } from './core/http-headers.ts'
 import { createMemoryOneTimeStore } from './core/one-time-store.ts'
-import type { Logger, RateLimiter } from './core/ports.ts'
+import type { Logger, RateLimiter, SessionRevocations } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
 import { createSessionCodec, type SessionCodec } from './core/session-codec.ts'
+import { createSessionRevocationList } from './core/session-revocations.ts'
 import { createProviderCache, type ProviderCache } from './keys/provider-cache.ts'
 import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
 import { createGuardedFetch, type GuardedFetch } from './oidc/guarded-fetch.ts'
@@ -51,6 +52,11 @@ export interface AssembleOptions {
   repeatPenalty?: { after: number; maxDelayMs: number } | undefined
   /** See GatehouseOptions.refreshMode; default `inline`. */
   refreshMode?: 'inline' | 'redirect' | undefined
+  /**
+   * Signed-out sessions, shared through the store (the Node gateway). Default: a list in this process
+   * only (fetch and edge adapters, where a sign-out is refused by the instance that saw it).
+   */
+  sessionRevocations?: SessionRevocations | undefined
 }
 
 export interface Assembled {
@@ -136,7 +142,12 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
   const gatehouse = createGatehouse(
     {
       publicUrl: publicUrl.origin,
-      routes: config.routes.map((r) => ({ path: r.path, methods: r.methods, access: accessOf(r.allow) })),
+      routes: config.routes.map((r) => ({
+        path: r.path,
+        methods: r.methods,
+        access: accessOf(r.allow),
+        caseInsensitive: r.case_insensitive,
+      })),
       session: {
         ttlSeconds: config.lifetimes.session.ttl,
         maxTtlSeconds: config.lifetimes.session.max_ttl,
@@ -159,6 +170,9 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       log,
       jwks: options.jwks,
       limiter: options.limiter,
+      sessionRevocations:
+        options.sessionRevocations ??
+        createSessionRevocationList({ clock, log, maxTtlSeconds: config.lifetimes.session.max_ttl }),
       // Verifiers must see a new key before it signs: cache for at most a quarter of the publish-ahead time.
       jwksMaxAgeSeconds: Math.max(60, Math.min(3600, Math.floor(config.keys.publish_ahead / 4))),
     },

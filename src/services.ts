@@ -10,6 +10,7 @@ import { type AdvisoryLock, createUnderLock, withRotationLock } from './coord/ro
 import { type OpenedSharedState, openSharedState } from './coord/shared-store.ts'
 import type { Clock } from './core/clock.ts'
 import type { Logger } from './core/ports.ts'
+import { createSessionRevocationList, type SessionRevocationList } from './core/session-revocations.ts'
 import { createKeyRing, type KeyRing } from './keys/key-ring.ts'
 import { openDatabase } from './store/open-sqlite.ts'
 import type { AuditStore, CacheStore, KeyStore, SessionRevocationStore, TokenStore } from './store/ports.ts'
@@ -20,6 +21,8 @@ export interface TokenServices {
   store: KeyStore & TokenStore & CacheStore & SessionRevocationStore
   keyRing: KeyRing
   tokens: TokenService
+  /** Signed-out browser sessions (Gatehouse 8): in memory, in the store, pushed through Redis. */
+  sessions: SessionRevocationList
   /** Seconds a retired key stays published (derived from the token lifetimes, never configured). */
   retentionSeconds: number
   /** Redis, when `store.redis` is set: rate limits, refresh locks, revocation fan-out. */
@@ -147,10 +150,19 @@ export async function openTokenServices(
     onRevoked: redis ? (entries) => void redis.publishRevoked(entries) : undefined,
   })
   await tokens.refreshRevocations()
+  const sessions = createSessionRevocationList({
+    store,
+    clock: options.clock,
+    log,
+    maxTtlSeconds: config.lifetimes.session.max_ttl,
+    onRevoked: redis ? (entries) => void redis.publishSessionsRevoked(entries) : undefined,
+  })
+  await sessions.reload()
   return {
     store,
     keyRing,
     tokens,
+    sessions,
     retentionSeconds,
     redis,
     storeConnected: () => shared?.connected() ?? true,

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { Counter, Gauge, type Registry } from 'prom-client'
-import type { Logger } from '../core/ports.ts'
+import type { Logger, SessionRevocationKind } from '../core/ports.ts'
 
 export interface RedisCoordinatorOptions {
   /** `redis://` or `rediss://` URL (may carry a password: it is never logged). */
@@ -19,6 +19,9 @@ export interface RedisCoordinatorOptions {
 
 export type RevokedEntry = { jti: string; expiresAt: number }
 
+/** A session revocation as pushed: what it names, never when or until when (the store says that). */
+export type SessionRevokedHint = { kind: SessionRevocationKind; value: string }
+
 /**
  * Revocations one message may name; a message naming more is not read: the receiver reloads the
  * revocations from the store instead (as it does for a cascade that large).
@@ -27,6 +30,10 @@ export const MAX_REVOKED_PER_MESSAGE = 1000
 // Enough for MAX_REVOKED_PER_MESSAGE entries of the largest jti allowed; anything longer is not parsed.
 const MAX_MESSAGE_CHARS = 64 + MAX_REVOKED_PER_MESSAGE * 160
 const JTI = /^[A-Za-z0-9_-]{1,128}$/
+// Enough for MAX_REVOKED_PER_MESSAGE session revocations of the longest value allowed.
+const MAX_SESSION_MESSAGE_CHARS = 64 + MAX_REVOKED_PER_MESSAGE * 280
+const SESSION_KINDS: ReadonlySet<string> = new Set(['sid', 'sub', 'psid'])
+const SESSION_VALUE = /^[\x21-\x7e]{1,255}$/
 const INSTANCE_ID = /^[A-Za-z0-9_-]{1,64}$/
 
 /** What falls back to local behaviour while Redis is down. */
@@ -60,6 +67,16 @@ export interface RedisCoordinator {
    * naming more than {@link MAX_REVOKED_PER_MESSAGE} runs `resync` (coalesced) instead.
    */
   subscribeRevoked(onRevoked: (entries: RevokedEntry[]) => void, resync: () => Promise<void>): Promise<void>
+  /** Tell every instance these sessions are signed out; as {@link publishRevoked}, best effort. */
+  publishSessionsRevoked(entries: readonly SessionRevokedHint[]): Promise<boolean>
+  /**
+   * Receive session revocations pushed by any instance, on a channel of their own: as with
+   * {@link subscribeRevoked}, hints to confirm in the store, and `resync` after each reconnection.
+   */
+  subscribeSessionsRevoked(
+    onRevoked: (entries: SessionRevokedHint[]) => void,
+    resync: () => Promise<void>,
+  ): Promise<void>
   close(): Promise<void>
 }
 
@@ -77,6 +94,7 @@ export async function openRedisCoordinator(options: RedisCoordinatorOptions): Pr
   const { log, prefix } = options
   const instanceId = randomBytes(6).toString('base64url')
   const channel = `${prefix}revoked`
+  const sessionChannel = `${prefix}sessions-revoked`
   const connectOptions = {
     lazyConnect: true,
     connectTimeout: options.connectTimeoutMs ?? 2000,
@@ -124,6 +142,96 @@ export async function openRedisCoordinator(options: RedisCoordinatorOptions): Pr
   }
 
   let subscriber: Redis | undefined
+  const handlers = new Map<string, (message: string) => void>()
+
+  /** One subscribed connection for every channel (it can send nothing else, so it is a second one). */
+  async function subscribe<T>(
+    on: string,
+    parse: (message: string) => T[] | 'oversized' | undefined,
+    onMessage: (entries: T[]) => void,
+    resync: () => Promise<void>,
+    what: string,
+  ): Promise<void> {
+    if (subscriber === undefined) {
+      // Unlike the command connection it may queue its SUBSCRIBE until Redis is there.
+      subscriber = new Redis(options.url, {
+        ...connectOptions,
+        enableOfflineQueue: true,
+        commandTimeout: undefined,
+      })
+      subscriber.on('error', () => {})
+      subscriber.on('message', (ch: string, message: string) => handlers.get(ch)?.(message))
+      subscriber.connect().catch(() => {})
+    }
+    // One resync at a time; asks while it runs make one more run after it.
+    let resyncing: Promise<void> | undefined
+    let again = false
+    const requestResync = () => {
+      if (resyncing !== undefined) {
+        again = true
+        return
+      }
+      resyncing = resync()
+        .catch((err) =>
+          log.warn(
+            { event: 'revocation_resync_failed', what, err: (err as Error).message },
+            `${what} reload failed`,
+          ),
+        )
+        .finally(() => {
+          resyncing = undefined
+          if (again) {
+            again = false
+            requestResync()
+          }
+        })
+    }
+    handlers.set(on, (message) => {
+      const parsed = parse(message)
+      if (parsed === 'oversized') {
+        log.warn(
+          { event: 'revocation_message_oversized', what, chars: message.length },
+          `a ${what} message too large to look up one by one: reloading them from the store`,
+        )
+        requestResync()
+        return
+      }
+      if (parsed === undefined) {
+        log.warn({ event: 'revocation_message_invalid', what }, `ignored an unreadable ${what} message`)
+        return
+      }
+      if (parsed.length > 0) onMessage(parsed)
+    })
+    let first = subscriber.status !== 'ready'
+    subscriber.on('ready', () => {
+      // ioredis subscribes again by itself on reconnect; what was published meanwhile is reloaded.
+      if (first) {
+        first = false
+        return
+      }
+      requestResync()
+    })
+    await subscriber.subscribe(on).catch((err) => {
+      log.warn(
+        { event: 'revocation_subscribe_failed', what, err: (err as Error).message },
+        'not subscribed yet',
+      )
+    })
+  }
+
+  async function publish(on: string, message: string, what: string): Promise<boolean> {
+    try {
+      await client.publish(on, message)
+      return true
+    } catch (err) {
+      fallbacks.inc({ kind: 'revocation_publish' })
+      log.warn(
+        { event: 'revocation_publish_failed', what, err: (err as Error).message },
+        `${what} not pushed; other instances see it at their next reload from the store`,
+      )
+      return false
+    }
+  }
 
   return {
     client,
@@ -136,82 +244,19 @@ export async function openRedisCoordinator(options: RedisCoordinatorOptions): Pr
     },
     async publishRevoked(entries) {
       if (entries.length === 0) return true
-      try {
-        await client.publish(
-          channel,
-          JSON.stringify({ i: instanceId, r: entries.map((e) => [e.jti, e.expiresAt]) }),
-        )
-        return true
-      } catch (err) {
-        fallbacks.inc({ kind: 'revocation_publish' })
-        log.warn(
-          { event: 'revocation_publish_failed', err: (err as Error).message },
-          'revocation not pushed; other instances see it at their next reload from the store',
-        )
-        return false
-      }
+      const message = JSON.stringify({ i: instanceId, r: entries.map((e) => [e.jti, e.expiresAt]) })
+      return publish(channel, message, 'token revocation')
     },
     async subscribeRevoked(onRevoked, resync) {
-      // A subscribed connection can send nothing else, so it is a second one; unlike the command
-      // connection it may queue its SUBSCRIBE until Redis is there.
-      subscriber = new Redis(options.url, {
-        ...connectOptions,
-        enableOfflineQueue: true,
-        commandTimeout: undefined,
-      })
-      subscriber.on('error', () => {})
-      // One resync at a time; asks while it runs make one more run after it.
-      let resyncing: Promise<void> | undefined
-      let again = false
-      const requestResync = () => {
-        if (resyncing !== undefined) {
-          again = true
-          return
-        }
-        resyncing = resync()
-          .catch((err) =>
-            log.warn(
-              { event: 'revocation_resync_failed', err: (err as Error).message },
-              'revocation reload failed',
-            ),
-          )
-          .finally(() => {
-            resyncing = undefined
-            if (again) {
-              again = false
-              requestResync()
-            }
-          })
-      }
-      subscriber.on('message', (_channel: string, message: string) => {
-        const parsed = parseRevoked(message)
-        if (parsed === 'oversized') {
-          log.warn(
-            { event: 'revocation_message_oversized', chars: message.length },
-            'a revocation message too large to look up one by one: reloading revocations from the store',
-          )
-          requestResync()
-          return
-        }
-        if (parsed === undefined) {
-          log.warn({ event: 'revocation_message_invalid' }, 'ignored an unreadable revocation message')
-          return
-        }
-        if (parsed.length > 0) onRevoked(parsed)
-      })
-      let first = true
-      subscriber.on('ready', () => {
-        // ioredis subscribes again by itself on reconnect; what was published meanwhile is reloaded.
-        if (first) {
-          first = false
-          return
-        }
-        requestResync()
-      })
-      subscriber.connect().catch(() => {})
-      await subscriber.subscribe(channel).catch((err) => {
-        log.warn({ event: 'revocation_subscribe_failed', err: (err as Error).message }, 'not subscribed yet')
-      })
+      await subscribe(channel, parseRevoked, onRevoked, resync, 'token revocation')
+    },
+    async publishSessionsRevoked(entries) {
+      if (entries.length === 0) return true
+      const message = JSON.stringify({ i: instanceId, s: entries.map((e) => [e.kind, e.value]) })
+      return publish(sessionChannel, message, 'session revocation')
+    },
+    async subscribeSessionsRevoked(onRevoked, resync) {
+      await subscribe(sessionChannel, parseSessionsRevoked, onRevoked, resync, 'session revocation')
     },
     async close() {
       closing = true
@@ -246,6 +291,35 @@ export function parseRevoked(message: string): RevokedEntry[] | 'oversized' | un
     if (typeof jti !== 'string' || !JTI.test(jti)) return undefined
     if (typeof expiresAt !== 'number' || !Number.isSafeInteger(expiresAt) || expiresAt < 0) return undefined
     out.push({ jti, expiresAt })
+  }
+  return out
+}
+
+/**
+ * A message as {@link RedisCoordinator.publishSessionsRevoked} writes it, `{"i": instance, "s": [[kind,
+ * value], ...]}` and nothing else; `'oversized'` when it names (or may name) more than
+ * {@link MAX_REVOKED_PER_MESSAGE}.
+ */
+export function parseSessionsRevoked(message: string): SessionRevokedHint[] | 'oversized' | undefined {
+  if (message.length > MAX_SESSION_MESSAGE_CHARS) return 'oversized'
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(message)
+  } catch {
+    return undefined
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined
+  const { i, s, ...rest } = parsed as Record<string, unknown>
+  if (Object.keys(rest).length > 0) return undefined
+  if (typeof i !== 'string' || !INSTANCE_ID.test(i) || !Array.isArray(s)) return undefined
+  if (s.length > MAX_REVOKED_PER_MESSAGE) return 'oversized'
+  const out: SessionRevokedHint[] = []
+  for (const item of s) {
+    if (!Array.isArray(item) || item.length !== 2) return undefined
+    const [kind, value] = item as [unknown, unknown]
+    if (typeof kind !== 'string' || !SESSION_KINDS.has(kind)) return undefined
+    if (typeof value !== 'string' || !SESSION_VALUE.test(value)) return undefined
+    out.push({ kind: kind as SessionRevocationKind, value })
   }
   return out
 }

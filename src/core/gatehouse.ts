@@ -21,7 +21,15 @@ import {
   ProviderUnavailableError,
 } from './errors.ts'
 import { type Identity, type IdentityMapping, identityFromClaims, identityHeaders } from './identity.ts'
-import type { Logger, OIDCPort, OneTimeStore, RateBucket, RateLimiter, TokenResult } from './ports.ts'
+import type {
+  Logger,
+  OIDCPort,
+  OneTimeStore,
+  RateBucket,
+  RateLimiter,
+  SessionRevocations,
+  TokenResult,
+} from './ports.ts'
 import { safeReturnPath } from './return-to.ts'
 import {
   type Access,
@@ -90,6 +98,8 @@ export interface GatehouseDeps {
   jwksMaxAgeSeconds?: number | undefined
   /** Rate limits per client address, per credential and on the sign-in endpoints; none when absent. */
   limiter?: RateLimiter | undefined
+  /** Sessions signed out (sign-out, `gatehouse sessions revoke`, provider logout); none refused when absent. */
+  sessionRevocations?: SessionRevocations | undefined
 }
 
 export interface Gatehouse {
@@ -428,6 +438,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       accessTokenExpiresAt: tokens.accessTokenExpiresAt,
       refreshToken: tokens.refreshToken,
       idToken: tokens.idToken,
+      providerSid: providerSidOf(tokens.claims),
     }
     const cookies = await codec.write(session, facts.header('cookie'))
     log.info({ event: 'sign_in', sid: session.sid, sub: identity.sub }, 'signed in')
@@ -473,6 +484,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         accessTokenExpiresAt: tokens.accessTokenExpiresAt,
         refreshToken,
         idToken: tokens.idToken ?? session.idToken,
+        providerSid: providerSidOf(tokens.claims) ?? session.providerSid,
         expiresAt: sessionExpiry(session.signedInAt, {
           refreshToken,
           accessTokenExpiresAt: tokens.accessTokenExpiresAt,
@@ -533,6 +545,20 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       return unauthorized(realm, code, description, invalidToken, setCookies)
     }
 
+  const revocations = deps.sessionRevocations
+  const isRevoked = (session: Session) => revocations?.isRevoked(session) === true
+
+  /** A signed-out session's cookie: cleared, a sign-in redirect for a navigation, else 401 `session_revoked`. */
+  const sessionRevoked = (cookieHeader: string | undefined) =>
+    notSignedIn('session_revoked', 'The session was signed out', true, codec.clear(cookieHeader))
+
+  /** First sight of a revoked session's cookie value: into the refusal cache, so a repeat costs a lookup. */
+  function refuseRevoked(token: string, session: Session, cookieHeader: string | undefined): NotSignedIn {
+    codec.refuse(token, 'revoked')
+    log.info({ code: 'session_revoked', sid: session.sid }, 'revoked session cookie refused')
+    return sessionRevoked(cookieHeader)
+  }
+
   async function authenticate(facts: RequestFacts, mayRefresh: boolean): Promise<Authenticated> {
     const authorization = facts.header('authorization')
     if (authorization !== undefined) {
@@ -573,6 +599,9 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         return { ok: false, response: notSignedIn('missing_credentials', 'Sign-in required', false) }
       }
       const repeats = read.repeats ?? 0
+      if (read.reason === 'revoked') {
+        return { ok: false, response: penalise(sessionRevoked(cookieHeader), repeats) }
+      }
       // One log line per bad cookie value, not per retry of it.
       if (repeats === 0) log.info({ code: 'invalid_session', reason: read.reason }, 'session cookie refused')
       const text = read.reason === 'expired' ? 'The session expired' : 'The session cookie is not valid'
@@ -583,6 +612,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       }
     }
     const { session } = read
+    if (isRevoked(session)) return { ok: false, response: refuseRevoked(read.token, session, cookieHeader) }
     const now = nowSeconds()
     const ate = session.accessTokenExpiresAt ?? Number.POSITIVE_INFINITY
     if (mayRefresh && session.refreshToken !== undefined && ate - now <= refreshBeforeSeconds) {
@@ -598,8 +628,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       }
       if (outcome.kind === 'rejected') {
         // invalid_grant: the provider ended this session. Clear it; a browser signs in afresh (no loop:
-        // the new session carries a fresh refresh token).
-        codec.forget(read.token)
+        // the new session carries a fresh refresh token). This cookie value stays refused here.
+        codec.refuse(read.token, 'expired')
         return {
           ok: false,
           response: notSignedIn('session_expired', 'The session ended', true, codec.clear(cookieHeader)),
@@ -796,8 +826,30 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const returnTo = safeReturnPath(query.get('rd'), signOutRedirect)
     let location = returnTo
     if (read.ok) {
-      codec.forget(read.token)
-      log.info({ event: 'sign_out', sid: read.session.sid, sub: read.session.identity.sub }, 'signed out')
+      // Server-side: this session is refused from now on, here and (once stored) on every instance, even
+      // with a copy of the cookie.
+      codec.refuse(read.token, 'revoked')
+      let revoked = revocations !== undefined
+      try {
+        await revocations?.revoke([
+          { kind: 'sid', value: read.session.sid, expiresAt: read.session.maxExpiresAt },
+        ])
+      } catch (err) {
+        revoked = false
+        log.warn(
+          { event: 'session_revocation_not_stored', sid: read.session.sid, err: describe(err) },
+          'sign-out holds on this instance; other instances refuse the session once the store takes it',
+        )
+      }
+      log.info(
+        {
+          event: 'sign_out',
+          sid: read.session.sid,
+          sub: read.session.identity.sub,
+          state: revoked ? 'revoked' : 'local',
+        },
+        'signed out',
+      )
       const rt = read.session.refreshToken
       if (rt !== undefined) {
         // Best effort; sign-out never waits on a slow provider for more than the revoke call's own timeout.
@@ -840,6 +892,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         const bounced = !refreshInline && isNavigation(facts)
         const rd = safeReturnPath(query.get('rd'))
         const read = await codec.read(facts.header('cookie'))
+        if ((read.ok && isRevoked(read.session)) || (!read.ok && read.reason === 'revoked')) {
+          const answer = read.ok
+            ? refuseRevoked(read.token, read.session, facts.header('cookie'))
+            : sessionRevoked(facts.header('cookie'))
+          return answer(facts, rd, bounced)
+        }
         if (!read.ok || read.session.refreshToken === undefined) {
           if (bounced) return startSignIn(facts, rd, read.ok ? [] : codec.clear(facts.header('cookie')))
           return unauthorized(realm, 'missing_credentials', 'No session to refresh', false)
@@ -885,6 +943,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
             if (marker !== undefined) cleared.push(clearCookie(refreshWaitCookie, cookieAttrs))
             return startSignIn(facts, rd, cleared)
           }
+          // The provider ended the session: this cookie value is refused from now on, not just cleared.
+          if (outcome.kind === 'rejected') codec.refuse(read.token, 'expired')
           return unauthorized(
             realm,
             'session_expired',
@@ -1010,6 +1070,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       return checkAuth(facts, pathname + search, access)
     },
   }
+}
+
+/** The provider's session id from ID token claims (OIDC Front/Back-Channel Logout `sid`). */
+function providerSidOf(claims: Record<string, unknown> | undefined): string | undefined {
+  const sid = claims?.['sid']
+  return typeof sid === 'string' && sid !== '' ? sid : undefined
 }
 
 /** An error's class, code and message for the log: never a token (ours never put one in a message). */

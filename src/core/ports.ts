@@ -73,23 +73,43 @@ export interface SessionRevocation {
 }
 
 /**
+ * Browser sessions signed out (Gatehouse 8): by session id, by user (`sub`) or by provider session
+ * (`psid`). Instances keep the list in memory and reload it from here; entries go once no session they
+ * cover can live any more. Implemented by the stores in `src/store`.
+ */
+export interface SessionRevocationStore {
+  /**
+   * Stores these revocations, all or none. For a kind and value stored already, the later `revokedAt`
+   * and the later `expiresAt` are kept (a revocation never shrinks).
+   */
+  revokeSessions(entries: readonly SessionRevocation[]): Promise<void>
+  /** Every revocation still in force at `now` (`expiresAt > now`), by expiresAt, then kind and value. */
+  listSessionRevocations(now: number): Promise<SessionRevocation[]>
+  /** One revocation, to confirm one another instance says it made; undefined when there is none. */
+  getSessionRevocation(kind: SessionRevocationKind, value: string): Promise<SessionRevocation | undefined>
+  /** Forgets revocations no longer in force at `now`; returns how many. */
+  pruneSessionRevocations(now: number): Promise<number>
+}
+
+/**
  * The session revocation list as the core sees it: a synchronous lookup in memory on every request, and
- * a write that stores the revocation and tells the other instances.
+ * a write that stores a revocation and tells the other instances.
  */
 export interface SessionRevocations {
   /** True when the session was signed out (by id, by user or by provider session). No I/O. */
   isRevoked(session: {
     sid: string
-    sub: string
+    identity: { sub: string }
     providerSid?: string | undefined
     signedInAt: number
   }): boolean
   /**
-   * Refuse these sessions from now on, here at once and on every instance once stored. Resolves when
-   * stored; rejects when the store could not take it (then it holds on this instance only).
+   * Refuse these sessions from now on: here at once, on every instance once stored. `expiresAt` defaults
+   * to now + session max_ttl. Resolves with what was stored; rejects when the store could not take it
+   * (then it holds on this instance, and is stored at the next reload that reaches the store).
    */
   revoke(
-    entries: ReadonlyArray<{ kind: SessionRevocationKind; value: string; expiresAt?: number }>,
+    entries: ReadonlyArray<{ kind: SessionRevocationKind; value: string; expiresAt?: number | undefined }>,
   ): Promise<SessionRevocation[]>
 }
 

@@ -19,13 +19,19 @@ export interface Session {
   accessTokenExpiresAt?: number | undefined
   refreshToken?: string | undefined
   idToken?: string | undefined
+  /**
+   * The provider's session id (the ID token's `sid`), which back-channel and front-channel logout name.
+   * Absent when the provider sends none, and in sessions signed in before Gatehouse 8 until a refresh
+   * brings an ID token with one.
+   */
+  providerSid?: string | undefined
 }
 
 export type SessionReadResult =
   | { ok: true; session: Session; token: string }
   | {
       ok: false
-      reason: 'missing' | 'malformed' | 'undecryptable' | 'expired'
+      reason: 'missing' | 'malformed' | 'undecryptable' | 'expired' | 'revoked'
       /** How many times this exact cookie value was refused before (0 the first time). */
       repeats?: number
     }
@@ -54,6 +60,11 @@ export interface SessionCodec {
   clear(cookieHeader: string | undefined): string[]
   /** Drop a cached session (after sign-out or revocation). */
   forget(token: string): void
+  /**
+   * Refuse this exact cookie value from now on, for `reason` (a revoked or provider-ended session): it
+   * leaves the cache, and each later read of it is a lookup, no crypto, counted as a repeat.
+   */
+  refuse(token: string, reason: 'revoked' | 'expired'): void
   /**
    * Synchronous and cheap (no crypto): does the header carry a session cookie value that was already
    * refused? For load shedding, which must classify a request before any work.
@@ -107,6 +118,7 @@ function toSession(p: Record<string, unknown>): Session | undefined {
     accessTokenExpiresAt: typeof p['ate'] === 'number' ? (p['ate'] as number) : undefined,
     refreshToken: str('rt'),
     idToken: str('it'),
+    providerSid: str('psid'),
   }
 }
 
@@ -134,7 +146,7 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
   const sessionKeyByKid = byKid(sessionKeys)
   const stateKeyByKid = byKid(stateKeys)
   const cache = createTokenCache<Session>(cacheEntries)
-  type Refusal = 'malformed' | 'undecryptable' | 'expired'
+  type Refusal = 'malformed' | 'undecryptable' | 'expired' | 'revoked'
   // Bounded in characters too (8 MB): refused values are whatever clients send.
   const refused = createTokenCache<{ reason: Refusal; repeats: number }>(cacheEntries, {
     maxBytes: 8_000_000,
@@ -228,6 +240,7 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
       if (session.accessTokenExpiresAt !== undefined) claims['ate'] = session.accessTokenExpiresAt
       if (session.refreshToken !== undefined) claims['rt'] = session.refreshToken
       if (session.idToken !== undefined) claims['it'] = session.idToken
+      if (session.providerSid !== undefined) claims['psid'] = session.providerSid
       const current = sessionKeys[0]!
       const token = await new EncryptJWT(claims)
         .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: current.kid })
@@ -268,6 +281,11 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
 
     forget(token) {
       cache.delete(token)
+    },
+
+    refuse(token, reason) {
+      cache.delete(token)
+      refused.set(token, { reason, repeats: 0 })
     },
 
     wasRefused(header) {

@@ -1,6 +1,7 @@
-import type { SessionRevocation, SessionRevocationKind } from '../core/ports.ts'
+import type { SessionRevocation, SessionRevocationKind, SessionRevocationStore } from '../core/ports.ts'
 
-export type { SessionRevocation, SessionRevocationKind }
+// The session revocation port is the core's (its revocation list reads it); the stores implement it.
+export type { SessionRevocation, SessionRevocationKind, SessionRevocationStore }
 
 /**
  * Storage ports. The memory implementation serves tests and single-process use; SQLite is the
@@ -78,25 +79,6 @@ export interface TokenStore {
   revokeTokens(jtis: readonly string[], at: number): Promise<number>
   /** jti and expiry of every revoked token that has not expired yet at `now` (what verifiers keep in memory). */
   listRevoked(now: number): Promise<Array<{ jti: string; expiresAt: number }>>
-}
-
-/**
- * Browser sessions signed out (Gatehouse 8): by session id, by user (`sub`) or by provider session
- * (`psid`). Instances keep the list in memory and reload it from here; entries go once no session they
- * cover can live any more.
- */
-export interface SessionRevocationStore {
-  /**
-   * Stores these revocations, all or none. For a kind and value stored already, the later `revokedAt`
-   * and the later `expiresAt` are kept (a revocation never shrinks).
-   */
-  revokeSessions(entries: readonly SessionRevocation[]): Promise<void>
-  /** Every revocation still in force at `now` (`expiresAt > now`), by expiresAt, then kind and value. */
-  listSessionRevocations(now: number): Promise<SessionRevocation[]>
-  /** One revocation, to confirm one another instance says it made; undefined when there is none. */
-  getSessionRevocation(kind: SessionRevocationKind, value: string): Promise<SessionRevocation | undefined>
-  /** Forgets revocations no longer in force at `now`; returns how many. */
-  pruneSessionRevocations(now: number): Promise<number>
 }
 
 /**

@@ -25,6 +25,7 @@ function session(overrides: Partial<Session> = {}): Session {
     accessTokenExpiresAt: now + 600,
     refreshToken: 'rt',
     idToken: 'it',
+    providerSid: 'op-sid-1',
     ...overrides,
   }
 }
@@ -144,4 +145,16 @@ test('a cookie whose name merely ends with ours is not read', async () => {
     .slice(1)
     .join('=')
   assert.deepEqual(await codec.read(`xgh=${value}`), { ok: false, reason: 'missing' })
+})
+
+test('a cookie value refused as revoked stays refused, cheaply, even while it would still decrypt', async () => {
+  const clock = createFrozenClock(START)
+  const codec = await createSessionCodec({ secrets: [SECRET], cookieName: 'gh', secure: false, clock })
+  const header = cookieHeaderFrom(await codec.write(session()))
+  const first = await codec.read(header)
+  assert.ok(first.ok)
+  codec.refuse(first.token, 'revoked')
+  assert.equal(codec.wasRefused(header), true)
+  assert.deepEqual(await codec.read(header), { ok: false, reason: 'revoked', repeats: 1 })
+  assert.deepEqual(await codec.read(header), { ok: false, reason: 'revoked', repeats: 2 })
 })
