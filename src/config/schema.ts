@@ -321,6 +321,8 @@ export const configSchema = z.strictObject({
         path: z.string().min(1),
         methods: z.array(z.string().regex(/^[A-Z]+$/)).optional(),
         allow: access,
+        /** Match the path without regard to ASCII case, for upstreams that serve paths that way (IIS). */
+        case_insensitive: z.boolean().default(false),
       }),
     )
     .default([]),
