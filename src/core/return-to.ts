@@ -1,40 +1,55 @@
+const BASE = 'http://gatehouse.invalid'
+
 /**
- * Where to send a browser after sign-in. Only a same-origin relative path is accepted: never
- * `//host`, `/\host`, an absolute URL, or an encoded form of these (open redirects, RFC 9700 §4.11).
- * Anything else falls back to `/`.
+ * Where to send a browser after sign-in, sign-out or a refresh: the one check for every `Location`
+ * built from a client's input (`rd`, `X-Forwarded-Uri`, the path a sign-in started from). Only a
+ * same-origin relative path is accepted: never `//host`, `/\host`, an absolute URL, or a form that
+ * becomes one once dot segments are resolved (`/.//host`, `/..//host`) or once decoded (`/%2F%2Fhost`)
+ * (open redirects, RFC 9700 §4.11). The result is the path as resolved, so a browser resolving it again
+ * lands on the same path. Anything else falls back to `fallback` (`/` by default).
+ *
+ * @example
+ * safeReturnPath('/reports?q=1') // '/reports?q=1'
+ * safeReturnPath('/.//evil.example') // '/'
  */
 export function safeReturnPath(candidate: string | null | undefined, fallback = '/'): string {
   if (typeof candidate !== 'string' || candidate.length === 0 || candidate.length > 2048) return fallback
-  // Must start with exactly one slash, followed by neither a slash nor a backslash.
-  if (candidate.charCodeAt(0) !== 0x2f) return fallback
-  const second = candidate.charCodeAt(1)
-  if (second === 0x2f || second === 0x5c) return fallback
+  if (!isOwnPath(candidate)) return fallback
   // Control characters, spaces and backslashes anywhere: browsers strip or reinterpret them.
   for (let i = 0; i < candidate.length; i++) {
     const c = candidate.charCodeAt(i)
     if (c <= 0x20 || c === 0x7f || c === 0x5c) return fallback
   }
-  // Encoded slashes, backslashes, control characters or dots at the start can be decoded by the
-  // upstream or a browser into one of the forms above.
-  let decoded: string
-  try {
-    decoded = decodeURIComponent(candidate)
-  } catch {
-    return fallback
-  }
-  if (decoded !== candidate) {
-    const d2 = decoded.charCodeAt(1)
-    if (d2 === 0x2f || d2 === 0x5c) return fallback
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
-    if (/[\u0000-\u001f\u007f\\]/.test(decoded)) return fallback
-  }
-  // Resolve against a dummy origin: the result must stay on it and keep the same path.
+  // Resolve against a dummy origin (dot segments, `%2e` ones included, as a browser does): the result must
+  // stay on it, and must itself still be a path of this origin, after a decoding too.
   let url: URL
   try {
-    url = new URL(candidate, 'http://gatehouse.invalid')
+    url = new URL(candidate, BASE)
   } catch {
     return fallback
   }
-  if (url.origin !== 'http://gatehouse.invalid') return fallback
-  return url.pathname + url.search + url.hash
+  if (url.origin !== BASE) return fallback
+  const resolved = url.pathname + url.search + url.hash
+  if (!isOwnPath(resolved)) return fallback
+  let decoded: string
+  try {
+    decoded = decodeURIComponent(resolved)
+  } catch {
+    return fallback
+  }
+  // An upstream or a browser that decodes once must not find `//host`, `/\host` or a control character.
+  if (decoded !== resolved) {
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+    if (!isOwnPath(decoded) || /[\u0000-\u001f\u007f\\]/.test(decoded)) return fallback
+    const again = new URL(decoded, BASE)
+    if (again.origin !== BASE || !isOwnPath(again.pathname)) return fallback
+  }
+  return resolved
+}
+
+/** Starts with exactly one `/`, followed by neither a `/` nor a `\`. */
+function isOwnPath(path: string): boolean {
+  if (path.charCodeAt(0) !== 0x2f) return false
+  const second = path.charCodeAt(1)
+  return second !== 0x2f && second !== 0x5c
 }

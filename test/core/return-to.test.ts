@@ -69,3 +69,61 @@ test('property: whatever comes in, the result is a same-origin path', () => {
     { numRuns: 2000 },
   )
 })
+
+test('dot segments cannot make a path into //host: checked after resolving them', () => {
+  for (const h of [
+    '/.//evil.example',
+    '/..//x',
+    '/./..//x',
+    '/a/..//evil.example',
+    '/a/b/../..//evil.example/path',
+    '/%2e//evil.example',
+    '/%2E%2E//evil.example',
+    '/.%2e//evil.example',
+    '/.%2f/evil.example',
+    '/%2e%2f/evil.example',
+    '/.%5Cevil.example',
+    '/..%2F%2Fevil.example',
+  ])
+    assert.equal(safeReturnPath(h), '/', JSON.stringify(h))
+  assert.equal(safeReturnPath('/a/./b/../c?x=1#f'), '/a/c?x=1#f')
+  assert.equal(safeReturnPath('/.//evil.example', '/home'), '/home', 'the fallback given')
+})
+
+test('property: paths of slashes, dots and their encodings always resolve on the same origin, twice', () => {
+  const piece = fc.constantFrom(
+    '/',
+    '\\',
+    '.',
+    '%2e',
+    '%2E',
+    '%2f',
+    '%2F',
+    '%5c',
+    '%5C',
+    '\t',
+    'a',
+    'evil',
+    '?',
+    '#',
+  )
+  const candidate = fc.oneof(
+    fc.array(piece, { maxLength: 12 }).map((p) => p.join('')),
+    fc.array(piece, { maxLength: 12 }).map((p) => '/' + p.join('')),
+  )
+  const origin = 'https://gate.example'
+  fc.assert(
+    fc.property(candidate, (input) => {
+      const out = safeReturnPath(input)
+      const first = new URL(out, origin)
+      assert.equal(first.origin, origin, `${JSON.stringify(input)} → ${out}`)
+      // A browser resolving the Location it was given, then the path it landed on (a second redirect hop).
+      const landed = first.pathname + first.search + first.hash
+      assert.equal(landed, out, `${JSON.stringify(input)} → ${out} moves when resolved again`)
+      assert.equal(new URL(landed, first.href).origin, origin)
+      assert.ok(/^\/(?![/\\])/.test(out), `${JSON.stringify(input)} → ${out}`)
+      assert.equal(safeReturnPath(out), out, 'idempotent')
+    }),
+    { numRuns: 5000 },
+  )
+})

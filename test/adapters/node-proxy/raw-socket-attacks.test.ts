@@ -258,3 +258,15 @@ describe('path normalisation over a raw socket', () => {
     assert.equal(upstream.received[from]!.url, '/public/b/c;v=1?q=%2561')
   })
 })
+
+describe('open redirects through dot segments, at the gateway', () => {
+  test('sign_out?rd=/.//evil.example and ?rd=/..//x answer a same-origin Location', async () => {
+    for (const rd of ['/.//evil.example', '/..//x', '/%2e%2e//x']) {
+      const reply = await raw(gateway, [`GET /oauth2/sign_out?rd=${rd} HTTP/1.1`, 'Host: localhost'])
+      assert.equal(reply.status, 302, rd)
+      const location = reply.headers['location']!
+      assert.equal(new URL(location, 'http://localhost:8080').origin, 'http://localhost:8080', location)
+      assert.equal(location, '/', rd)
+    }
+  })
+})
