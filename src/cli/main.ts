@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * `gatehouse <command>`: dev, start, check, users. One file per command; this one only dispatches.
+ * `gatehouse <command>`: dev, start, check, users, keys, tokens, sessions, audit, expiry, build-edge.
+ * One file per command; this one only dispatches.
  */
 import { GatehouseError } from '../core/errors.ts'
 
@@ -11,6 +12,7 @@ const commands: Record<string, () => Promise<{ run(argv: string[]): Promise<numb
   users: () => import('./users.ts'),
   keys: () => import('./keys.ts'),
   tokens: () => import('./tokens.ts'),
+  sessions: () => import('./sessions.ts'),
   audit: () => import('./audit.ts'),
   expiry: () => import('./expiry.ts'),
   'build-edge': () => import('./build-edge.ts'),
@@ -25,6 +27,7 @@ Commands:
   users   manage the embedded provider's users: add | list | remove      [--data DIR | --config FILE]
   keys    Gatehouse's signing keys: list | rotate                        [--data DIR | --config FILE]
   tokens  API tokens: issue | list | revoke | inspect                    [--data DIR | --config FILE]
+  sessions  browser sessions: revoke SID | revoke --user SUB | list-revoked [--data DIR | --config FILE]
   audit   security events, oldest first                                [--since 24h] [--json]
   expiry  what expires when, soonest first; exit 1 inside --warn          [--config FILE] [--json] [--warn 30d]
   build-edge  Lambda@Edge bundles, config and keys baked in              --config FILE --out DIR

@@ -8,6 +8,8 @@ const AUDITED: ReadonlySet<string> = new Set(AUDIT_TYPES)
 // Only these fields of a log line go into the audit log: ids and facts, never a token or secret.
 const KEPT = [
   'sid',
+  'kind',
+  'psid',
   'jti',
   'kid',
   'parent',
