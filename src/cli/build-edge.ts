@@ -11,7 +11,7 @@
 
 import { createHash } from 'node:crypto'
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
-import { dirname, resolve } from 'node:path'
+import { dirname, extname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { build } from 'esbuild'
@@ -201,16 +201,19 @@ export interface BuiltBundle {
   zip: { file: string; bytes: number; sha256: string }
 }
 
-const EDGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../adapters/edge')
+const HERE = fileURLToPath(import.meta.url)
+const EDGE_DIR = resolve(dirname(HERE), '../adapters/edge')
 const REPO_ROOT = resolve(EDGE_DIR, '../../..')
+// The sources in a checkout, the compiled `dist/` in the installed package: the edge modules sit beside this one in both.
+const EXT = extname(HERE)
 
 /** The entry module esbuild bundles for one function: the factory and its baked bundle. */
 function entrySource(bundle: EdgeBundle): string {
   const baked = JSON.stringify(bundle)
   if (bundle.function === 'http-headers') {
-    return `import { createHttpHeadersHandler } from ${JSON.stringify(resolve(EDGE_DIR, 'http-headers.ts'))}\nexport const handler = createHttpHeadersHandler(${baked})\n`
+    return `import { createHttpHeadersHandler } from ${JSON.stringify(resolve(EDGE_DIR, `http-headers${EXT}`))}\nexport const handler = createHttpHeadersHandler(${baked})\n`
   }
-  return `import { createEdgeHandler } from ${JSON.stringify(resolve(EDGE_DIR, 'handler.ts'))}\nexport const handler = createEdgeHandler(${baked})\n`
+  return `import { createEdgeHandler } from ${JSON.stringify(resolve(EDGE_DIR, `handler${EXT}`))}\nexport const handler = createEdgeHandler(${baked})\n`
 }
 
 /**
