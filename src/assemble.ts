@@ -136,6 +136,10 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       mapping,
       clock,
       requiredClaims: cognito ? { token_use: 'access' } : undefined,
+      accessTokenTyp: config.provider.access_token_typ,
+      // Cognito compares its client_id claim, which every Cognito access token carries.
+      idTokenAudience:
+        config.provider.audiences === undefined && !cognito ? config.provider.client_id : undefined,
     },
     providerCache.getKey,
   )

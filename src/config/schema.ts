@@ -197,8 +197,14 @@ export const configSchema = z.strictObject({
       .default(['RS256', 'ES256', 'EdDSA', 'PS256']),
     leeway: duration.default(30),
     timeout: duration.default(5),
-    /** Accepted `aud` values of provider access tokens; default: the client id. */
-    audiences: z.array(z.string().min(1)).optional(),
+    /**
+     * Accepted `aud` values of provider access tokens; default: the client id, but then a token whose only
+     * audience is the client id (an ID token's shape) passes only when typed `at+jwt`. Listing the client
+     * id here accepts such tokens (Entra ID v2 access tokens for the gateway's own app registration).
+     */
+    audiences: z.array(z.string().min(1)).min(1).optional(),
+    /** JOSE header `typ` of bearer access tokens: `lenient` accepts `at+jwt`, `JWT` or none; `strict` only `at+jwt` (RFC 9068). */
+    access_token_typ: z.enum(['lenient', 'strict']).default('lenient'),
     /**
      * A session whose access token expired while the provider could not be reached (not when it refused)
      * stays valid this long, never past lifetimes.session.max_ttl; 0 turns it off.

@@ -23,6 +23,16 @@ export interface BearerVerifierOptions {
   cacheEntries?: number
   /** Extra claim checks (Cognito: `token_use` must be `access`). */
   requiredClaims?: Record<string, string>
+  /**
+   * The JOSE header `typ` (RFC 9068 §2.1, §4). `lenient` (default): `at+jwt`, `JWT` or none pass, as many
+   * providers type access tokens `JWT` or not at all; `strict`: only `at+jwt`. Any other type is refused.
+   */
+  accessTokenTyp?: 'lenient' | 'strict'
+  /**
+   * The client id, when `audiences` was not configured: a token whose only audience is the client id is
+   * an ID token's shape (OIDC Core §2) and is refused, unless its header says `at+jwt`.
+   */
+  idTokenAudience?: string | undefined
 }
 
 export interface BearerVerifier {
@@ -43,6 +53,45 @@ const ALLOWED = new Set([
   'EdDSA',
   'Ed25519',
 ])
+
+const AT_JWT = new Set(['at+jwt', 'application/at+jwt'])
+const LENIENT_TYP = new Set([...AT_JWT, 'jwt', 'application/jwt'])
+/** Claims only an ID token carries (OIDC Core §2, §3.1.3.6, §3.3.2.11). */
+const ID_TOKEN_CLAIMS = ['nonce', 'at_hash', 'c_hash'] as const
+
+/**
+ * Why a verified token is an ID token (or of another type) rather than an access token; undefined when
+ * it may be an access token.
+ */
+function notAnAccessToken(
+  typ: unknown,
+  payload: Record<string, unknown>,
+  options: Pick<BearerVerifierOptions, 'accessTokenTyp' | 'idTokenAudience'>,
+): string | undefined {
+  // RFC 9068 §2.1: the media type is compared case-insensitively.
+  const t = typeof typ === 'string' ? typ.toLowerCase() : undefined
+  if (t !== undefined && !LENIENT_TYP.has(t)) return `typ ${JSON.stringify(typ)} is not at+jwt`
+  if (options.accessTokenTyp === 'strict' && (t === undefined || !AT_JWT.has(t)))
+    return `typ ${t === undefined ? 'missing' : JSON.stringify(typ)} is not at+jwt (access_token_typ: strict)`
+  // Keycloak types its tokens in the payload too: `ID` for ID tokens, `Bearer` for access tokens, which
+  // before Keycloak 25 also carried the sign-in's nonce.
+  const keycloakTyp = payload['typ']
+  if (keycloakTyp === 'ID') return 'claim typ is ID'
+  for (const claim of ID_TOKEN_CLAIMS) {
+    if (payload[claim] !== undefined && !(claim === 'nonce' && keycloakTyp === 'Bearer'))
+      return `it carries ${claim}`
+  }
+  const aud = payload['aud']
+  const only = Array.isArray(aud) && aud.length === 1 ? aud[0] : aud
+  if (
+    options.idTokenAudience !== undefined &&
+    only === options.idTokenAudience &&
+    (t === undefined || !AT_JWT.has(t))
+  ) {
+    return 'its only audience is the client id (set provider.audiences to accept such tokens)'
+  }
+  return undefined
+}
 
 /** A JWT's compact form: three base64url parts. Anything else is rejected before any crypto. */
 const JWT_SHAPE = /^[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}$/
@@ -70,8 +119,12 @@ export function createBearerVerifier(
 
   async function verifySlow(token: string): Promise<BearerResult> {
     let payload: Record<string, unknown>
+    let typ: unknown
     try {
-      ;({ payload } = await jwtVerify(token, getKey, {
+      ;({
+        payload,
+        protectedHeader: { typ },
+      } = await jwtVerify(token, getKey, {
         issuer: options.issuer,
         audience: options.audienceClaim === 'aud' ? audiences : undefined,
         algorithms,
@@ -89,6 +142,10 @@ export function createBearerVerifier(
       if (typeof cid !== 'string' || !audiences.includes(cid)) {
         return { ok: false, code: 'invalid_token', reason: 'client_id claim does not match' }
       }
+    }
+    const idToken = notAnAccessToken(typ, payload, options)
+    if (idToken !== undefined) {
+      return { ok: false, code: 'invalid_token', reason: `id_token_as_access_token: ${idToken}` }
     }
     for (const [k, v] of Object.entries(options.requiredClaims ?? {})) {
       if (payload[k] !== v) return { ok: false, code: 'invalid_token', reason: `claim ${k} is not ${v}` }
