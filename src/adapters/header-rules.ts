@@ -17,13 +17,25 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
 ])
 
 /**
+ * A header name as the upstream may read it: lower case, and `_` read as `-`. CGI, WSGI and Rack turn
+ * both `-` and `_` into `_` (`HTTP_X_AUTH_REQUEST_USER`), so `X_Auth_Request_User` is the same field
+ * as `X-Auth-Request-User` to a Django, Flask or PHP app.
+ */
+export function upstreamHeaderName(name: string): string {
+  return NEEDS_MAPPING.test(name) ? name.toLowerCase().replace(/_/g, '-') : name
+}
+const NEEDS_MAPPING = /[_A-Z]/
+
+/**
  * Headers only Gatehouse (or the proxy in front of the upstream) sets, never taken from the client: every
  * `x-auth-request-*`, `x-gatehouse-*` and `x-forwarded-*` header, `forwarded` and `x-real-ip`. A client can
  * send any of them to pose as a signed-in user (`x-forwarded-user`, `x-auth-request-email`…) or as a proxy
  * (`x-forwarded-host`, `forwarded: host=…`, `x-real-ip`), so every adapter drops a client's copy on every
- * route, anonymous ones included (docs/security.md). `name` is lower case.
+ * route, anonymous ones included (docs/security.md). Names are compared as the upstream may read them
+ * ({@link upstreamHeaderName}): `X_Auth_Request_User` and `x-auth_request-user` are gateway-owned too.
  */
-export function isGatewayOwned(name: string): boolean {
+export function isGatewayOwned(header: string): boolean {
+  const name = upstreamHeaderName(header)
   if (name.charCodeAt(0) !== 120 /* x */) return name === 'forwarded'
   return (
     name.charCodeAt(1) === 45 /* - */ &&
@@ -32,4 +44,9 @@ export function isGatewayOwned(name: string): boolean {
       name.startsWith('x-forwarded-') ||
       name === 'x-real-ip')
   )
+}
+
+/** A hop-by-hop field (RFC 9110 §7.6.1), also when spelled with `_` or in capitals (`Transfer_Encoding`). */
+export function isHopByHop(header: string): boolean {
+  return HOP_BY_HOP.has(upstreamHeaderName(header))
 }

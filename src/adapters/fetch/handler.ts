@@ -11,7 +11,7 @@ import { type Clock, systemClock } from '../../core/clock.ts'
 import type { RequestFacts } from '../../core/decisions.ts'
 import { type Logger, silentLogger } from '../../core/ports.ts'
 import { createMemoryStore } from '../../store/memory-store.ts'
-import { HOP_BY_HOP, isGatewayOwned } from '../header-rules.ts'
+import { HOP_BY_HOP, isGatewayOwned, isHopByHop } from '../header-rules.ts'
 
 export interface FetchHandlerOptions {
   /** Where `{ env: NAME }` secrets are read (Workers: the `env` binding; Deno: `Deno.env.toObject()`). `{ file }` secrets are not supported here. */
@@ -106,6 +106,7 @@ export async function createFetchHandler(
       url: url.pathname + url.search,
       header: (name) => request.headers.get(name) ?? undefined,
       clientAddress,
+      form: (maxBytes) => readForm(request, maxBytes),
     }
     const decision = await gatehouse.handle(facts)
     if (decision.kind === 'respond') {
@@ -137,6 +138,7 @@ export async function createFetchHandler(
       if (
         NOT_FORWARDED.has(name) ||
         isGatewayOwned(name) ||
+        isHopByHop(name) ||
         connectionTokens.includes(name) ||
         name === 'cookie'
       )
@@ -184,4 +186,34 @@ export async function createFetchHandler(
       headers: withSecurityHeaders(headers, decision.setCookies),
     })
   }
+}
+
+/** The body as a form, read no further than `maxBytes` whatever Content-Length says (see RequestFacts.form). */
+async function readForm(
+  request: Request,
+  maxBytes: number,
+): Promise<URLSearchParams | 'too_large' | 'unsupported_media_type'> {
+  const type = (request.headers.get('content-type') ?? '').split(';', 1)[0]!.trim().toLowerCase()
+  if (type !== 'application/x-www-form-urlencoded') return 'unsupported_media_type'
+  if (request.body === null) return new URLSearchParams()
+  const reader = request.body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > maxBytes) {
+      await reader.cancel()
+      return 'too_large'
+    }
+    chunks.push(value)
+  }
+  const all = new Uint8Array(size)
+  let at = 0
+  for (const c of chunks) {
+    all.set(c, at)
+    at += c.byteLength
+  }
+  return new URLSearchParams(new TextDecoder().decode(all))
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http'
-import { HOP_BY_HOP, isGatewayOwned } from '../header-rules.ts'
+import { HOP_BY_HOP, isGatewayOwned, isHopByHop } from '../header-rules.ts'
 
 /** Request headers as handed to the upstream client: lower-case names, duplicates kept as arrays. */
 export type UpstreamHeaders = Record<string, string | string[]>
@@ -60,6 +60,7 @@ function append(headers: UpstreamHeaders, name: string, value: string): void {
  * Copies the client's headers (from `req.rawHeaders`, keeping duplicates) except hop-by-hop headers, headers
  * named in the client's `Connection` header, `Expect`, and every header Gatehouse owns (`x-auth-request-*`,
  * `x-gatehouse-*`, `x-forwarded-*`, `forwarded`, `x-real-ip`): client-sent forwarding headers are not trusted.
+ * Names are compared with `_` read as `-` (`X_Auth_Request_User` is dropped too), as CGI upstreams read them.
  * Then sets `cookie` (from `opts.cookie`), `x-forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`,
  * `x-real-ip`, and finally the identity headers, which replace any client header of the same name.
  * `Host` is kept as the client sent it (the first one if it sent several).
@@ -90,7 +91,8 @@ export function buildUpstreamHeaders(
       if (keepUpgrade && name === 'upgrade') append(headers, name, raw[i + 1]!)
       continue
     }
-    if (isGatewayOwned(name)) continue
+    // Also `X_Forwarded_For`, `Transfer_Encoding`: one field to a CGI/WSGI upstream (upstreamHeaderName).
+    if (isGatewayOwned(name) || isHopByHop(name)) continue
     if (nominated?.has(name)) continue
     if (name === 'host') {
       // RFC 9112 §3.2: one Host only; Node's req.headers.host keeps the first one too.

@@ -270,3 +270,59 @@ describe('open redirects through dot segments, at the gateway', () => {
     }
   })
 })
+
+describe('identity headers spelled with underscores (CGI reads _ as -)', () => {
+  const spoofed = [
+    'X_Auth_Request_User: root',
+    'x-auth_request-user: root',
+    'X-Auth-Request_Email: root@evil.example',
+    'X_AUTH_REQUEST_GROUPS: admins',
+    'X_Forwarded_For: 203.0.113.66',
+    'x_forwarded_host: evil.example',
+    'X_Real_IP: 203.0.113.66',
+    'X_Gatehouse_Degraded: no',
+    'Keep_Alive: timeout=1',
+    'X-Custom_Header: kept',
+  ]
+  /** The header names as a WSGI/CGI upstream sees them: `HTTP_` + upper case, `-` as `_`. */
+  const cgi = (name: string) => `HTTP_${name.toUpperCase().replace(/-/g, '_')}`
+
+  for (const [label, path, cookie] of [
+    ['anonymous route', '/public/page', undefined],
+    ['signed-in route', '/page', 'staff'],
+  ] as const) {
+    test(`${label}: none reaches the upstream; only Gatehouse's own values do`, async () => {
+      const from = upstream.received.length
+      const lines = [`GET ${path} HTTP/1.1`, 'Host: localhost', ...spoofed]
+      if (cookie !== undefined) lines.push(`Cookie: ${staff}`)
+      const reply = await raw(gateway, lines)
+      assert.equal(reply.status, 200)
+      const got = upstream.received[from]!
+      const names = got.rawHeaders.filter((_, i) => i % 2 === 0)
+      const values = new Map<string, string[]>()
+      for (let i = 0; i < got.rawHeaders.length; i += 2) {
+        const key = cgi(got.rawHeaders[i]!)
+        values.set(key, [...(values.get(key) ?? []), got.rawHeaders[i + 1]!])
+      }
+      assert.deepEqual(
+        names.filter((n) => n.includes('_')),
+        ['x-custom_header'],
+        'only the header no rule protects keeps its underscore',
+      )
+      assert.deepEqual(values.get('HTTP_X_FORWARDED_FOR'), ['127.0.0.1'])
+      assert.deepEqual(values.get('HTTP_X_FORWARDED_HOST'), ['localhost'])
+      assert.deepEqual(values.get('HTTP_X_REAL_IP'), ['127.0.0.1'])
+      assert.equal(values.get('HTTP_X_GATEHOUSE_DEGRADED'), undefined)
+      assert.equal(values.get('HTTP_KEEP_ALIVE'), undefined)
+      if (cookie === undefined) {
+        assert.equal(values.get('HTTP_X_AUTH_REQUEST_USER'), undefined)
+        assert.equal(values.get('HTTP_X_AUTH_REQUEST_EMAIL'), undefined)
+        assert.equal(values.get('HTTP_X_AUTH_REQUEST_GROUPS'), undefined)
+      } else {
+        assert.deepEqual(values.get('HTTP_X_AUTH_REQUEST_USER'), ['u1'])
+        assert.deepEqual(values.get('HTTP_X_AUTH_REQUEST_EMAIL'), ['u1@example.com'])
+        assert.deepEqual(values.get('HTTP_X_AUTH_REQUEST_GROUPS'), ['staff'])
+      }
+    })
+  }
+})
