@@ -1,7 +1,34 @@
 /**
  * Cookie reading and writing for the few cookies Gatehouse owns. Reading is on the hot path, so it
  * looks for one name with `indexOf` instead of parsing the whole header.
+ *
+ * Reading, listing and stripping share one notion of where a cookie-pair starts and ends
+ * (`atPairStart`, `pairEnd`), so a cookie Gatehouse reads is a cookie it strips before forwarding.
+ * RFC 6265 §4.2.1 separates pairs with `; `; a `,` counts as a separator too: RFC 2965 used it, some
+ * servers still split on it, and a fetch `Headers` object joins repeated Cookie fields with `, `.
+ * (Gatehouse's own values never contain either.)
  */
+
+function isSeparator(c: number): boolean {
+  return c === 0x3b /* ; */ || c === 0x2c /* , */
+}
+
+function isSpace(c: number): boolean {
+  return c === 0x20 || c === 0x09
+}
+
+/** Whether a cookie name can start at `at`: the header's start, or after a separator and optional spaces. */
+function atPairStart(header: string, at: number): boolean {
+  let i = at
+  while (i > 0 && isSpace(header.charCodeAt(i - 1))) i--
+  return i === 0 || isSeparator(header.charCodeAt(i - 1))
+}
+
+/** Index of the separator that ends the pair containing `from`, or the header's length. */
+function pairEnd(header: string, from: number): number {
+  for (let i = from; i < header.length; i++) if (isSeparator(header.charCodeAt(i))) return i
+  return header.length
+}
 
 /** Value of cookie `name` in a Cookie header, or undefined. Only exact names at a cookie boundary match. */
 export function readCookie(header: string | undefined, name: string): string | undefined {
@@ -11,11 +38,9 @@ export function readCookie(header: string | undefined, name: string): string | u
   for (;;) {
     const at = header.indexOf(needle, from)
     if (at === -1) return undefined
-    // RFC 6265 §4.2.1: cookie-pairs are separated by "; " (tolerate ";" without the space)
-    if (at === 0 || header.charCodeAt(at - 1) === 0x20 || header.charCodeAt(at - 1) === 0x3b) {
+    if (atPairStart(header, at)) {
       const start = at + needle.length
-      const end = header.indexOf(';', start)
-      return end === -1 ? header.slice(start) : header.slice(start, end)
+      return header.slice(start, pairEnd(header, start))
     }
     from = at + 1
   }
@@ -25,17 +50,20 @@ export function readCookie(header: string | undefined, name: string): string | u
 export function cookieNamesWithPrefix(header: string | undefined, prefix: string): string[] {
   if (!header) return []
   const names: string[] = []
-  for (const part of header.split(';')) {
+  for (let start = 0; start < header.length; ) {
+    const end = pairEnd(header, start)
+    const part = header.slice(start, end)
     const eq = part.indexOf('=')
     const name = (eq === -1 ? part : part.slice(0, eq)).trim()
     if (name.startsWith(prefix)) names.push(name)
+    start = end + 1
   }
   return names
 }
 
 /**
  * The Cookie header without the cookies `isOwn` claims, so the upstream never sees Gatehouse's own
- * cookies. Undefined when nothing is left. `hint` is a substring every own cookie name contains:
+ * cookies. Undefined when nothing is left. `hint` is a substring every own cookie name starts with:
  * when the header lacks it, the header is returned untouched without being split.
  */
 export function stripCookies(
@@ -53,23 +81,20 @@ export function stripCookies(
     const at = header.indexOf(hint, from)
     if (at === -1) break
     from = at + 1
-    let start = at
-    while (start > 0 && header.charCodeAt(start - 1) === 0x20) start--
-    if (start !== 0 && header.charCodeAt(start - 1) !== 0x3b) continue
+    if (!atPairStart(header, at)) continue
+    const end = pairEnd(header, at)
     const eq = header.indexOf('=', at)
-    let end = header.indexOf(';', at)
-    if (end === -1) end = header.length
     if (!isOwn(header.slice(at, eq === -1 || eq > end ? end : eq).trim())) continue
     if (end < header.length) {
       // Not the last cookie: drop it with its separator; the next one takes its place.
       out += header.slice(copyFrom, at)
       copyFrom = end + 1
-      while (copyFrom < header.length && header.charCodeAt(copyFrom) === 0x20) copyFrom++
+      while (copyFrom < header.length && isSpace(header.charCodeAt(copyFrom))) copyFrom++
     } else {
       // The last cookie: drop it with the separator before it.
-      out += header.slice(copyFrom, Math.max(copyFrom, start))
+      out += header.slice(copyFrom, at)
       let trim = out.length
-      while (trim > 0 && (out.charCodeAt(trim - 1) === 0x20 || out.charCodeAt(trim - 1) === 0x3b)) trim--
+      while (trim > 0 && (isSpace(out.charCodeAt(trim - 1)) || isSeparator(out.charCodeAt(trim - 1)))) trim--
       out = out.slice(0, trim)
       copyFrom = header.length
     }

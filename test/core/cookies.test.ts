@@ -46,3 +46,43 @@ test('readCookie finds a cookie only at a cookie boundary', () => {
   assert.equal(readCookie('a=gh=1', 'gh'), undefined)
   assert.equal(readCookie(undefined, 'gh'), undefined)
 })
+
+test('a cookie after ", " (RFC 2965, or two Cookie fields joined by fetch) is read and stripped alike', () => {
+  for (const header of ['a=1, gh=x', 'a=1,gh=x', 'gh=x, a=1', 'a=1, gh=x; b=2', 'a=1;\tgh=x']) {
+    assert.equal(readCookie(header, 'gh'), 'x', header)
+    const stripped = stripCookies(header, 'gh', own)
+    assert.equal(readCookie(stripped, 'gh'), undefined, `${header} → ${stripped}`)
+    assert.ok(!stripped?.includes('gh='), `${header} → ${stripped}`)
+  }
+  assert.equal(stripCookies('a=1, gh=x; b=2', 'gh', own), 'a=1, b=2')
+  // A name after a space but no separator is part of another value, to both.
+  assert.equal(readCookie('a=1 gh=x', 'gh'), undefined)
+  assert.equal(stripCookies('a=1 gh=x', 'gh', own), 'a=1 gh=x')
+})
+
+test('property: whatever the separators, what readCookie finds stripCookies removes, and nothing else', () => {
+  const name = fc.oneof(
+    fc.constantFrom('gh', 'gh.1', 'gh-state-x', 'ghost', 'xgh', 'gh-other'),
+    fc.stringMatching(/^[a-z]{1,6}$/),
+  )
+  const value = fc.stringMatching(/^[A-Za-z0-9._~-]{0,8}$/)
+  const separator = fc.constantFrom('; ', ';', ', ', ',', ';\t', ' ; ')
+  fc.assert(
+    fc.property(fc.array(fc.tuple(name, value, separator), { minLength: 1, maxLength: 8 }), (pairs) => {
+      const header = pairs.map(([n, v, sep], i) => (i === 0 ? '' : sep) + `${n}=${v}`).join('')
+      const stripped = stripCookies(header, 'gh', own)
+      for (const [n] of pairs) {
+        if (own(n)) assert.equal(readCookie(stripped, n), undefined, `${header} → ${stripped}`)
+        else
+          assert.equal(
+            readCookie(stripped, n)?.trim(),
+            readCookie(header, n)?.trim(),
+            `${header} → ${stripped}`,
+          )
+      }
+      const ownRead = pairs.filter(([n]) => own(n) && readCookie(header, n) !== undefined)
+      assert.equal(ownRead.length, pairs.filter(([n]) => own(n)).length, 'every own cookie is read')
+    }),
+    { numRuns: 3000 },
+  )
+})

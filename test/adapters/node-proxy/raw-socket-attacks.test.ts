@@ -326,3 +326,26 @@ describe('identity headers spelled with underscores (CGI reads _ as -)', () => {
     })
   }
 })
+
+describe('Gatehouse cookies never reach the upstream, whatever separates them', () => {
+  test('Cookie: a=1, gatehouse=… and two Cookie lines: the upstream gets the other cookies only', async () => {
+    const cases: Array<{ lines: string[]; expected: string }> = [
+      { lines: [`Cookie: theme=dark, ${staff}`], expected: 'theme=dark' },
+      { lines: [`Cookie: ${staff}, theme=dark`], expected: 'theme=dark' },
+      { lines: [`Cookie: theme=dark,${staff}; lang=en`], expected: 'theme=dark,lang=en' },
+      { lines: ['Cookie: theme=dark', `Cookie: ${staff}`], expected: 'theme=dark' },
+      { lines: [`Cookie: ${staff}`, 'Cookie: theme=dark, lang=en'], expected: 'theme=dark, lang=en' },
+    ]
+    for (const { lines, expected } of cases) {
+      const from = upstream.received.length
+      const reply = await raw(gateway, ['GET /page HTTP/1.1', 'Host: localhost', ...lines])
+      assert.equal(reply.status, 200, lines.join(' | '))
+      const got = upstream.received[from]!
+      const cookies: string[] = []
+      for (let i = 0; i < got.rawHeaders.length; i += 2)
+        if (got.rawHeaders[i]!.toLowerCase() === 'cookie') cookies.push(got.rawHeaders[i + 1]!)
+      assert.deepEqual(cookies, [expected], lines.join(' | '))
+      assert.ok(!cookies.join().includes('gatehouse'), 'no Gatehouse cookie upstream')
+    }
+  })
+})
