@@ -9,6 +9,7 @@ import { type BearerVerifier, createBearerVerifier } from './core/bearer.ts'
 import type { Clock } from './core/clock.ts'
 import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
 import { createSecurityHeaders, defaultSecurityHeaders } from './core/http-headers.ts'
+import { createLogoutTokenVerifier } from './core/logout-token.ts'
 import { createMemoryOneTimeStore } from './core/one-time-store.ts'
 import type { Logger, RateLimiter, SessionRevocations } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
@@ -164,6 +165,7 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       signOutRedirectPath: config.sign_out.redirect,
       refreshMode: options.refreshMode ?? 'inline',
       repeatPenalty: options.repeatPenalty,
+      providerIssuer: config.provider.issuer,
     },
     {
       clock,
@@ -174,6 +176,16 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       log,
       jwks: options.jwks,
       limiter: options.limiter,
+      logoutToken: createLogoutTokenVerifier(
+        {
+          issuer: config.provider.issuer,
+          clientId: config.provider.client_id,
+          algorithms: config.provider.algorithms,
+          leewaySeconds: config.provider.leeway,
+          clock,
+        },
+        providerCache.getKey,
+      ),
       sessionRevocations:
         options.sessionRevocations ??
         createSessionRevocationList({ clock, log, maxTtlSeconds: config.lifetimes.session.max_ttl }),

@@ -8,6 +8,12 @@ export interface RequestFacts {
   url: string
   header(name: string): string | undefined
   clientAddress: string
+  /**
+   * The body as an `application/x-www-form-urlencoded` form, read only by Gatehouse's own form endpoint
+   * (back-channel logout): `too_large` past `maxBytes`, `unsupported_media_type` for another type. Absent
+   * where the adapter reads no bodies (Lambda@Edge), and then such an endpoint answers 400.
+   */
+  form?: ((maxBytes: number) => Promise<URLSearchParams | 'too_large' | 'unsupported_media_type'>) | undefined
 }
 
 /** Pass the request to the upstream. */

@@ -7,6 +7,7 @@ import {
   insufficientScope,
   isNavigation,
   json,
+  page,
   problem,
   type RequestFacts,
   type Respond,
@@ -21,6 +22,7 @@ import {
   ProviderUnavailableError,
 } from './errors.ts'
 import { type Identity, type IdentityMapping, identityFromClaims, identityHeaders } from './identity.ts'
+import type { LogoutTokenResult } from './logout-token.ts'
 import type {
   Logger,
   OIDCPort,
@@ -83,6 +85,11 @@ export interface GatehouseOptions {
    * the access token lives, then gets 401 `refresh_required` until it calls the refresh endpoint.
    */
   refreshMode?: 'inline' | 'redirect'
+  /**
+   * The provider's issuer: front-channel logout requests must name it (`iss`), and only its origin may
+   * frame that endpoint. Absent: no front-channel logout endpoint.
+   */
+  providerIssuer?: string | undefined
 }
 
 export interface GatehouseDeps {
@@ -100,6 +107,8 @@ export interface GatehouseDeps {
   limiter?: RateLimiter | undefined
   /** Sessions signed out (sign-out, `gatehouse sessions revoke`, provider logout); none refused when absent. */
   sessionRevocations?: SessionRevocations | undefined
+  /** Verifies back-channel logout tokens (src/core/logout-token.ts); absent: no back-channel endpoint. */
+  logoutToken?: ((token: string) => Promise<LogoutTokenResult>) | undefined
 }
 
 export interface Gatehouse {
@@ -141,6 +150,9 @@ const MAX_STATE_COOKIES = 8
 // Redirect mode: after the refresh endpoint found the provider unreachable, navigations are not bounced
 // to it again for this long (no redirect loop while the provider is down).
 const REFRESH_WAIT_SECONDS = 30
+// A logout token is a few KB at most; the form around it, too.
+const LOGOUT_BODY_MAX_BYTES = 32 * 1024
+const REVOCABLE = /^[\x21-\x7e]{1,255}$/
 
 /**
  * The decision core: seed 004's check_auth, parse_auth, refresh_auth and sign_out behind one
@@ -185,10 +197,14 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     callback: `${prefix}/callback`,
     refresh: `${prefix}/refresh`,
     signOut: `${prefix}/sign_out`,
+    backchannelLogout: `${prefix}/backchannel_logout`,
+    frontchannelLogout: `${prefix}/frontchannel_logout`,
     auth: `${prefix}/auth`,
     userinfo: `${prefix}/userinfo`,
   }
   const ownPrefix = `${prefix}/`
+  const frameAncestors =
+    options.providerIssuer === undefined ? '' : `frame-ancestors ${new URL(options.providerIssuer).origin}`
   const inFlightRefresh = new Map<string, Promise<RefreshOutcome>>()
   const refreshRetry = new Map<string, number>()
   // Seed 003: a client retrying a bad token in a loop costs a lookup, no parsing and no crypto.
@@ -868,6 +884,103 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     return redirect(location, cookies, 'signed_out')
   }
 
+  // ---- provider-initiated logout: OIDC Back-Channel Logout 1.0 and Front-Channel Logout 1.0 --------------
+
+  async function backchannelLogout(
+    facts: RequestFacts,
+    verify: NonNullable<GatehouseDeps['logoutToken']>,
+  ): Promise<Respond> {
+    // §2.8: 400 on any failure (the reason goes to the log, never the token), 200 and no-store on success.
+    const refuse = (reason: string): Respond => {
+      log.warn({ code: 'invalid_logout_token', reason }, 'back-channel logout refused')
+      return json(400, 'invalid_logout_token', { error: 'invalid_request' })
+    }
+    const form = facts.form === undefined ? 'unsupported_media_type' : await facts.form(LOGOUT_BODY_MAX_BYTES)
+    if (form === 'too_large') return refuse('body too large')
+    if (form === 'unsupported_media_type') return refuse('body is not application/x-www-form-urlencoded')
+    const tokens = form.getAll('logout_token')
+    if (tokens.length !== 1) return refuse(tokens.length === 0 ? 'no logout_token' : 'several logout_token')
+    const r = await verify(tokens[0]!)
+    if (!r.ok) return refuse(r.reason)
+    // §2.6 step 8: each logout token once.
+    if (!(await oneTime.consume(`logout:${r.jti}`, r.replayUntil * 1000))) return refuse('jti replayed')
+    // §2.7: a sid ends that provider session's sessions; a sub alone, every session of the user.
+    const entry =
+      r.sid !== undefined ? { kind: 'psid' as const, value: r.sid } : { kind: 'sub' as const, value: r.sub! }
+    if (!REVOCABLE.test(entry.value)) return refuse(`${entry.kind} is not 1-255 visible ASCII characters`)
+    await endProviderSession(entry, r.signedInBefore, 'backchannel_logout')
+    return {
+      kind: 'respond',
+      status: 200,
+      code: 'logged_out',
+      headers: { 'cache-control': 'no-store' },
+      body: '',
+      setCookies: [],
+    }
+  }
+
+  async function endProviderSession(
+    entry: { kind: 'psid' | 'sub'; value: string },
+    signedInBefore: number,
+    reason: string,
+  ): Promise<void> {
+    let state = 'revoked'
+    try {
+      await revocations!.revoke([{ ...entry, revokedAt: signedInBefore }])
+    } catch (err) {
+      state = 'local'
+      log.warn(
+        { event: 'session_revocation_not_stored', kind: entry.kind, err: describe(err) },
+        'provider logout holds on this instance; other instances refuse the sessions once the store takes it',
+      )
+    }
+    const named = entry.kind === 'psid' ? { psid: entry.value } : { sub: entry.value }
+    log.info(
+      { event: 'session_revoked', kind: entry.kind, ...named, reason, state },
+      'provider ended sessions',
+    )
+  }
+
+  async function frontchannelLogout(
+    facts: RequestFacts,
+    query: URLSearchParams,
+    issuer: string,
+  ): Promise<Respond> {
+    // Front-Channel Logout 1.0 §3: rendered in an iframe of the provider's logout page, so only the
+    // provider may frame it (HTML: X-Frame-Options is ignored once a CSP has frame-ancestors).
+    const headers = { 'content-security-policy': frameAncestors }
+    const iss = query.get('iss')
+    const sid = query.get('sid')
+    if (iss !== issuer || sid === null || !REVOCABLE.test(sid)) {
+      const reason = iss !== issuer ? 'iss missing or not the provider' : 'sid missing or malformed'
+      log.warn({ code: 'invalid_frontchannel_logout', reason }, 'front-channel logout refused')
+      return page(
+        400,
+        'invalid_request',
+        'Sign-out failed',
+        'This sign-out request is not valid.',
+        undefined,
+        headers,
+      )
+    }
+    await endProviderSession({ kind: 'psid', value: sid }, nowSeconds(), 'frontchannel_logout')
+    // This browser's cookie, if the browser sent it (SameSite=Lax cookies are not sent to a cross-site
+    // iframe): cleared only when it is of the session ended, so a forged link cannot sign anyone out.
+    const cookieHeader = facts.header('cookie')
+    const read = await codec.read(cookieHeader)
+    const setCookies = read.ok && read.session.providerSid === sid ? codec.clear(cookieHeader) : []
+    if (read.ok && setCookies.length > 0) codec.refuse(read.token, 'revoked')
+    return page(
+      200,
+      'logged_out',
+      'Signed out',
+      'You are signed out of this application.',
+      undefined,
+      headers,
+      setCookies,
+    )
+  }
+
   // ---- the router ----------------------------------------------------------------------------------------
 
   async function ownEndpoint(facts: RequestFacts, pathname: string, search: string): Promise<Decision> {
@@ -886,6 +999,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       case endpoints.signOut:
         if (!isGet && method !== 'POST') break
         return signOut(facts, query)
+      case endpoints.backchannelLogout:
+        if (method !== 'POST' || deps.logoutToken === undefined || revocations === undefined) break
+        return backchannelLogout(facts, deps.logoutToken)
+      case endpoints.frontchannelLogout:
+        if (!isGet || options.providerIssuer === undefined || revocations === undefined) break
+        return frontchannelLogout(facts, query, options.providerIssuer)
       case endpoints.refresh: {
         if (!isGet && method !== 'POST') break
         // Redirect mode: a navigation here was bounced by check-auth; it gets redirects, never JSON.

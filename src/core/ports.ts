@@ -105,11 +105,17 @@ export interface SessionRevocations {
   }): boolean
   /**
    * Refuse these sessions from now on: here at once, on every instance once stored. `expiresAt` defaults
-   * to now + session max_ttl. Resolves with what was stored; rejects when the store could not take it
+   * to `revokedAt` + session max_ttl. Resolves with what was stored; rejects when the store could not take it
    * (then it holds on this instance, and is stored at the next reload that reaches the store).
    */
   revoke(
-    entries: ReadonlyArray<{ kind: SessionRevocationKind; value: string; expiresAt?: number | undefined }>,
+    entries: ReadonlyArray<{
+      kind: SessionRevocationKind
+      value: string
+      expiresAt?: number | undefined
+      /** For `sub` and `psid`: sessions signed in at or before this are refused. Default (and at most) now. */
+      revokedAt?: number | undefined
+    }>,
   ): Promise<SessionRevocation[]>
 }
 

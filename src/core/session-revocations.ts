@@ -140,14 +140,15 @@ export function createSessionRevocationList(options: SessionRevocationListOption
     for (const e of unstored.values()) if (e.expiresAt > now) hold(e)
   }
 
-  async function revoke(
-    entries: ReadonlyArray<{ kind: SessionRevocationKind; value: string; expiresAt?: number | undefined }>,
-  ): Promise<SessionRevocation[]> {
-    const at = nowSeconds()
+  const revoke: SessionRevocationList['revoke'] = async (entries) => {
+    const now = nowSeconds()
     const records: SessionRevocation[] = []
     for (const e of entries) {
       if (!KINDS.has(e.kind) || typeof e.value !== 'string' || !VALUE.test(e.value))
         throw new TypeError(`session revocation: ${String(e.kind)} must be 1-255 visible ASCII characters`)
+      const at = Math.min(now, e.revokedAt ?? now)
+      if (!Number.isSafeInteger(at))
+        throw new TypeError('session revocation: revokedAt must be whole seconds')
       records.push({
         kind: e.kind,
         value: e.value,

@@ -21,6 +21,11 @@ export interface EmbeddedIdPClient {
   /** Exact-match redirect URIs (RFC 9700 §4.1.3). */
   redirect_uris: string[]
   post_logout_redirect_uris?: string[]
+  /**
+   * OIDC Back-Channel Logout 1.0: where the provider posts a logout token (naming its session id) when
+   * the user signs out at the provider, e.g. `https://app.example.com/oauth2/backchannel_logout`.
+   */
+  backchannel_logout_uri?: string
 }
 
 export interface EmbeddedIdPOptions {
@@ -113,6 +118,11 @@ export async function createEmbeddedIdP(options: EmbeddedIdPOptions): Promise<Em
   const users = createUserStore(db, options.users)
   const keys = loadOrCreateKeyMaterial(db)
   const { mountPath } = config
+  const backchannelOrigins = new Set(
+    config.clients.flatMap((c) =>
+      c.backchannel_logout_uri === undefined ? [] : [new URL(c.backchannel_logout_uri).origin],
+    ),
+  )
 
   const provider: Provider = new Provider(config.issuer, {
     adapter: createSQLiteAdapter(db),
@@ -121,6 +131,12 @@ export async function createEmbeddedIdP(options: EmbeddedIdPOptions): Promise<Em
       client_secret: client.client_secret,
       redirect_uris: [...client.redirect_uris],
       post_logout_redirect_uris: [...(client.post_logout_redirect_uris ?? [])],
+      ...(client.backchannel_logout_uri === undefined
+        ? {}
+        : {
+            backchannel_logout_uri: client.backchannel_logout_uri,
+            backchannel_logout_session_required: true,
+          }),
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
@@ -162,6 +178,8 @@ export async function createEmbeddedIdP(options: EmbeddedIdPOptions): Promise<Em
         allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId,
       },
       introspection: { enabled: false },
+      // Clients with a backchannel_logout_uri are told when a user signs out here (and get `sid` in ID tokens).
+      backchannelLogout: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
         logoutSource: async (ctx, form) => sendKoaPage(ctx, logoutPage(form)),
@@ -185,6 +203,14 @@ export async function createEmbeddedIdP(options: EmbeddedIdPOptions): Promise<Em
       },
     },
     pkce: { required: () => true },
+    // The only outgoing requests are back-channel logouts to the clients configured here (there is no
+    // dynamic registration), which in dev and tests are on loopback: oidc-provider's guard against
+    // special-use addresses is lifted for those origins only.
+    fetch: async (url, options) => {
+      if (!backchannelOrigins.has(new URL(url).origin)) return fetch(url, options)
+      const { dispatcher: _guard, ...rest } = options
+      return fetch(url, rest)
+    },
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     // OIDC Core §11: offline_access (granted only with prompt=consent) is what lets tokens outlive the session.
     expiresWithSession: async (_ctx, code) => !code.scopes.has('offline_access'),

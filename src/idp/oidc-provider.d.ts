@@ -26,6 +26,8 @@ declare module 'oidc-provider' {
     client_secret?: string
     redirect_uris: string[]
     post_logout_redirect_uris?: string[]
+    backchannel_logout_uri?: string
+    backchannel_logout_session_required?: boolean
     grant_types?: string[]
     response_types?: string[]
     token_endpoint_auth_method?: string
@@ -199,6 +201,7 @@ declare module 'oidc-provider' {
         ) => Promise<boolean>
       }
       introspection?: { enabled: boolean }
+      backchannelLogout?: { enabled: boolean }
       rpInitiatedLogout?: {
         enabled: boolean
         logoutSource?: (ctx: KoaContextWithOIDC, form: string) => Promise<void>
@@ -220,6 +223,8 @@ declare module 'oidc-provider' {
       }
     }
     pkce?: { required?: (ctx: KoaContextWithOIDC, client: Client) => boolean }
+    /** Outgoing requests (back-channel logout); oidc-provider passes an SSRF-guarding `dispatcher`. */
+    fetch?: (url: string | URL, options: RequestInit & { dispatcher?: unknown }) => Promise<Response>
     issueRefreshToken?: (ctx: KoaContextWithOIDC, client: Client, code: BaseToken) => Promise<boolean>
     expiresWithSession?: (ctx: KoaContextWithOIDC, code: BaseToken) => Promise<boolean>
     rotateRefreshToken?: boolean | ((ctx: KoaContextWithOIDC) => boolean | Promise<boolean>)

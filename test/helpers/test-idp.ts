@@ -23,6 +23,8 @@ export const DEMO_USER = Object.freeze({
 export interface TestIdPOptions {
   redirectUris: string[]
   postLogoutRedirectUris?: string[]
+  /** The client's OIDC Back-Channel Logout endpoint; none by default. */
+  backchannelLogoutUri?: string
   /** Default `'gatehouse-test'`. */
   clientId?: string
   /** Default: random. */
@@ -120,6 +122,9 @@ export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
           client_secret: clientSecret,
           redirect_uris: options.redirectUris,
           post_logout_redirect_uris: options.postLogoutRedirectUris ?? [],
+          ...(options.backchannelLogoutUri === undefined
+            ? {}
+            : { backchannel_logout_uri: options.backchannelLogoutUri }),
         },
       ],
       accessTokenAudience: options.accessTokenAudience ?? clientId,

@@ -3,10 +3,11 @@ import { createServer as createHTTPSServer } from 'node:https'
 import type { Duplex } from 'node:stream'
 import { Counter } from 'prom-client'
 import type { Metrics } from '../../admin/metrics.ts'
-import type { Decision, RequestFacts, Respond } from '../../core/decisions.ts'
+import { type Decision, problem, type RequestFacts, type Respond } from '../../core/decisions.ts'
 import type { Gatehouse } from '../../core/gatehouse.ts'
 import type { Logger } from '../../core/ports.ts'
-import { buildUpstreamHeaders } from './forward-headers.ts'
+import { readFormBody } from '../../idp/form-body.ts'
+import { buildUpstreamHeaders, hasRepeatedAuthorization } from './forward-headers.ts'
 import {
   createRefusalLog,
   DEFAULT_SERVER_LIMITS,
@@ -14,7 +15,7 @@ import {
   limitConnections,
   type ServerLimits,
 } from './server-limits.ts'
-import type { Upstream } from './upstream.ts'
+import { isWebSocketUpgrade, refuseUpgrade, type Upstream } from './upstream.ts'
 
 export interface GatewayServerOptions {
   gatehouse: Gatehouse
@@ -64,6 +65,10 @@ function factsOf(req: IncomingMessage): RequestFacts {
       return Array.isArray(v) ? v.join(', ') : v
     },
     clientAddress: req.socket.remoteAddress ?? '',
+    async form(maxBytes) {
+      const r = await readFormBody(req, maxBytes)
+      return r.kind === 'ok' ? r.fields : r.kind
+    },
   }
 }
 
@@ -140,6 +145,19 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     histograms[decision.kind].observe(Number(process.hrtime.bigint() - startNs) / 1e9)
   }
 
+  /** Two Authorization fields: 400 before the policy, so the upstream never gets one no one checked. */
+  function refuseRepeatedAuthorization(req: IncomingMessage): Respond | undefined {
+    if (!hasRepeatedAuthorization(req)) return undefined
+    log.info({ code: 'duplicate_authorization' }, 'request refused: more than one Authorization header')
+    return problem(
+      factsOf(req),
+      400,
+      'duplicate_authorization',
+      'Bad request',
+      'The request carries more than one Authorization header.',
+    )
+  }
+
   async function onRequest(req: IncomingMessage, res: ServerResponse) {
     const url = req.url ?? '/'
     for (const m of mounts) {
@@ -158,6 +176,11 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       }
       leaveInFlight.set(res, leave)
       res.once('close', leave)
+    }
+    const repeated = refuseRepeatedAuthorization(req)
+    if (repeated !== undefined) {
+      count('respond', repeated.code)
+      return respond(res, repeated, req.method ?? 'GET')
     }
     if (options.isOverloaded?.()) {
       const facts = factsOf(req)
@@ -198,6 +221,8 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       host: req.headers.host ?? publicHost,
       cookie: decision.upstreamCookie,
     })
+    // Connection-specific (RFC 9113 §3.1), meaningless without the Upgrade that was dropped.
+    delete headers['http2-settings']
     upstream.forward(req, res, {
       path: decision.path,
       headers,
@@ -211,9 +236,14 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
 
   async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
     socket.on('error', () => socket.destroy())
+    // Only reached by other protocols on a Node without shouldUpgradeCallback (before 24.9).
+    if (!isWebSocketUpgrade(req)) {
+      count('respond', 'upgrade_refused')
+      return refuseUpgrade(socket)
+    }
     let decision: Decision
     try {
-      decision = await gatehouse.handle(factsOf(req))
+      decision = refuseRepeatedAuthorization(req) ?? (await gatehouse.handle(factsOf(req)))
     } catch (err) {
       log.error({ err: (err as Error).message }, 'decision failed (upgrade)')
       socket.end('HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
@@ -247,7 +277,13 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
   }
   // A slow client costs a socket, not a thread; these bound how long it may hold one, and how many.
   const limits = options.limits ?? DEFAULT_SERVER_LIMITS
-  const serverOptions = httpServerOptions(limits)
+  const serverOptions = {
+    ...httpServerOptions(limits),
+    // Only WebSocket is tunnelled. Any other Upgrade (h2c: RFC 9113 §3.1 retired it, and a tunnel to the
+    // upstream would carry requests Gatehouse never judges) is ignored, as RFC 9110 §7.8 allows: the
+    // request is served as an ordinary one, without its Upgrade, Connection and HTTP2-Settings.
+    shouldUpgradeCallback: isWebSocketUpgrade,
+  }
   // An https.Server has every method of an http.Server used here (close*Connections, 'upgrade').
   const server: Server =
     options.tls === undefined
