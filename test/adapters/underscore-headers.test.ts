@@ -20,7 +20,7 @@ import { validateConfig } from '../../src/config/validate.ts'
 import { silentLogger } from '../../src/core/ports.ts'
 import { type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
 import { startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
-import { passedOn, viewerRequest } from './edge/events.ts'
+import { generated, passedOn, viewerRequest } from './edge/events.ts'
 
 const SPOOFED: Record<string, string> = {
   X_Auth_Request_User: 'root',
@@ -165,5 +165,15 @@ describe('the edge adapter (check-auth)', () => {
     const names = Object.keys(request.headers)
     assert.deepEqual(clientCopies(names), [])
     assert.ok(names.includes('x-custom_header'), 'a header no rule protects is kept')
+  })
+
+  test('two Authorization entries are refused with 400 duplicate_authorization (Gatehouse 8, item 7)', async () => {
+    const result = generated(
+      await checkAuth(
+        viewerRequest('/public/page', { headers: { authorization: ['Bearer a.b.c', 'Basic YTpi'] } }),
+      ),
+    )
+    assert.equal(result.status, '400')
+    assert.equal(JSON.parse(result.body ?? '{}').error, 'duplicate_authorization')
   })
 })

@@ -111,6 +111,11 @@ export function createEdgeHandler(
         log.error({ code: 'edge_misrouted', path: target.pathname }, `${fn} does not serve this path`)
         return errorResponse(404, 'not_found', securityHeaders)
       }
+      if ((request.headers['authorization']?.length ?? 0) > 1) {
+        // The origin could act on a credential no one checked (the Node proxy's rule, docs/security.md).
+        log.info({ code: 'duplicate_authorization' }, 'request refused: more than one Authorization header')
+        return errorResponse(400, 'duplicate_authorization', securityHeaders)
+      }
       const facts: RequestFacts = {
         method: request.method,
         url,

@@ -113,6 +113,24 @@ export function buildUpstreamHeaders(
   return headers
 }
 
+/**
+ * Whether the client sent more than one `Authorization` field. Node keeps the first for
+ * `req.headers` (what Gatehouse checks) while the raw list, and so the upstream, would carry both: the
+ * upstream could act on a credential no one verified (RFC 9110 §5.3: a field that is not a list must not
+ * be repeated). The gateway refuses such a request before any other check.
+ */
+export function hasRepeatedAuthorization(req: IncomingMessage): boolean {
+  const raw = req.rawHeaders
+  let seen = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!
+    if (name.length !== 13 || name.toLowerCase() !== 'authorization') continue
+    if (seen) return true
+    seen = true
+  }
+  return false
+}
+
 // Header bytes are latin1 on the wire; Node writes strings back as latin1, so this round-trips every byte.
 function text(value: Buffer | string): string {
   return typeof value === 'string' ? value : value.toString('latin1')

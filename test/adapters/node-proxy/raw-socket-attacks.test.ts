@@ -349,3 +349,50 @@ describe('Gatehouse cookies never reach the upstream, whatever separates them', 
     }
   })
 })
+
+describe('two Authorization headers', () => {
+  test('are refused with 400 duplicate_authorization before the policy; the upstream is not reached', async () => {
+    const from = upstream.received.length
+    for (const [path, lines] of [
+      ['/public/page', ['Authorization: Bearer a.b.c', 'Authorization: Basic YWRtaW46YWRtaW4=']],
+      ['/page', [`Cookie: ${staff}`, 'Authorization: Bearer x.y.z', 'authorization: Bearer x.y.z']],
+      ['/oauth2/auth', ['X-Forwarded-Uri: /public/x', 'Authorization: Basic a', 'AUTHORIZATION: Basic b']],
+    ] as const) {
+      const reply = await raw(gateway, [
+        `GET ${path} HTTP/1.1`,
+        'Host: localhost',
+        'Accept: application/json',
+        ...lines,
+      ])
+      assert.equal(reply.status, 400, path)
+      assert.equal(codeOf(reply), 'duplicate_authorization', path)
+    }
+    const upgrade = await raw(gateway, [
+      'GET /public/ws HTTP/1.1',
+      'Host: localhost',
+      'Upgrade: websocket',
+      'Connection: Upgrade',
+      'Sec-WebSocket-Version: 13',
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+      'Authorization: Bearer a',
+      'Authorization: Bearer b',
+    ])
+    assert.equal(upgrade.status, 400, 'an upgrade too')
+    assert.equal(upstream.received.length, from, 'the upstream was not reached')
+  })
+
+  test('one Authorization header is still forwarded on an anonymous route', async () => {
+    const from = upstream.received.length
+    const reply = await raw(gateway, [
+      'GET /public/page HTTP/1.1',
+      'Host: localhost',
+      'Authorization: Basic YTpi',
+    ])
+    assert.equal(reply.status, 200)
+    const got = upstream.received[from]!.rawHeaders
+    assert.deepEqual(
+      got.filter((_, i) => i % 2 === 1 && got[i - 1]!.toLowerCase() === 'authorization'),
+      ['Basic YTpi'],
+    )
+  })
+})
