@@ -64,10 +64,29 @@ export interface Upstream {
    * A client that goes away aborts the upstream request.
    */
   forward(req: IncomingMessage, res: ServerResponse, opts: ForwardOptions): void
-  /** Passes an already authorised `Upgrade` request (WebSocket…) through, then pipes bytes both ways. */
+  /**
+   * Passes an already authorised WebSocket upgrade through (as `Upgrade: websocket`, whatever else the
+   * client listed), then pipes bytes both ways. Any other upgrade is answered 400 and closed, the upstream
+   * not called (see {@link isWebSocketUpgrade}).
+   */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, opts: UpgradeOptions): void
   /** Waits for requests in flight, then closes every upstream connection. */
   close(): Promise<void>
+}
+
+/**
+ * Whether `req` may be tunnelled to the upstream: a `GET` whose `Upgrade` lists `websocket` (RFC 6455 §4.1),
+ * compared without regard to case. Any other protocol, `h2c` above all (an h2c tunnel through a proxy
+ * reaches the upstream's every path unchecked), is not.
+ */
+export function isWebSocketUpgrade(req: IncomingMessage): boolean {
+  if (req.method !== 'GET') return false
+  const upgrade = req.headers.upgrade
+  if (upgrade === undefined) return false
+  for (const token of upgrade.split(',')) {
+    if (token.trim().toLowerCase() === 'websocket') return true
+  }
+  return false
 }
 
 const CONNECT_CODES: ReadonlySet<string> = new Set([
@@ -382,6 +401,17 @@ class UpgradeHandler extends RelayHandler<Duplex, UpgradeOptions> {
   }
 }
 
+const UPGRADE_REFUSED_BODY =
+  '{"error":"upgrade_refused","message":"Only WebSocket connections are upgraded."}\n'
+const UPGRADE_REFUSED =
+  'HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncache-control: no-store\r\nconnection: close\r\n' +
+  `content-length: ${Buffer.byteLength(UPGRADE_REFUSED_BODY)}\r\n\r\n${UPGRADE_REFUSED_BODY}`
+
+/** Answers an upgrade that is not a WebSocket one ({@link isWebSocketUpgrade}) with 400 `upgrade_refused`, and closes. */
+export function refuseUpgrade(socket: Duplex): void {
+  socket.end(UPGRADE_REFUSED)
+}
+
 function nonNegative(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
@@ -461,19 +491,20 @@ export function createUpstream(options: CreateUpstreamOptions): Upstream {
 
     upgrade(req, socket, head, opts) {
       if (socket.destroyed) return
+      if (!isWebSocketUpgrade(req)) {
+        refuseUpgrade(socket)
+        return
+      }
       const handler = new UpgradeHandler(req, socket, head, opts)
       // undici writes `Connection: upgrade` and `Upgrade` itself and refuses them among the headers.
       const headers: UpstreamHeaders = Object.create(null)
-      let protocol: string | undefined
       for (const name in opts.headers) {
-        const value = opts.headers[name]!
-        if (name === 'upgrade') protocol = typeof value === 'string' ? value : value.join(', ')
-        else if (name !== 'connection') headers[name] = value
+        if (name !== 'upgrade' && name !== 'connection' && name !== 'http2-settings')
+          headers[name] = opts.headers[name]!
       }
-      protocol ??= req.headers.upgrade ?? 'websocket'
       try {
         pool.dispatch(
-          { path: basePath + opts.path, method: req.method ?? 'GET', headers, body: null, upgrade: protocol },
+          { path: basePath + opts.path, method: 'GET', headers, body: null, upgrade: 'websocket' },
           handler,
         )
       } catch (err) {

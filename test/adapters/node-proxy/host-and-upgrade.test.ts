@@ -1,0 +1,189 @@
+/**
+ * What the upstream hears about the connection, over raw sockets against the whole gateway: only
+ * WebSocket is tunnelled (an h2c upgrade is served as an ordinary request, without its Upgrade and
+ * HTTP2-Settings, and no tunnel opens).
+ */
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { mkdtempSync } from 'node:fs'
+import { createServer, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
+import { connect, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { type Gateway, startGateway } from '../../../src/app.ts'
+import { DEV_LIFETIMES } from '../../../src/cli/dev-config.ts'
+import { validateConfig } from '../../../src/config/load.ts'
+import { silentLogger } from '../../../src/core/ports.ts'
+
+interface Origin {
+  url: string
+  requests: Array<{ url: string; headers: IncomingHttpHeaders }>
+  upgrades: Array<{ url: string; headers: IncomingHttpHeaders }>
+  close(): Promise<void>
+}
+
+/** An upstream that answers requests with 200 and accepts any upgrade (as an h2c-capable app would). */
+async function startOrigin(): Promise<Origin> {
+  const requests: Origin['requests'] = []
+  const upgrades: Origin['upgrades'] = []
+  const server = createServer((req, res) => {
+    requests.push({ url: req.url ?? '', headers: req.headers })
+    req.resume()
+    req.on('end', () => res.end(`ok ${req.url}`))
+  })
+  server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+    upgrades.push({ url: req.url ?? '', headers: req.headers })
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nupgrade: ${req.headers.upgrade}\r\nconnection: Upgrade\r\n\r\n`,
+    )
+    socket.on('data', (d) => socket.write(`tunnel:${d}`))
+    socket.on('error', () => {})
+    socket.on('end', () => socket.end())
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    requests,
+    upgrades,
+    close: () =>
+      new Promise((r) => {
+        server.closeAllConnections()
+        server.close(() => r())
+      }),
+  }
+}
+
+async function gatewayFor(origin: Origin, extra: Record<string, unknown> = {}) {
+  const config = validateConfig({
+    public_url: 'https://app.example.com',
+    upstream: origin.url,
+    data_dir: mkdtempSync(join(tmpdir(), 'gh-host-')),
+    listen: { host: '127.0.0.1', port: 0 },
+    provider: { issuer: 'http://127.0.0.1:9/idp', client_id: 'c', client_secret: { env: 'S' } },
+    session: { secrets: [{ env: 'S' }] },
+    lifetimes: DEV_LIFETIMES,
+    routes: [{ path: '/public/*', allow: 'anonymous' }],
+    ...extra,
+  })
+  return startGateway(config, {
+    baseDir: process.cwd(),
+    log: silentLogger,
+    admin: false,
+    env: { S: 'host-and-upgrade-secret-0123456789-abcdefghij' },
+  })
+}
+
+/**
+ * Sends each of `raws` on one fresh connection, the next once `until` matches what came back so far, and
+ * returns everything received when the last matched or the gateway closed the connection.
+ */
+async function exchange(url: string, raws: string[], until: RegExp[]): Promise<string> {
+  const { port, hostname } = new URL(url)
+  const socket = connect({ port: Number(port), host: hostname })
+  socket.on('error', () => {})
+  let received = ''
+  let step = 0
+  const done = new Promise<void>((resolve) => {
+    socket.on('data', (d) => {
+      received += String(d)
+      while (step < raws.length && until[step]!.test(received)) {
+        step++
+        if (step === raws.length) return resolve()
+        socket.write(raws[step]!)
+      }
+    })
+    socket.once('close', () => resolve())
+  })
+  socket.write(raws[0]!)
+  await done
+  socket.destroy()
+  return received
+}
+
+describe('upgrades other than WebSocket are not tunnelled', () => {
+  let origin: Origin
+  let gateway: Gateway
+  before(async () => {
+    origin = await startOrigin()
+    gateway = await gatewayFor(origin)
+  })
+  after(async () => {
+    await gateway.close()
+    await origin.close()
+  })
+
+  test('h2c: served as an ordinary request without Upgrade or HTTP2-Settings; the connection stays HTTP/1.1', async () => {
+    const h2c =
+      'GET /public/h2c HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\n' +
+      'Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n'
+    // After it, on the same connection: bytes a tunnel would carry to the upstream unjudged.
+    const next = 'GET /public/second HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n'
+    const received = await exchange(gateway.url, [h2c, next], [/ok \/public\/h2c/, /ok \/public\/second/])
+    assert.doesNotMatch(received, /^HTTP\/1\.1 101/)
+    assert.match(received, /^HTTP\/1\.1 200 /)
+    assert.match(received, /ok \/public\/h2c/)
+    assert.match(received, /ok \/public\/second/, 'the next request was parsed and judged as HTTP/1.1')
+    assert.equal(origin.upgrades.length, 0, 'no tunnel was opened to the upstream')
+    const seen = origin.requests.find((r) => r.url === '/public/h2c')
+    assert.ok(seen, 'the upstream got an ordinary request')
+    assert.equal(seen.headers.upgrade, undefined)
+    assert.equal(seen.headers['http2-settings'], undefined)
+    assert.doesNotMatch(String(seen.headers.connection ?? ''), /upgrade|http2-settings/i)
+  })
+
+  test('h2c with the HTTP/2 preface sent right behind it (h2csmuggler): no tunnel, the preface never reaches the upstream', async () => {
+    const before = origin.requests.length
+    const received = await exchange(
+      gateway.url,
+      [
+        'GET /public/smuggle HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\n' +
+          'Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n',
+      ],
+      [/ok \/public\/smuggle/],
+    )
+    assert.match(received, /^HTTP\/1\.1 200 /)
+    assert.equal(origin.upgrades.length, 0)
+    assert.deepEqual(
+      origin.requests.slice(before).map((r) => r.url),
+      ['/public/smuggle'],
+    )
+  })
+
+  test('h2c without naming HTTP2-Settings in Connection, and on a POST: no upgrade, no HTTP2-Settings', async () => {
+    const received = await exchange(
+      gateway.url,
+      [
+        'POST /public/post HTTP/1.1\r\nHost: app.example.com\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\n' +
+          'HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 2\r\n\r\nhi',
+      ],
+      [/ok \/public\/post/],
+    )
+    assert.match(received, /^HTTP\/1\.1 200 /)
+    assert.equal(origin.upgrades.length, 0)
+    const seen = origin.requests.find((r) => r.url === '/public/post')
+    assert.ok(seen)
+    assert.equal(seen.headers.upgrade, undefined)
+    assert.equal(seen.headers['http2-settings'], undefined)
+  })
+
+  test('WebSocket (any case, listed with other protocols) is tunnelled as Upgrade: websocket only', async () => {
+    const received = await exchange(
+      gateway.url,
+      [
+        'GET /public/ws HTTP/1.1\r\nHost: app.example.com\r\nConnection: keep-alive, Upgrade\r\n' +
+          'Upgrade: h2c, WebSocket\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nSec-WebSocket-Version: 13\r\n' +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nping',
+      ],
+      [/tunnel:ping/],
+    )
+    assert.match(received, /^HTTP\/1\.1 101 /)
+    assert.match(received, /tunnel:ping/)
+    const seen = origin.upgrades.at(-1)
+    assert.ok(seen)
+    assert.equal(seen.url, '/public/ws')
+    assert.equal(seen.headers.upgrade, 'websocket')
+    assert.equal(seen.headers['http2-settings'], undefined)
+  })
+})
