@@ -121,6 +121,7 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
     scopes: config.provider.scopes,
     preset: config.provider.preset,
     endSessionUrl: config.provider.end_session_url,
+    logoutIdTokenHint: config.provider.logout_id_token_hint,
     algorithms: config.provider.algorithms,
     timeoutMs: config.provider.timeout * 1000,
     clock,

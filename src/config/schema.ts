@@ -189,6 +189,11 @@ export const configSchema = z.strictObject({
     scopes: z.array(z.string()).default(['openid', 'email', 'profile', 'offline_access']),
     /** Cognito: the hosted UI logout URL, e.g. https://auth.example.com/logout */
     end_session_url: httpUrl.optional(),
+    /**
+     * Put the ID token in the sign-out URL (`id_token_hint`) for a provider that needs it; by default
+     * the URL carries `client_id` and `logout_hint` (the user's sub) and no token.
+     */
+    logout_id_token_hint: z.boolean().default(false),
     algorithms: z
       .array(
         z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']),

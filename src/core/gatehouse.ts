@@ -874,6 +874,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       try {
         const end = await oidc.endSessionUrl({
           idTokenHint: read.session.idToken,
+          logoutHint: read.session.identity.sub,
           postLogoutRedirectUri: origin + returnTo,
         })
         if (end !== undefined) location = end

@@ -27,7 +27,10 @@ export interface OIDCPort {
   refresh(refreshToken: string): Promise<TokenResult>
   /** Where to send the browser after Gatehouse's own sign-out, or undefined when the provider has no logout. */
   endSessionUrl(params: {
+    /** Sent only where the provider is configured to need it (`provider.logout_id_token_hint`). */
     idTokenHint?: string | undefined
+    /** The user signing out (their `sub`), as RP-Initiated Logout 1.0 §2 `logout_hint`. */
+    logoutHint?: string | undefined
     postLogoutRedirectUri: string
   }): Promise<string | undefined>
   /** Best effort token revocation (RFC 7009); resolves whether or not the provider supports it. */

@@ -19,6 +19,8 @@ export interface OIDCClientOptions {
   preset: ProviderPreset
   /** Cognito: the hosted UI domain's logout URL (`https://<domain>/logout`); overrides discovery. */
   endSessionUrl?: string | undefined
+  /** Put the ID token in the sign-out URL (`id_token_hint`); default false: `client_id` and `logout_hint`. */
+  logoutIdTokenHint?: boolean | undefined
   /** ID token algorithms accepted. */
   algorithms: readonly string[]
   /** Every call to the provider gives up after this long. */
@@ -222,7 +224,17 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
       }
     },
 
-    async endSessionUrl({ idTokenHint, postLogoutRedirectUri }) {
+    async endSessionUrl({ idTokenHint, logoutHint, postLogoutRedirectUri }) {
+      // RP-Initiated Logout 1.0 §2: client_id identifies the client without an ID token in the URL (where
+      // it would reach browser history, proxies and the provider's access logs).
+      const hints = (url: URL) => {
+        url.searchParams.set('client_id', options.clientId)
+        url.searchParams.set('post_logout_redirect_uri', postLogoutRedirectUri)
+        if (logoutHint !== undefined) url.searchParams.set('logout_hint', logoutHint)
+        if (options.logoutIdTokenHint === true && idTokenHint !== undefined)
+          url.searchParams.set('id_token_hint', idTokenHint)
+        return url.href
+      }
       if (options.preset === 'cognito' || options.endSessionUrl !== undefined) {
         if (options.endSessionUrl === undefined) return undefined
         const url = new URL(options.endSessionUrl)
@@ -230,20 +242,13 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
         if (options.preset === 'cognito') {
           url.searchParams.set('client_id', options.clientId)
           url.searchParams.set('logout_uri', postLogoutRedirectUri)
-        } else {
-          url.searchParams.set('client_id', options.clientId)
-          url.searchParams.set('post_logout_redirect_uri', postLogoutRedirectUri)
-          if (idTokenHint !== undefined) url.searchParams.set('id_token_hint', idTokenHint)
+          return url.href
         }
-        return url.href
+        return hints(url)
       }
       const as = await metadata()
       if (as.end_session_endpoint === undefined) return undefined
-      const url = new URL(as.end_session_endpoint)
-      url.searchParams.set('client_id', options.clientId)
-      url.searchParams.set('post_logout_redirect_uri', postLogoutRedirectUri)
-      if (idTokenHint !== undefined) url.searchParams.set('id_token_hint', idTokenHint)
-      return url.href
+      return hints(new URL(as.end_session_endpoint))
     },
 
     async revoke(token) {

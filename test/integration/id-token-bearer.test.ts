@@ -61,6 +61,8 @@ async function setup(
       client_id: idp.clientId,
       client_secret: { env: 'CS' },
       scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
+      // These tests read the ID token from the sign-out URL, where it is only with this set.
+      logout_id_token_hint: true,
       ...provider,
     },
     session: { secrets: [{ env: 'SS' }] },

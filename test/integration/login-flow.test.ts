@@ -233,7 +233,10 @@ describe('login flow against a real OpenID provider', () => {
     assert.match(cleared!, /^gatehouse=; Path=\/; HttpOnly; SameSite=Lax; Max-Age=0$/)
     const logout = new URL(out.headers.get('location')!)
     assert.ok(logout.href.startsWith(idp.issuer), 'to the provider end_session endpoint')
-    assert.ok(logout.searchParams.get('id_token_hint'))
+    // No ID token in the URL: oidc-provider accepts client_id (RP-Initiated Logout 1.0 §2) instead.
+    assert.equal(logout.searchParams.get('id_token_hint'), null)
+    assert.equal(logout.searchParams.get('client_id'), idp.clientId)
+    assert.ok(logout.searchParams.get('logout_hint'))
     // Confirm at the provider, as a person would.
     const page = await browser.request(logout)
     const html = await page.text()

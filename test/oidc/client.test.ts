@@ -112,13 +112,33 @@ test('authorization URL: code flow, PKCE S256, state and nonce, exact redirect U
   })
 })
 
-test("end-session: the provider's endpoint with id_token_hint; Cognito's /logout?client_id=&logout_uri=", async () => {
+test("end-session: the provider's endpoint with client_id and logout_hint, no ID token; Cognito's /logout?client_id=&logout_uri=", async () => {
   const generic = new URL(
-    (await client().endSessionUrl({ idTokenHint: 'idt', postLogoutRedirectUri: 'https://app/' }))!,
+    (await client().endSessionUrl({
+      idTokenHint: 'idt',
+      logoutHint: 'user-1',
+      postLogoutRedirectUri: 'https://app/',
+    }))!,
   )
   assert.equal(generic.pathname, '/logout')
-  assert.equal(generic.searchParams.get('id_token_hint'), 'idt')
+  assert.deepEqual([...generic.searchParams.keys()].sort(), [
+    'client_id',
+    'logout_hint',
+    'post_logout_redirect_uri',
+  ])
+  assert.equal(generic.searchParams.get('client_id'), 'gh')
+  assert.equal(generic.searchParams.get('logout_hint'), 'user-1')
   assert.equal(generic.searchParams.get('post_logout_redirect_uri'), 'https://app/')
+  // Only for a provider configured to need it (provider.logout_id_token_hint: true).
+  const withToken = new URL(
+    (await client({ logoutIdTokenHint: true }).endSessionUrl({
+      idTokenHint: 'idt',
+      logoutHint: 'user-1',
+      postLogoutRedirectUri: 'https://app/',
+    }))!,
+  )
+  assert.equal(withToken.searchParams.get('id_token_hint'), 'idt')
+  assert.equal(withToken.searchParams.get('client_id'), 'gh')
   const cognito = new URL(
     (await client({ preset: 'cognito', endSessionUrl: 'https://auth.example.com/logout' }).endSessionUrl({
       idTokenHint: 'idt',
