@@ -405,6 +405,12 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   every(30_000, 'provider refresh', async () => {
     await providerCache.refreshIfDue()
   })
+  // A failed refresh is retried on its backoff schedule (5 s, doubling, at most 5 min), read on the
+  // clock; the refresh logs its own failure.
+  every(1_000, 'provider retry', async () => {
+    const due = providerCache.nextRetryAt()
+    if (due !== undefined && due <= clock.now()) await providerCache.refreshIfDue().catch(() => {})
+  })
   every(options.refreshRevocationsMs ?? 5_000, 'revocation refresh', () =>
     services.tokens.refreshRevocations(),
   )

@@ -19,6 +19,14 @@ export interface ProviderCacheOptions {
   staleIfErrorSeconds?: number
   /** An unknown `kid` refetches the JWKS at most once per this. Default 30 s. */
   unknownKidCooldownSeconds?: number
+  /**
+   * After a failed refresh the copy is retried this long later, doubling each failure up to
+   * `retryMaxSeconds`, with ±25 % jitter; the schedule runs on `clock`. Defaults 5 s and 300 s.
+   */
+  retryInitialSeconds?: number
+  retryMaxSeconds?: number
+  /** Jitter source, [0, 1). Default Math.random. */
+  random?: () => number
   fetch?: typeof fetch
 }
 
@@ -42,8 +50,19 @@ export interface ProviderCache {
   metadata(): Promise<oauth.AuthorizationServer>
   /** For jose's jwtVerify: the provider's keys, from memory. */
   getKey: JWTVerifyGetKey
-  /** Refresh whatever is older than refresh_after (called on a timer; failures keep the old copy). */
+  /**
+   * Refresh whatever is older than refresh_after, or whose last refresh failed and whose retry is due
+   * (called on a timer; failures keep the old copy).
+   */
   refreshIfDue(): Promise<void>
+  /**
+   * Ask the provider now, whatever the retry schedule says, for every copy that is missing or whose last
+   * refresh failed (sign-in: a stale copy is no reason to refuse once the provider is back). Throws
+   * ProviderUnavailableError when discovery, or keys the cache has no copy of, cannot be had.
+   */
+  revalidate(): Promise<void>
+  /** When the next retry of a failed refresh is due (ms since the epoch); undefined when none failed. */
+  nextRetryAt(): number | undefined
   /** Fetch both now, whatever their age (at start: a persisted copy is revalidated at once). */
   refreshNow(): Promise<void>
   status(): ProviderCacheStatus
@@ -70,15 +89,22 @@ export function createProviderCache(options: ProviderCacheOptions): ProviderCach
   const refreshAfter = options.refreshAfterSeconds ?? 600
   const staleIfError = options.staleIfErrorSeconds ?? 3 * 86_400
   const cooldown = options.unknownKidCooldownSeconds ?? 30
+  const retryInitial = options.retryInitialSeconds ?? 5
+  const retryMax = options.retryMaxSeconds ?? 300
+  const random = options.random ?? Math.random
   const { discovery: metaKey, jwks: jwksKey } = providerCacheKeys(options.issuer)
   let meta: Copy<oauth.AuthorizationServer> | undefined
   let jwks: (Copy<JSONWebKeySet> & { getKey: JWTVerifyGetKey }) | undefined
   let lastError: string | undefined
-  let stale = false
   let lastUnknownKidFetch = Number.NEGATIVE_INFINITY
   let unknownKidFetches = 0
   const inFlight = new Map<string, Promise<unknown>>()
-  const backoff = new Map<string, { until: number; delay: number }>()
+  // What failed to refresh, and when to try again: its copy (if any) is stale until a refresh succeeds.
+  const backoff = new Map<string, { failedAt: number; until: number; delay: number }>()
+  // A clock that stepped back past the failure does not postpone the retry.
+  const waiting = (b: { failedAt: number; until: number }) => now() < b.until && now() >= b.failedAt
+  // The store is read once per process for a copy it had none of (not on every tick of an outage).
+  const persistedChecked = new Set<string>()
   const now = () => Math.floor(clock.now() / 1000)
 
   /** One fetch at a time per thing, whoever asks. */
@@ -166,7 +192,8 @@ export function createProviderCache(options: ProviderCacheOptions): ProviderCach
     what: string,
   ): Promise<Copy<T>> {
     let copy = get()
-    if (copy === undefined) {
+    if (copy === undefined && !persistedChecked.has(what)) {
+      persistedChecked.add(what)
       const p = await persisted()
       if (p !== undefined) {
         set(p)
@@ -177,10 +204,12 @@ export function createProviderCache(options: ProviderCacheOptions): ProviderCach
         )
       }
     }
-    if (copy !== undefined && now() - copy.fetchedAt < refreshAfter) return copy
+    // A young copy whose last refresh failed (a start during an outage) is retried on the backoff
+    // schedule, not only once it is refresh_after old.
+    if (copy !== undefined && now() - copy.fetchedAt < refreshAfter && !backoff.has(what)) return copy
     const usable = copy !== undefined && now() - copy.fetchedAt <= staleIfError
     const wait = backoff.get(what)
-    if (wait !== undefined && now() < wait.until) {
+    if (wait !== undefined && waiting(wait)) {
       // Failed a moment ago: do not ask again before the backoff is over, whoever is waiting.
       if (usable && copy !== undefined) return copy
       throw new ProviderUnavailableError(
@@ -204,19 +233,18 @@ export function createProviderCache(options: ProviderCacheOptions): ProviderCach
       try {
         const fresh = await fetchFresh()
         set(fresh)
-        if (stale)
-          log.info({ event: 'provider_recovered', what }, 'provider reachable again; copies refreshed')
-        stale = false
-        lastError = undefined
-        backoff.delete(what)
+        if (backoff.delete(what)) {
+          log.info({ event: 'provider_recovered', what }, 'provider reachable again; copy refreshed')
+        }
+        if (backoff.size === 0) lastError = undefined
         return fresh
       } catch (err) {
-        stale = true
         lastError = (err as Error).message
-        // Exponential backoff with jitter, from 5 s up to refresh_after.
+        // Exponential backoff with jitter: 5 s, 10 s, 20 s… up to 5 minutes.
         const prior = backoff.get(what)?.delay ?? 0
-        const delay = Math.min(refreshAfter, Math.max(5, prior * 2))
-        backoff.set(what, { until: now() + Math.ceil(delay * (0.75 + Math.random() * 0.5)), delay })
+        const delay = Math.min(retryMax, prior === 0 ? retryInitial : prior * 2)
+        const failedAt = now()
+        backoff.set(what, { failedAt, until: failedAt + Math.ceil(delay * (0.75 + random() * 0.5)), delay })
         log.warn(
           { event: 'provider_refresh_failed', what, err: lastError },
           'provider refresh failed; keeping the last good copy',
@@ -298,12 +326,38 @@ export function createProviderCache(options: ProviderCacheOptions): ProviderCach
     source: c?.source ?? 'none',
   })
 
+  const fetchKeys = async () => fetchJWKS(await jwksUri())
+
   return {
     metadata,
     getKey,
     async refreshIfDue() {
+      // One after the other: after an outage the breaker lets a single trial call through.
       await metadata()
+      await inFlight.get('discovery')?.catch(() => {})
       await keySet()
+      await inFlight.get('jwks')?.catch(() => {})
+    },
+    async revalidate() {
+      if (meta === undefined || backoff.has('discovery')) {
+        await refresh('discovery', fetchMetadata, (c) => {
+          meta = c
+        })
+      }
+      if (jwks === undefined || backoff.has('jwks')) {
+        // The keys may still be had from the copy; only having none at all stops a sign-in.
+        await refresh('jwks', fetchKeys, setJWKS).catch((err) => {
+          if (jwks === undefined) throw err
+        })
+      }
+    },
+    nextRetryAt() {
+      let next: number | undefined
+      for (const b of backoff.values()) {
+        const at = waiting(b) ? b.until : now()
+        next = next === undefined ? at : Math.min(next, at)
+      }
+      return next === undefined ? undefined : next * 1000
     },
     async refreshNow() {
       // Load any persisted copies first, so a failure below leaves them in use.
@@ -312,8 +366,14 @@ export function createProviderCache(options: ProviderCacheOptions): ProviderCach
       await refresh('discovery', fetchMetadata, (c) => {
         meta = c
       })
-      await refresh('jwks', async () => fetchJWKS(await jwksUri()), setJWKS)
+      await refresh('jwks', fetchKeys, setJWKS)
     },
-    status: () => ({ metadata: status(meta), jwks: status(jwks), stale, lastError, unknownKidFetches }),
+    status: () => ({
+      metadata: status(meta),
+      jwks: status(jwks),
+      stale: backoff.size > 0,
+      lastError,
+      unknownKidFetches,
+    }),
   }
 }

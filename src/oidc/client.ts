@@ -165,10 +165,9 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
 
     async authorizationUrl({ state, nonce, codeChallenge }) {
       // Sending a browser to a provider that is not answering only trades our clear 503 page for the
-      // browser's connection error.
-      const st = cache.status()
-      if (st.stale)
-        throw new ProviderUnavailableError(`the provider is not answering: ${st.lastError ?? 'unknown'}`)
+      // browser's connection error. A stale copy alone says nothing about now: ask the provider (through
+      // the breaker, which bounds how often a crowd of sign-ins can) and refuse only if it still fails.
+      if (cache.status().stale) await cache.revalidate()
       const as = await metadata()
       if (as.authorization_endpoint === undefined)
         throw new ProviderResponseError('discovery: no authorization_endpoint')

@@ -134,7 +134,10 @@ export function createGuardedFetch(inner: typeof fetch, options: GuardOptions): 
   const guarded = (async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
     let trial = false
     if (state === 'open') {
-      if (clock.now() - openedAt < options.openSeconds * 1000) refuse('circuit open after repeated failures')
+      // A clock that stepped back past the opening does not keep the breaker open for that long.
+      const openForMs = clock.now() - openedAt
+      if (openForMs >= 0 && openForMs < options.openSeconds * 1000)
+        refuse('circuit open after repeated failures')
       state = 'half-open'
     }
     if (state === 'half-open') {
