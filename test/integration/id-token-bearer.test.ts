@@ -9,14 +9,17 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { decodeJwt, decodeProtectedHeader } from 'jose'
+import * as oauth from 'oauth4webapi'
 import { type Gateway, startGateway } from '../../src/app.ts'
 import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
 import { validateConfig } from '../../src/config/load.ts'
 import type { ConfigInput } from '../../src/config/schema.ts'
 import { createFrozenClock } from '../../src/core/clock.ts'
 import type { Logger } from '../../src/core/ports.ts'
+import { browserFetch } from '../helpers/browser-fetch.ts'
+import { createCookieClient } from '../helpers/cookie-client.ts'
 import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
-import { signInAt, startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
+import { DEMO_USER, signIn, startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
 
 const SESSION_SECRET = 'id-token-bearer-session-secret-0123456789ab'
 const API = 'https://api.example.test'
@@ -61,8 +64,6 @@ async function setup(
       client_id: idp.clientId,
       client_secret: { env: 'CS' },
       scopes: ['openid', 'email', 'profile', 'groups', 'offline_access'],
-      // These tests read the ID token from the sign-out URL, where it is only with this set.
-      logout_id_token_hint: true,
       ...provider,
     },
     session: { secrets: [{ env: 'SS' }] },
@@ -80,16 +81,46 @@ async function setup(
   return { idp, gateway, base, lines }
 }
 
-/** Signs in, then reads the real ID token where it leaks: the sign-out redirect's id_token_hint. */
-async function tokens(s: Setup, upstream: RecordingUpstream) {
-  const { browser, done } = await signInAt(`${s.base}/app`, s.idp.issuer)
-  assert.equal(done.response.status, 200)
-  const accessToken = String(upstream.requests.at(-1)!.headers['x-auth-request-access-token'])
-  const out = await browser.request(`${s.base}/oauth2/sign_out`, { headers: { accept: 'text/html' } })
-  assert.equal(out.status, 302)
-  const idToken = new URL(out.headers.get('location')!).searchParams.get('id_token_hint')
-  assert.ok(idToken, 'the sign-out URL carries the ID token')
-  return { accessToken, idToken }
+/**
+ * The demo user signs in at the provider as the gateway's client would (code flow with PKCE and a nonce)
+ * and the code is exchanged at its token endpoint: the real ID token (what leaks as `id_token_hint`) and
+ * the real access token.
+ */
+async function tokens(s: Setup): Promise<{ accessToken: string; idToken: string }> {
+  const issuer = new URL(s.idp.issuer)
+  const http = { [oauth.allowInsecureRequests]: true }
+  const as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, http))
+  const client = { client_id: s.idp.clientId }
+  const redirectUri = `${s.base}/oauth2/callback`
+  const verifier = oauth.generateRandomCodeVerifier()
+  const nonce = oauth.generateRandomNonce()
+  const authorize = new URL(as.authorization_endpoint!)
+  authorize.search = new URLSearchParams({
+    client_id: client.client_id,
+    redirect_uri: redirectUri,
+    response_type: 'code',
+    scope: 'openid email profile',
+    nonce,
+    code_challenge: await oauth.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+  }).toString()
+  const browser = createCookieClient({ fetch: browserFetch })
+  const callback = await signIn(browser, authorize, DEMO_USER.username, DEMO_USER.password, s.idp.issuer)
+  const params = oauth.validateAuthResponse(as, client, callback, oauth.skipStateCheck)
+  const response = await oauth.authorizationCodeGrantRequest(
+    as,
+    client,
+    oauth.ClientSecretBasic(s.idp.clientSecret),
+    params,
+    redirectUri,
+    verifier,
+    http,
+  )
+  const result = await oauth.processAuthorizationCodeResponse(as, client, response, {
+    expectedNonce: nonce,
+    requireIdToken: true,
+  })
+  return { accessToken: result.access_token, idToken: result.id_token! }
 }
 
 describe('ID tokens presented as bearer access tokens', () => {
@@ -111,7 +142,7 @@ describe('ID tokens presented as bearer access tokens', () => {
   test('default config: the leaked ID token gets 401 invalid_token and never reaches the upstream; the access token passes', async () => {
     const s = await setup(upstream, undefined)
     started.push(s)
-    const { accessToken, idToken } = await tokens(s, upstream)
+    const { accessToken, idToken } = await tokens(s)
     assert.equal(decodeJwt(idToken).aud, s.idp.clientId, 'an ID token: its audience is the client id')
     const count = upstream.requests.length
     const r = await fetch(`${s.base}/api/data`, { headers: { authorization: `Bearer ${idToken}` } })
@@ -132,7 +163,7 @@ describe('ID tokens presented as bearer access tokens', () => {
   test('audiences set to the API: its access tokens pass, the ID token is refused, also with access_token_typ strict', async () => {
     const s = await setup(upstream, API, { audiences: [API], access_token_typ: 'strict' })
     started.push(s)
-    const { accessToken, idToken } = await tokens(s, upstream)
+    const { accessToken, idToken } = await tokens(s)
     assert.equal(decodeJwt(accessToken).aud, API)
     const count = upstream.requests.length
     const r = await fetch(`${s.base}/api/data`, { headers: { authorization: `Bearer ${idToken}` } })
@@ -147,7 +178,7 @@ describe('ID tokens presented as bearer access tokens', () => {
   test('audiences listing the client id explicitly: the ID token is still refused (it carries nonce)', async () => {
     const s = await setup(upstream, undefined, { audiences: ['gatehouse-test'] })
     started.push(s)
-    const { accessToken, idToken } = await tokens(s, upstream)
+    const { accessToken, idToken } = await tokens(s)
     const count = upstream.requests.length
     const r = await fetch(`${s.base}/api/data`, { headers: { authorization: `Bearer ${idToken}` } })
     assert.equal(r.status, 401)
