@@ -67,6 +67,8 @@ export function createSessionRevocationList(options: SessionRevocationListOption
   let byProviderSid = new Map<string, SessionRevocation>()
   // Taken since the current reload started reading (it may have read before they were stored).
   let recent = new Map<string, SessionRevocation>()
+  // Revoked here, being written to the store: a reload reading meanwhile may not see them yet.
+  const writing = new Map<string, SessionRevocation>()
   // Revoked here while the store was unreachable: held here, and stored by the next reload that can.
   const unstored = new Map<string, SessionRevocation>()
 
@@ -137,6 +139,7 @@ export function createSessionRevocationList(options: SessionRevocationListOption
       for (const e of prior.byProviderSid.values()) if (e.expiresAt > now) hold(e)
     }
     for (const e of recent.values()) if (e.expiresAt > now) hold(e)
+    for (const e of writing.values()) if (e.expiresAt > now) hold(e)
     for (const e of unstored.values()) if (e.expiresAt > now) hold(e)
   }
 
@@ -156,14 +159,24 @@ export function createSessionRevocationList(options: SessionRevocationListOption
         expiresAt: e.expiresAt ?? at + maxTtlSeconds,
       })
     }
-    for (const r of records) take(r)
-    if (store === undefined) return records
+    if (store === undefined) {
+      for (const r of records) take(r)
+      return records
+    }
+    // Refused here at once; kept across reloads while written, then as taken since the reload began.
+    for (const r of records) {
+      hold(r)
+      writing.set(keyOf(r.kind, r.value), r)
+    }
     try {
       await store.revokeSessions(records)
     } catch (err) {
       for (const r of records) unstored.set(keyOf(r.kind, r.value), r)
       throw err
+    } finally {
+      for (const r of records) writing.delete(keyOf(r.kind, r.value))
     }
+    for (const r of records) take(r)
     options.onRevoked?.(records)
     return records
   }

@@ -194,6 +194,35 @@ describe('sign-out is server-side', () => {
   })
 })
 
+describe('the revocation list', () => {
+  test('a reload that reads while a revocation is still being written keeps it', async () => {
+    const memory = createMemoryStore()
+    let release: () => void = () => {}
+    const slow: SessionRevocationStore = {
+      revokeSessions: async (e) => {
+        await new Promise<void>((r) => {
+          release = r
+        })
+        await memory.revokeSessions(e)
+      },
+      listSessionRevocations: (n) => memory.listSessionRevocations(n),
+      getSessionRevocation: (k, v) => memory.getSessionRevocation(k, v),
+      pruneSessionRevocations: (n) => memory.pruneSessionRevocations(n),
+    }
+    const clock = { now: () => Date.UTC(2026, 0, 1) }
+    const list = createSessionRevocationList({ store: slow, clock, log: silent, maxTtlSeconds: MAX_TTL })
+    const session = { sid: 's-race', identity: { sub: 'alice' }, signedInAt: 0 }
+    const writing = list.revoke([{ kind: 'sid', value: 's-race' }])
+    assert.equal(list.isRevoked(session), true, 'refused at once')
+    await list.reload()
+    assert.equal(list.isRevoked(session), true, 'kept by a reload that read before the write')
+    release()
+    await writing
+    await list.reload()
+    assert.equal(list.isRevoked(session), true)
+  })
+})
+
 describe('a session the provider ended at a refresh', () => {
   test('POST /oauth2/refresh refused with invalid_grant: the same cookie is refused afterwards, not served', async () => {
     const g = await instance()
