@@ -1,5 +1,6 @@
 import { type JWTVerifyGetKey, jwtVerify } from 'jose'
 import type { Clock } from './clock.ts'
+import { isCanonicalCompact } from './encoding.ts'
 import { type Identity, type IdentityMapping, identityFromClaims, scopesFromClaims } from './identity.ts'
 import { createTokenCache } from './token-cache.ts'
 
@@ -171,6 +172,9 @@ export function createBearerVerifier(
       if (token.length > 16_384 || !JWT_SHAPE.test(token)) {
         return { ok: false, code: 'invalid_token', reason: 'not a JWT' }
       }
+      // A sibling spelling of a valid signature would verify too, and miss every exact-string cache.
+      if (!isCanonicalCompact(token, 3))
+        return { ok: false, code: 'invalid_token', reason: 'not canonical base64url' }
       return verifySlow(token)
     },
     forget(token) {

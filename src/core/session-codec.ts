@@ -1,7 +1,7 @@
 import { EncryptJWT, jwtDecrypt } from 'jose'
 import type { Clock } from './clock.ts'
 import { clearCookie, readCookie, serializeCookie } from './cookies.ts'
-import { base64url, utf8 } from './encoding.ts'
+import { base64url, isCanonicalCompact, utf8 } from './encoding.ts'
 import type { Identity } from './identity.ts'
 import { createTokenCache } from './token-cache.ts'
 
@@ -212,7 +212,8 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
         known.repeats++
         return { ok: false, reason: known.reason, repeats: known.repeats }
       }
-      if (token.split('.').length !== 5) return refuse(token, 'malformed')
+      // Before any crypto: a sibling spelling of a valid tag would decrypt, and miss both caches.
+      if (!isCanonicalCompact(token, 5)) return refuse(token, 'malformed')
       let payload: Record<string, unknown>
       try {
         payload = (await jwtDecrypt(token, getSessionKey, decryptOptions())).payload
@@ -302,7 +303,7 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
     },
 
     async unseal(value) {
-      if (value.length > chunkSize || value.split('.').length !== 5) return undefined
+      if (value.length > chunkSize || !isCanonicalCompact(value, 5)) return undefined
       try {
         return (await jwtDecrypt(value, getStateKey, decryptOptions())).payload
       } catch {

@@ -1,7 +1,7 @@
 import { decodeJwt, decodeProtectedHeader, jwtVerify, SignJWT } from 'jose'
 import type { BearerResult } from '../core/bearer.ts'
 import type { Clock } from '../core/clock.ts'
-import { randomToken } from '../core/encoding.ts'
+import { isCanonicalCompact, randomToken } from '../core/encoding.ts'
 import { GatehouseError } from '../core/errors.ts'
 import { type Identity, scopesFromClaims } from '../core/identity.ts'
 import type { Logger } from '../core/ports.ts'
@@ -296,6 +296,9 @@ export function createTokenService(options: TokenServiceOptions) {
     } catch {
       return { ok: false, code: 'invalid_token', reason: 'malformed token' }
     }
+    // Before any key lookup or crypto: a sibling spelling of a valid signature would verify, and miss the caches.
+    if (!isCanonicalCompact(jwt, 3))
+      return { ok: false, code: 'invalid_token', reason: 'not canonical base64url' }
     let key = kid === undefined ? undefined : keyRing.verificationKey(kid)
     if (key === undefined && kid !== undefined && clock.now() - lastKeyReloadMs >= KEY_RELOAD_COOLDOWN_MS) {
       // Another instance may have rotated twice since this one last ticked: look in the store (not the
