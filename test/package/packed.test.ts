@@ -1,12 +1,13 @@
 /**
  * The package as users install it: `npm pack` of this checkout, the tarball installed into an empty
- * folder, then the `gatehouse` command through npx (help, check, build-edge), every entry point imported
+ * folder, then the `gatehouse` command through npx (help, check, build-edge), `gatehouse dev` with a sign-in
+ * through its embedded provider, every entry point imported
  * from a plain .mjs consumer under Node (the Node gateway started and its /healthz answered), and the
  * fetch handler run from the installed package under Deno and Bun (their npm packages ship the binaries).
  * An older Node gets one sentence and exit 2, from the installed command and from `npm start`.
  */
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import {
   accessSync,
   constants,
@@ -22,9 +23,11 @@ import { delimiter, join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { pathToFileURL } from 'node:url'
 import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
-import { type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
+import { browserFetch } from '../helpers/browser-fetch.ts'
+import { createCookieClient } from '../helpers/cookie-client.ts'
+import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
 import { installInto, packProject, REPO_ROOT, run, shown, userEnv } from '../helpers/pack.ts'
-import { startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
+import { signIn, startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
 
 /** Versions of the other runtimes the consumer test runs under, from their npm packages. */
 const DENO = 'deno@2.9.6'
@@ -175,6 +178,57 @@ lifetimes: ${JSON.stringify(DEV_LIFETIMES)}
       const mod = (await import(pathToFileURL(join(out, fn, 'index.mjs')).href)) as { handler: unknown }
       assert.equal(typeof mod.handler, 'function', `${fn} exports handler`)
     }
+  })
+
+  test('gatehouse dev from the installed package: sign in as demo and reach the demo app', async () => {
+    const [port, adminPort] = [await freePort(), await freePort()]
+    const password = 'packed-dev-demo-password'
+    const child = spawn(
+      join(bin(), 'gatehouse'),
+      [
+        'dev',
+        '--port',
+        String(port),
+        '--admin-port',
+        String(adminPort),
+        '--data',
+        join(dir, 'dev-data'),
+        '--demo-password',
+        password,
+      ],
+      { cwd: consumer, env: userEnv() },
+    )
+    let output = ''
+    child.stdout.on('data', (d) => {
+      output += d
+    })
+    child.stderr.on('data', (d) => {
+      output += d
+    })
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve))
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`gatehouse dev did not start:\n${output}`)), 30_000)
+        child.stdout.on('data', () => {
+          if (output.includes('Gatehouse dev is running')) {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
+        child.on('close', () => reject(new Error(`gatehouse dev exited:\n${output}`)))
+      })
+      const base = `http://localhost:${port}`
+      const browser = createCookieClient({ fetch: browserFetch })
+      const first = await browser.request(`${base}/`, { headers: { accept: 'text/html' } })
+      assert.equal(first.status, 302)
+      const callback = await signIn(browser, first.headers.get('location')!, 'demo', password, `${base}/_idp`)
+      const done = await browser.follow(callback, { headers: { accept: 'text/html' } })
+      assert.equal(done.response.status, 200)
+      assert.match(await done.response.text(), /X-Auth-Request-Preferred-Username[\s\S]*demo/i)
+    } finally {
+      child.kill('SIGTERM')
+    }
+    assert.equal(await exited, 0, output)
   })
 
   test('a plain .mjs consumer imports every entry point; deep imports are refused', async () => {
