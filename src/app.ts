@@ -143,7 +143,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
           resolvePath(options.baseDir, config.tls.cert),
           resolvePath(options.baseDir, config.tls.key),
         )
-  const { session: secrets, clientSecret } = resolveCoreSecrets(config, options.baseDir, env)
+  const { session: secrets, clientSecret, clientKey } = resolveCoreSecrets(config, options.baseDir, env)
   const metrics = createMetrics()
   const services = await openTokenServices(config, {
     baseDir: options.baseDir,
@@ -166,7 +166,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     clock,
     // Sign-in and sign-out lines also go to the audit log.
     log: services.log,
-    secrets: { session: secrets, clientSecret },
+    secrets: { session: secrets, clientSecret, clientKey },
     cacheStore: services.store,
     sessionRevocations: services.sessions,
     // Calls to the provider record the certificate of each TLS handshake for the expiry inventory.

@@ -16,7 +16,7 @@ import type { Access } from './core/route-policy.ts'
 import { createSessionCodec, type SessionCodec } from './core/session-codec.ts'
 import { createSessionRevocationList } from './core/session-revocations.ts'
 import { createProviderCache, type ProviderCache } from './keys/provider-cache.ts'
-import { createOIDCClient, type OIDCClient } from './oidc/client.ts'
+import { createOIDCClient, importClientKey, type OIDCClient } from './oidc/client.ts'
 import { createGuardedFetch, type GuardedFetch } from './oidc/guarded-fetch.ts'
 import type { CacheStore } from './store/ports.ts'
 
@@ -38,7 +38,8 @@ export type AssembleConfig = Pick<
 export interface AssembleOptions {
   clock: Clock
   log: Logger
-  secrets: { session: string[]; clientSecret: string }
+  /** `clientKey`: private_key_jwt's key as read (PEM or JWK text); imported here, so a bad key stops the start. */
+  secrets: { session: string[]; clientSecret?: string | undefined; clientKey?: string | undefined }
   /** Where the provider's copies are kept (SQLite in the Node gateway, memory at the edge). */
   cacheStore: CacheStore
   fetch: typeof fetch
@@ -113,10 +114,16 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
     unknownKidCooldownSeconds: config.provider.cache.unknown_kid_cooldown,
     fetch: providerGuard.fetch,
   })
+  const clientKey = config.provider.client_key
   const oidc = createOIDCClient({
     issuer: config.provider.issuer,
     clientId: config.provider.client_id,
     clientSecret: options.secrets.clientSecret,
+    clientAuth: config.provider.client_auth,
+    clientKey:
+      clientKey === undefined || options.secrets.clientKey === undefined
+        ? undefined
+        : await importClientKey(options.secrets.clientKey, clientKey.alg),
     redirectUri: new URL('/oauth2/callback', publicUrl).href,
     scopes: config.provider.scopes,
     preset: config.provider.preset,

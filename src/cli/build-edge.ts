@@ -130,6 +130,17 @@ export async function prepareEdgeBundles(config: Config, options: PrepareOptions
       },
     ])
   }
+  const auth = config.provider.client_auth
+  if (config.provider.client_secret === undefined || auth === 'private_key_jwt' || auth === 'none') {
+    // The parse-auth, refresh-auth and sign-out functions carry the client secret baked in; a private key
+    // is not baked into every bundle, and a public client is not built for the edge yet.
+    throw new ConfigError('config', [
+      {
+        path: 'provider.client_auth',
+        message: `${auth ?? 'none (no client_secret)'} is not supported at the edge: use client_secret_basic or client_secret_post with provider.client_secret`,
+      },
+    ])
+  }
   const { session, clientSecret } = resolveCoreSecrets(config, options.baseDir, env)
 
   // The gateway's persisted copies (data_dir), when there are any, are the fallback and get refreshed.

@@ -20,6 +20,13 @@ export function describeConfig(config: Config): { text: string; warnings: string
   lines.push(
     `provider       ${config.provider.issuer}  (preset ${config.provider.preset}, client ${config.provider.client_id})`,
   )
+  const p = config.provider
+  lines.push(
+    `client auth    ${p.client_auth ?? (p.client_secret === undefined ? 'none (public client, PKCE)' : 'client_secret_basic, else client_secret_post (from discovery)')}`,
+  )
+  lines.push(
+    `bearer tokens  aud ${p.preset === 'cognito' ? `client_id claim in [${(p.audiences ?? [p.client_id]).join(', ')}]` : p.audiences === undefined ? `${p.client_id} (only with other audiences, or typed at+jwt)` : `in [${p.audiences.join(', ')}]`}, typ ${p.access_token_typ}; ID tokens refused`,
+  )
   lines.push(
     `listen         ${config.listen.host}:${config.listen.port}   admin ${config.admin.host}:${config.admin.port}`,
   )

@@ -25,17 +25,26 @@ export function loadConfigFile(file: string): { config: Config; baseDir: string 
   return { config: validateConfig(input, file), baseDir: dirname(resolve(file)) }
 }
 
-/** The session secrets and the client secret, read from where the config says. */
+/** The session secrets and the client secret or key, read from where the config says. */
 export function resolveCoreSecrets(
   config: Pick<Config, 'session' | 'provider'>,
   baseDir: string,
   env = process.env,
-): { session: string[]; clientSecret: string } {
+): { session: string[]; clientSecret: string | undefined; clientKey: string | undefined } {
+  const { client_secret: secret, client_key: key } = config.provider
   return {
     session: config.session.secrets.map((ref, i) =>
       resolveSecret(ref, `session.secrets[${i}]`, baseDir, env),
     ),
-    clientSecret: resolveSecret(config.provider.client_secret, 'provider.client_secret', baseDir, env),
+    clientSecret: secret && resolveSecret(secret, 'provider.client_secret', baseDir, env),
+    clientKey:
+      key &&
+      resolveSecret(
+        'env' in key ? { env: key.env } : { file: key.file },
+        'provider.client_key',
+        baseDir,
+        env,
+      ),
   }
 }
 

@@ -30,6 +30,8 @@ const durationMs = z.union([z.string(), z.number()]).transform((v, ctx) => {
 })
 
 const lifetime = z.strictObject({ ttl: duration, max_ttl: duration })
+/** private_key_jwt: the signing algorithm of a PEM key (a JWK's own `alg` wins). */
+const clientKeyAlg = z.enum(['RS256', 'PS256', 'ES256', 'ES384', 'EdDSA']).default('RS256')
 const rate = z.strictObject({ points: z.number().int().min(1), per: duration })
 
 /** A secret is never inline: it comes from an environment variable or a file. */
@@ -178,7 +180,24 @@ export const configSchema = z.strictObject({
     preset: z.enum(['generic', 'cognito']).default('generic'),
     issuer: httpUrl,
     client_id: z.string().min(1),
-    client_secret: secretRef,
+    /** Required by client_secret_basic and client_secret_post; absent for a public client (`none`). */
+    client_secret: secretRef.optional(),
+    /**
+     * How Gatehouse authenticates at the token and revocation endpoints. Default: from discovery's
+     * `token_endpoint_auth_methods_supported`: client_secret_basic (else client_secret_post) with a
+     * secret, `none` (a public client, PKCE only) without one.
+     */
+    client_auth: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']).optional(),
+    /** private_key_jwt: the private key, PEM (PKCS #8) or a JWK, from a file or an environment variable. */
+    client_key: z
+      .union(
+        [
+          z.strictObject({ file: z.string().min(1), alg: clientKeyAlg }),
+          z.strictObject({ env: z.string().min(1), alg: clientKeyAlg }),
+        ],
+        { error: 'expected { file: PATH } or { env: NAME }, with alg when the key is PEM (default RS256)' },
+      )
+      .optional(),
     /** When the client secret stops working, if the provider expires them (Entra ID does): watched by `gatehouse expiry`. */
     client_secret_expires: instant.optional(),
     /**

@@ -64,6 +64,29 @@ function toProblems(input: unknown, issues: z.core.$ZodIssue[]): ConfigProblem[]
   })
 }
 
+/** Each client authentication method has what it sends, and nothing it would not use. */
+function clientAuthProblems(p: Config['provider']): ConfigProblem[] {
+  const out: ConfigProblem[] = []
+  const auth = p.client_auth
+  if ((auth === 'client_secret_basic' || auth === 'client_secret_post') && p.client_secret === undefined)
+    out.push({ path: 'provider.client_secret', message: `required by client_auth ${auth}, got nothing` })
+  if (auth === 'private_key_jwt' && p.client_key === undefined)
+    out.push({ path: 'provider.client_key', message: 'required by client_auth private_key_jwt, got nothing' })
+  if (auth === 'none' && p.client_secret !== undefined)
+    out.push({
+      path: 'provider.client_secret',
+      message: 'client_auth none is a public client: remove the secret, or choose a method that sends it',
+    })
+  if (p.client_key !== undefined && auth !== 'private_key_jwt')
+    out.push({ path: 'provider.client_key', message: 'used only with client_auth: private_key_jwt' })
+  if (auth === 'private_key_jwt' && p.client_secret !== undefined)
+    out.push({
+      path: 'provider.client_secret',
+      message: 'not used with client_auth private_key_jwt: remove it',
+    })
+  return out
+}
+
 /** Validates an already-parsed config object; throws ConfigError listing every problem. The result is frozen. */
 export function validateConfig(input: unknown, file = 'config'): Config {
   const result = configSchema.safeParse(input)
@@ -108,6 +131,7 @@ export function validateConfig(input: unknown, file = 'config'): Config {
       message: `expected https (http only for loopback), got ${config.provider.issuer}`,
     })
   }
+  problems.push(...clientAuthProblems(config.provider))
   if (config.provider.preset === 'cognito' && config.provider.end_session_url === undefined) {
     problems.push({
       path: 'provider.end_session_url',

@@ -50,6 +50,20 @@ export class ProviderBusyError extends ProviderUnavailableError {
   }
 }
 
+/**
+ * The provider refused Gatehouse's own client credentials (`invalid_client`, `unauthorized_client`, or a
+ * 401 challenge at the token endpoint): the gateway is misconfigured, not the user refused.
+ */
+export class ClientMisconfiguredError extends GatehouseError {
+  override readonly name = 'ClientMisconfiguredError'
+  /** The OAuth error code the provider returned. */
+  readonly oauthError: string
+  constructor(oauthError: string, message: string, options?: { cause?: unknown }) {
+    super('ERR_CLIENT_MISCONFIGURED', message, "The gateway's sign-in client is misconfigured", options)
+    this.oauthError = oauthError
+  }
+}
+
 /** The provider's answer failed a check (ID token signature, nonce, issuer, audience...). */
 export class ProviderResponseError extends GatehouseError {
   override readonly name = 'ProviderResponseError'

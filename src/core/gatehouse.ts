@@ -16,6 +16,7 @@ import {
 } from './decisions.ts'
 import { base64url, randomToken, sha256, timingSafeEqualString } from './encoding.ts'
 import {
+  ClientMisconfiguredError,
   ProviderBusyError,
   ProviderRejectedError,
   ProviderResponseError,
@@ -418,6 +419,22 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         const r = providerDown(facts, err)
         r.setCookies.push(...clearState)
         return r
+      }
+      if (err instanceof ClientMisconfiguredError) {
+        // The provider refused the gateway's own credentials: nothing the user can fix by signing in
+        // again. 500 (our configuration, not a bad answer), and an error line for the operator.
+        log.error(
+          { code: 'client_misconfigured', oauthError: err.oauthError, reason: describe(err) },
+          "the provider refused the gateway's client credentials: check provider.client_id, client_secret, client_key and client_auth",
+        )
+        return problem(
+          facts,
+          500,
+          'client_misconfigured',
+          'Sign-in is not working',
+          "The identity provider refused this gateway's own credentials, so nobody can sign in until its operators fix the configuration. This is not a problem with your account.",
+          { setCookies: clearState },
+        )
       }
       if (err instanceof ProviderRejectedError) {
         return bad(

@@ -17,7 +17,12 @@ import { createUserStore, type User, type UserStore, type UserStoreOptions } fro
 /** A relying party of the embedded IdP (in practice: the Gatehouse gateway itself). */
 export interface EmbeddedIdPClient {
   client_id: string
-  client_secret: string
+  /** Required unless the client authenticates with private_key_jwt or is public (`none`). */
+  client_secret?: string
+  /** Default client_secret_basic (client_secret_post is accepted from such a client too). */
+  token_endpoint_auth_method?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none'
+  /** private_key_jwt: the client's public keys. */
+  jwks?: { keys: Record<string, unknown>[] }
   /** Exact-match redirect URIs (RFC 9700 §4.1.3). */
   redirect_uris: string[]
   post_logout_redirect_uris?: string[]
@@ -128,7 +133,8 @@ export async function createEmbeddedIdP(options: EmbeddedIdPOptions): Promise<Em
     adapter: createSQLiteAdapter(db),
     clients: config.clients.map((client) => ({
       client_id: client.client_id,
-      client_secret: client.client_secret,
+      ...(client.client_secret === undefined ? {} : { client_secret: client.client_secret }),
+      ...(client.jwks === undefined ? {} : { jwks: client.jwks }),
       redirect_uris: [...client.redirect_uris],
       post_logout_redirect_uris: [...(client.post_logout_redirect_uris ?? [])],
       ...(client.backchannel_logout_uri === undefined
@@ -139,10 +145,17 @@ export async function createEmbeddedIdP(options: EmbeddedIdPOptions): Promise<Em
           }),
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
-      token_endpoint_auth_method: 'client_secret_basic',
+      token_endpoint_auth_method: client.token_endpoint_auth_method ?? 'client_secret_basic',
     })),
     // oidc-provider accepts either of the two secret methods from a client registered with one of them.
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    // Other methods only when a client is registered with one (tests of Gatehouse's client_auth).
+    clientAuthMethods: [
+      ...new Set([
+        'client_secret_basic',
+        'client_secret_post',
+        ...config.clients.map((c) => c.token_endpoint_auth_method ?? 'client_secret_basic'),
+      ]),
+    ],
     responseTypes: ['code'],
     scopes: OIDC_SCOPES,
     claims: {
@@ -541,7 +554,9 @@ function resolveOptions(options: EmbeddedIdPOptions): ResolvedOptions {
       )
     }
     seen.add(client.client_id)
-    if (typeof client.client_secret !== 'string' || client.client_secret === '') {
+    const method = client.token_endpoint_auth_method ?? 'client_secret_basic'
+    const needsSecret = method === 'client_secret_basic' || method === 'client_secret_post'
+    if (needsSecret && (typeof client.client_secret !== 'string' || client.client_secret === '')) {
       throw new TypeError(`${path}.client_secret: expected a non-empty string`)
     }
     if (!isURLList(client.redirect_uris, false)) {

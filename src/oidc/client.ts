@@ -1,8 +1,13 @@
-import type { JWTVerifyGetKey } from 'jose'
-import { jwtVerify } from 'jose'
+import type { JWK, JWTVerifyGetKey } from 'jose'
+import { importJWK, importPKCS8, jwtVerify } from 'jose'
 import * as oauth from 'oauth4webapi'
 import type { Clock } from '../core/clock.ts'
-import { ProviderRejectedError, ProviderResponseError, ProviderUnavailableError } from '../core/errors.ts'
+import {
+  ClientMisconfiguredError,
+  ProviderRejectedError,
+  ProviderResponseError,
+  ProviderUnavailableError,
+} from '../core/errors.ts'
 import { type OIDCPort, silentLogger, type TokenResult } from '../core/ports.ts'
 import { createProviderCache, type ProviderCache } from '../keys/provider-cache.ts'
 import { createMemoryStore } from '../store/memory-store.ts'
@@ -12,7 +17,12 @@ export type ProviderPreset = 'generic' | 'cognito'
 export interface OIDCClientOptions {
   issuer: string
   clientId: string
-  clientSecret: string
+  /** With client_secret_basic or client_secret_post. */
+  clientSecret?: string | undefined
+  /** Default: from discovery (client_secret_basic, else client_secret_post, with a secret; `none` without). */
+  clientAuth?: ClientAuthMethod | undefined
+  /** private_key_jwt's key (see importClientKey). */
+  clientKey?: oauth.PrivateKey | undefined
   /** Gatehouse's callback URL, registered at the provider (exact match, RFC 9700 §4.1.3). */
   redirectUri: string
   scopes: readonly string[]
@@ -39,12 +49,48 @@ export interface OIDCClient extends OIDCPort {
   keys(): Promise<JWTVerifyGetKey>
 }
 
+export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none'
+
+/** private_key_jwt's signing key: PEM (PKCS #8) or a JWK (whose own `alg` and `kid` win). */
+export async function importClientKey(text: string, alg: string): Promise<oauth.PrivateKey> {
+  const trimmed = text.trim()
+  try {
+    if (trimmed.startsWith('{')) {
+      const jwk = JSON.parse(trimmed) as JWK
+      const key = await importJWK(jwk, jwk.alg ?? alg)
+      if (key instanceof Uint8Array || key.type !== 'private') throw new TypeError('not a private key')
+      return jwk.kid === undefined ? { key } : { key, kid: jwk.kid }
+    }
+    return { key: await importPKCS8(trimmed, alg) }
+  } catch (err) {
+    throw new TypeError(
+      `provider.client_key: cannot import it as a ${alg} private key (${(err as Error).message})`,
+    )
+  }
+}
+
+/**
+ * client_secret_basic. RFC 6749 §2.3.1 form-encodes the client id and secret before Basic (RFC 7617);
+ * oauth4webapi escapes everything but letters and digits (HTML 4.01's form encoding), and providers that
+ * do not decode (glewlwyd, HCL Domino…) then refuse a secret with `-`, `.`, `_` or `~`. A provider that
+ * decodes reads the same value whether those are escaped or not, so only what decoding would change is:
+ * `%`, `+`, anything not printable ASCII, and `:` in the client id, where it would end the user-id.
+ */
+function clientSecretBasic(secret: string): oauth.ClientAuth {
+  const part = (value: string, pattern: RegExp) => value.replace(pattern, (c) => encodeURIComponent(c))
+  return (_as, client, _body, headers) => {
+    const user = part(client.client_id, /[^\x21-\x7e]|[%+:]/gu)
+    headers.set('authorization', `Basic ${btoa(`${user}:${part(secret, /[^\x21-\x7e]|[%+]/gu)}`)}`)
+  }
+}
+
 function isLoopback(url: URL): boolean {
   return url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]'
 }
 
 function toProviderError(err: unknown, what: string): Error {
   if (
+    err instanceof ClientMisconfiguredError ||
     err instanceof ProviderRejectedError ||
     err instanceof ProviderUnavailableError ||
     err instanceof ProviderResponseError
@@ -54,10 +100,19 @@ function toProviderError(err: unknown, what: string): Error {
   if (err instanceof oauth.ResponseBodyError) {
     if (err.status >= 500)
       return new ProviderUnavailableError(`${what}: provider answered ${err.status}`, { cause: err })
+    // RFC 6749 §5.2: our own credentials or registration, not the user's sign-in.
+    if (err.error === 'invalid_client' || err.error === 'unauthorized_client')
+      return new ClientMisconfiguredError(
+        err.error,
+        `${what}: provider refused the client with ${err.error}`,
+        {
+          cause: err,
+        },
+      )
     return new ProviderRejectedError(err.error, `${what}: provider refused with ${err.error}`, { cause: err })
   }
   if (err instanceof oauth.WWWAuthenticateChallengeError) {
-    return new ProviderRejectedError(
+    return new ClientMisconfiguredError(
       'invalid_client',
       `${what}: provider challenged the client (${err.status})`,
       { cause: err },
@@ -94,7 +149,53 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
   const insecure = issuer.protocol === 'http:'
   if (insecure && !isLoopback(issuer)) throw new TypeError('issuer: must be https (http only for loopback)')
   const client: oauth.Client = { client_id: options.clientId }
-  const clientAuth = oauth.ClientSecretBasic(options.clientSecret)
+  // The method, once discovery is known; chosen again only if the discovery document changes.
+  let auth: { for: oauth.AuthorizationServer; auth: oauth.ClientAuth } | undefined
+  function clientAuth(as: oauth.AuthorizationServer): oauth.ClientAuth {
+    if (auth?.for !== as) auth = { for: as, auth: chooseClientAuth(as) }
+    return auth.auth
+  }
+  function chooseClientAuth(as: oauth.AuthorizationServer): oauth.ClientAuth {
+    // RFC 8414 §2: a provider that says nothing supports client_secret_basic.
+    const supported = as.token_endpoint_auth_methods_supported ?? ['client_secret_basic']
+    const method =
+      options.clientAuth ??
+      (options.clientSecret === undefined
+        ? 'none'
+        : supported.includes('client_secret_basic')
+          ? 'client_secret_basic'
+          : supported.includes('client_secret_post')
+            ? 'client_secret_post'
+            : undefined)
+    if (method === undefined)
+      throw new ClientMisconfiguredError(
+        'unsupported_auth_method',
+        `the provider supports neither client_secret_basic nor client_secret_post (${supported.join(', ')}): set provider.client_auth`,
+      )
+    const secret = () => {
+      if (options.clientSecret === undefined)
+        throw new ClientMisconfiguredError(
+          'missing_credentials',
+          `provider.client_secret: required by ${method}`,
+        )
+      return options.clientSecret
+    }
+    switch (method) {
+      case 'client_secret_basic':
+        return clientSecretBasic(secret())
+      case 'client_secret_post':
+        return oauth.ClientSecretPost(secret())
+      case 'private_key_jwt':
+        if (options.clientKey === undefined)
+          throw new ClientMisconfiguredError(
+            'missing_credentials',
+            'provider.client_key: required by private_key_jwt',
+          )
+        return oauth.PrivateKeyJwt(options.clientKey)
+      case 'none':
+        return oauth.None()
+    }
+  }
   const fetchImpl = options.fetch ?? fetch
   // One options object shape for every call; `as never` because oauth4webapi types customFetch per call kind.
   const http = () => ({
@@ -191,7 +292,7 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
           await oauth.authorizationCodeGrantRequest(
             as,
             client,
-            clientAuth,
+            clientAuth(as),
             validated,
             options.redirectUri,
             expected.codeVerifier,
@@ -213,7 +314,7 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
       try {
         const as = await metadata()
         const response = assertAvailable(
-          await oauth.refreshTokenGrantRequest(as, client, clientAuth, refreshToken, http()),
+          await oauth.refreshTokenGrantRequest(as, client, clientAuth(as), refreshToken, http()),
           'refresh',
         )
         const result = await oauth.processRefreshTokenResponse(as, client, response)
@@ -254,7 +355,7 @@ export function createOIDCClient(options: OIDCClientOptions): OIDCClient {
       try {
         const as = await metadata()
         if (as.revocation_endpoint === undefined) return
-        const response = await oauth.revocationRequest(as, client, clientAuth, token, http())
+        const response = await oauth.revocationRequest(as, client, clientAuth(as), token, http())
         await oauth.processRevocationResponse(response)
       } catch (err) {
         throw toProviderError(err, 'revocation')

@@ -29,6 +29,10 @@ export interface TestIdPOptions {
   clientId?: string
   /** Default: random. */
   clientSecret?: string
+  /** How the client authenticates at the token endpoint; default client_secret_basic. */
+  clientAuthMethod?: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt' | 'none'
+  /** private_key_jwt: the client's public keys. */
+  clientJwks?: { keys: Record<string, unknown>[] }
   /** Default: the client id. */
   accessTokenAudience?: string
   accessTokenTtlSeconds?: number
@@ -119,7 +123,13 @@ export async function startTestIdP(options: TestIdPOptions): Promise<TestIdP> {
       clients: [
         {
           client_id: clientId,
-          client_secret: clientSecret,
+          ...(options.clientAuthMethod === 'none' || options.clientAuthMethod === 'private_key_jwt'
+            ? {}
+            : { client_secret: clientSecret }),
+          ...(options.clientAuthMethod === undefined
+            ? {}
+            : { token_endpoint_auth_method: options.clientAuthMethod }),
+          ...(options.clientJwks === undefined ? {} : { jwks: options.clientJwks }),
           redirect_uris: options.redirectUris,
           post_logout_redirect_uris: options.postLogoutRedirectUris ?? [],
           ...(options.backchannelLogoutUri === undefined

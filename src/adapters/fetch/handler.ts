@@ -79,7 +79,18 @@ export async function createFetchHandler(
     log,
     secrets: {
       session: config.session.secrets.map((ref, i) => secret(ref, `session.secrets[${i}]`, options.env)),
-      clientSecret: secret(config.provider.client_secret, 'provider.client_secret', options.env),
+      clientSecret:
+        config.provider.client_secret &&
+        secret(config.provider.client_secret, 'provider.client_secret', options.env),
+      clientKey:
+        config.provider.client_key &&
+        secret(
+          'env' in config.provider.client_key
+            ? { env: config.provider.client_key.env }
+            : { file: config.provider.client_key.file },
+          'provider.client_key',
+          options.env,
+        ),
     },
     cacheStore: createMemoryStore({ clock }),
     fetch: fetchImpl,
