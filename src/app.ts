@@ -275,6 +275,8 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     inFlight: overload?.inFlight,
     tls: tlsFiles === undefined ? undefined : { cert: tlsFiles.current().cert, key: tlsFiles.current().key },
     limits: serverLimits(config.server),
+    allowedHosts: config.server.allowed_hosts,
+    upstreamHost: config.server.upstream_host,
   })
   const listenOn = options.listen ?? config.listen
   const port = await listen(gateway.server, listenOn.host, listenOn.port)

@@ -29,6 +29,18 @@ const durationMs = z.union([z.string(), z.number()]).transform((v, ctx) => {
   return s * 1000
 })
 
+/** Host names a port answers for besides its own: `app.example.com`, or `.example.com` for a whole domain. */
+const hostNames = z
+  .array(
+    z
+      .string()
+      .regex(
+        /^\.?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/,
+        'expected a host name without scheme or port, e.g. app.example.com, or .example.com for a domain',
+      ),
+  )
+  .default([])
+
 const lifetime = z.strictObject({ ttl: duration, max_ttl: duration })
 /** private_key_jwt: the signing algorithm of a PEM key (a JWK's own `alg` wins). */
 const clientKeyAlg = z.enum(['RS256', 'PS256', 'ES256', 'ES384', 'EdDSA']).default('RS256')
@@ -164,6 +176,10 @@ export const configSchema = z.strictObject({
       keep_alive_timeout: durationMs.default(5_000),
       max_connections: z.number().int().min(1).default(10_000),
       max_connections_per_client: z.union([z.literal(false), z.number().int().min(1)]).default(256),
+      /** Host names answered besides public_url's (IP literals and localhost always are); others get 421. */
+      allowed_hosts: hostNames,
+      /** The Host the upstream gets: public_url's, the upstream URL's own, or the client's (`preserve`). */
+      upstream_host: z.enum(['public', 'upstream', 'preserve']).default('public'),
     })
     .refine((s) => s.request_timeout === 0 || s.request_timeout >= s.headers_timeout, {
       message: 'expected request_timeout to be 0 (off) or at least headers_timeout',
@@ -175,6 +191,8 @@ export const configSchema = z.strictObject({
       keep_alive_timeout: 5_000,
       max_connections: 10_000,
       max_connections_per_client: 256,
+      allowed_hosts: [],
+      upstream_host: 'public',
     }),
   provider: z.strictObject({
     preset: z.enum(['generic', 'cognito']).default('generic'),

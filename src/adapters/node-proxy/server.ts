@@ -3,10 +3,11 @@ import { createServer as createHTTPSServer } from 'node:https'
 import type { Duplex } from 'node:stream'
 import { Counter } from 'prom-client'
 import type { Metrics } from '../../admin/metrics.ts'
-import { type Decision, problem, type RequestFacts, type Respond } from '../../core/decisions.ts'
+import { type Allow, type Decision, problem, type RequestFacts, type Respond } from '../../core/decisions.ts'
 import type { Gatehouse } from '../../core/gatehouse.ts'
 import type { Logger } from '../../core/ports.ts'
 import { readFormBody } from '../../idp/form-body.ts'
+import { createHostCheck } from './allowed-hosts.ts'
 import { buildUpstreamHeaders, hasRepeatedAuthorization } from './forward-headers.ts'
 import {
   createRefusalLog,
@@ -45,6 +46,17 @@ export interface GatewayServerOptions {
   tls?: { cert: string | Buffer; key: string | Buffer } | undefined
   /** Header and request timeouts, connection caps (config `server`). Default `DEFAULT_SERVER_LIMITS`. */
   limits?: ServerLimits | undefined
+  /**
+   * Host names answered besides `publicUrl`'s (`.example.com`: that domain and every name under it); IP
+   * literals and `localhost` always are. Any other `Host` gets 421 `misdirected_request`. Default none.
+   */
+  allowedHosts?: readonly string[] | undefined
+  /**
+   * The `Host` the upstream gets: `public` (`publicUrl`'s host), `upstream` (the upstream URL's own), or
+   * `preserve` (the client's, which passed `allowedHosts`). `X-Forwarded-Host` is always `publicUrl`'s.
+   * Default `public`.
+   */
+  upstreamHost?: 'public' | 'upstream' | 'preserve' | undefined
 }
 
 export interface GatewayServer {
@@ -80,6 +92,8 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
   const { gatehouse, upstream, securityHeaders, metrics, log } = options
   const proto = options.publicUrl.protocol === 'https:' ? 'https' : 'http'
   const publicHost = options.publicUrl.host
+  const isAllowedHost = createHostCheck([options.publicUrl.hostname, ...(options.allowedHosts ?? [])])
+  const upstreamHost = options.upstreamHost ?? 'public'
   const mounts = options.mounts ?? []
   const inFlight = options.inFlight
   const maxHeld = options.maxHeld ?? 10_000
@@ -158,7 +172,47 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     )
   }
 
+  /**
+   * RFC 9110 §15.5.20: a Host this gateway does not answer for, such as a name rebound to its address by
+   * a hostile page (DNS rebinding), is refused before anything else.
+   */
+  function refuseMisdirected(req: IncomingMessage): Respond | undefined {
+    if (isAllowedHost(req.headers.host)) return undefined
+    log.info(
+      { code: 'misdirected_request', host: req.headers.host?.slice(0, 100) },
+      'request refused: not a host this gateway answers for (public_url, server.allowed_hosts)',
+    )
+    return problem(
+      factsOf(req),
+      421,
+      'misdirected_request',
+      'Misdirected request',
+      'This server does not answer for that host name.',
+    )
+  }
+
+  // What the upstream is told about the request: X-Forwarded-Host from public_url, never the client.
+  function headersFor(req: IncomingMessage, decision: Allow, upgrade: boolean) {
+    const headers = buildUpstreamHeaders(req, {
+      identity: decision.upstreamHeaders,
+      clientAddress: req.socket.remoteAddress ?? '',
+      proto,
+      host: publicHost,
+      cookie: decision.upstreamCookie,
+      upgrade,
+    })
+    if (upstreamHost === 'public') headers['host'] = publicHost
+    else if (upstreamHost === 'upstream') delete headers['host']
+    else headers['host'] ??= publicHost
+    return headers
+  }
+
   async function onRequest(req: IncomingMessage, res: ServerResponse) {
+    const misdirected = refuseMisdirected(req)
+    if (misdirected !== undefined) {
+      count('respond', misdirected.code)
+      return respond(res, misdirected, req.method ?? 'GET')
+    }
     const url = req.url ?? '/'
     for (const m of mounts) {
       if (url === m.prefix || url.startsWith(`${m.prefix}/`) || url.startsWith(`${m.prefix}?`))
@@ -214,13 +268,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       return respond(res, decision, req.method ?? 'GET')
     }
     if (draining) res.setHeader('connection', 'close')
-    const headers = buildUpstreamHeaders(req, {
-      identity: decision.upstreamHeaders,
-      clientAddress: req.socket.remoteAddress ?? '',
-      proto,
-      host: req.headers.host ?? publicHost,
-      cookie: decision.upstreamCookie,
-    })
+    const headers = headersFor(req, decision, false)
     // Connection-specific (RFC 9113 §3.1), meaningless without the Upgrade that was dropped.
     delete headers['http2-settings']
     upstream.forward(req, res, {
@@ -243,7 +291,8 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     }
     let decision: Decision
     try {
-      decision = refuseRepeatedAuthorization(req) ?? (await gatehouse.handle(factsOf(req)))
+      decision =
+        refuseMisdirected(req) ?? refuseRepeatedAuthorization(req) ?? (await gatehouse.handle(factsOf(req)))
     } catch (err) {
       log.error({ err: (err as Error).message }, 'decision failed (upgrade)')
       socket.end('HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
@@ -252,20 +301,13 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     count(decision.kind, decision.kind === 'allow' ? 'allow' : decision.code)
     if (decision.kind === 'respond') {
       // No upgrade: answer with the decision's status and close.
-      const lines = [`HTTP/1.1 ${decision.status} ${decision.status === 401 ? 'Unauthorized' : 'Refused'}`]
+      const lines = [`HTTP/1.1 ${decision.status} ${STATUS_CODES[decision.status] ?? 'Refused'}`]
       for (const [k, v] of Object.entries(decision.headers)) lines.push(`${k}: ${v}`)
       lines.push('connection: close', `content-length: ${Buffer.byteLength(decision.body)}`)
       socket.end(`${lines.join('\r\n')}\r\n\r\n${decision.body}`)
       return
     }
-    const headers = buildUpstreamHeaders(req, {
-      identity: decision.upstreamHeaders,
-      clientAddress: req.socket.remoteAddress ?? '',
-      proto,
-      host: req.headers.host ?? publicHost,
-      cookie: decision.upstreamCookie,
-      upgrade: true,
-    })
+    const headers = headersFor(req, decision, true)
     upstream.upgrade(req, socket, head, { path: decision.path, headers, onError: onUpstreamError })
   }
 

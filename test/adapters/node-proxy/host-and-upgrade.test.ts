@@ -1,7 +1,8 @@
 /**
  * What the upstream hears about the connection, over raw sockets against the whole gateway: only
  * WebSocket is tunnelled (an h2c upgrade is served as an ordinary request, without its Upgrade and
- * HTTP2-Settings, and no tunnel opens).
+ * HTTP2-Settings, and no tunnel opens); Host and X-Forwarded-Host come from public_url, never the
+ * client, and a Host naming another site is refused with 421.
  */
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
@@ -185,5 +186,139 @@ describe('upgrades other than WebSocket are not tunnelled', () => {
     assert.equal(seen.url, '/public/ws')
     assert.equal(seen.headers.upgrade, 'websocket')
     assert.equal(seen.headers['http2-settings'], undefined)
+  })
+})
+
+describe('Host: the upstream hears public_url, and other names are refused', () => {
+  let origin: Origin
+  let gateway: Gateway
+  let originHost: string
+  before(async () => {
+    origin = await startOrigin()
+    originHost = new URL(origin.url).host
+    gateway = await gatewayFor(origin)
+  })
+  after(async () => {
+    await gateway.close()
+    await origin.close()
+  })
+
+  test('Host and X-Forwarded-Host evil.example: 421 misdirected_request, the upstream not reached', async () => {
+    const before = origin.requests.length
+    const received = await exchange(
+      gateway.url,
+      [
+        'GET /public/x HTTP/1.1\r\nHost: evil.example\r\nX-Forwarded-Host: evil.example\r\nAccept: application/json\r\n' +
+          'Connection: close\r\n\r\n',
+      ],
+      [/\}\n?$/],
+    )
+    assert.match(received, /^HTTP\/1\.1 421 /)
+    assert.match(received, /"error":"misdirected_request"/)
+    assert.equal(origin.requests.length, before, 'the upstream was not reached')
+
+    const upgrade = await exchange(
+      gateway.url,
+      [
+        'GET /public/ws HTTP/1.1\r\nHost: evil.example:8080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      ],
+      [/misdirected_request/],
+    )
+    assert.match(upgrade, /^HTTP\/1\.1 421 /)
+    assert.equal(origin.upgrades.length, 0, 'no tunnel was opened')
+  })
+
+  test('a client-sent X-Forwarded-Host is replaced, and the upstream gets public_url as Host', async () => {
+    const received = await exchange(
+      gateway.url,
+      [
+        'GET /public/ip HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-Host: evil.example\r\n' +
+          'X-Forwarded-Host: evil2.example\r\nConnection: close\r\n\r\n',
+      ],
+      [/ok \/public\/ip/],
+    )
+    assert.match(received, /^HTTP\/1\.1 200 /)
+    const seen = origin.requests.find((r) => r.url === '/public/ip')
+    assert.ok(seen)
+    assert.equal(seen.headers.host, 'app.example.com')
+    assert.equal(seen.headers['x-forwarded-host'], 'app.example.com')
+
+    // The public name in any case, with a port or a trailing dot, is the public name.
+    await exchange(
+      gateway.url,
+      ['GET /public/case HTTP/1.1\r\nHost: APP.Example.COM.:443\r\nConnection: close\r\n\r\n'],
+      [/ok \/public\/case/],
+    )
+    const cased = origin.requests.find((r) => r.url === '/public/case')
+    assert.ok(cased)
+    assert.equal(cased.headers.host, 'app.example.com')
+  })
+
+  test('WebSocket: the upstream gets public_url as Host and X-Forwarded-Host', async () => {
+    await exchange(
+      gateway.url,
+      [
+        'GET /public/ws-host HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-Host: evil.example\r\nConnection: Upgrade\r\n' +
+          'Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      ],
+      [/^HTTP\/1\.1 101 /],
+    )
+    const seen = origin.upgrades.find((r) => r.url === '/public/ws-host')
+    assert.ok(seen)
+    assert.equal(seen.headers.host, 'app.example.com')
+    assert.equal(seen.headers['x-forwarded-host'], 'app.example.com')
+  })
+
+  test('server.allowed_hosts and server.upstream_host: preserve and upstream', async () => {
+    const preserving = await gatewayFor(origin, {
+      server: { allowed_hosts: ['.example.net'], upstream_host: 'preserve' },
+    })
+    const own = await gatewayFor(origin, { server: { upstream_host: 'upstream' } })
+    try {
+      await exchange(
+        preserving.url,
+        ['GET /public/preserve HTTP/1.1\r\nHost: a.example.net\r\nConnection: close\r\n\r\n'],
+        [/ok \/public\/preserve/],
+      )
+      const preserved = origin.requests.find((r) => r.url === '/public/preserve')
+      assert.ok(preserved)
+      assert.equal(preserved.headers.host, 'a.example.net')
+      assert.equal(preserved.headers['x-forwarded-host'], 'app.example.com')
+      const outside = await exchange(
+        preserving.url,
+        ['GET /public/x HTTP/1.1\r\nHost: example.net.evil.example\r\nConnection: close\r\n\r\n'],
+        [/misdirected_request/],
+      )
+      assert.match(outside, /^HTTP\/1\.1 421 /)
+
+      await exchange(
+        own.url,
+        ['GET /public/own HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n'],
+        [/ok \/public\/own/],
+      )
+      const upstreamOwn = origin.requests.find((r) => r.url === '/public/own')
+      assert.ok(upstreamOwn)
+      assert.equal(upstreamOwn.headers.host, originHost)
+      assert.equal(upstreamOwn.headers['x-forwarded-host'], 'app.example.com')
+    } finally {
+      await preserving.close()
+      await own.close()
+    }
+  })
+
+  test('config: allowed_hosts takes host names only', () => {
+    assert.throws(
+      () =>
+        validateConfig({
+          public_url: 'https://app.example.com',
+          upstream: 'http://127.0.0.1:3000',
+          provider: { issuer: 'http://127.0.0.1:9/idp', client_id: 'c', client_secret: { env: 'S' } },
+          session: { secrets: [{ env: 'S' }] },
+          lifetimes: DEV_LIFETIMES,
+          server: { allowed_hosts: ['https://app.example.com:443'] },
+        }),
+      /server\.allowed_hosts/,
+    )
   })
 })

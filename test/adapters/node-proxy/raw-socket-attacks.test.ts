@@ -310,7 +310,7 @@ describe('identity headers spelled with underscores (CGI reads _ as -)', () => {
         'only the header no rule protects keeps its underscore',
       )
       assert.deepEqual(values.get('HTTP_X_FORWARDED_FOR'), ['127.0.0.1'])
-      assert.deepEqual(values.get('HTTP_X_FORWARDED_HOST'), ['localhost'])
+      assert.deepEqual(values.get('HTTP_X_FORWARDED_HOST'), ['localhost:8080'], "public_url's host")
       assert.deepEqual(values.get('HTTP_X_REAL_IP'), ['127.0.0.1'])
       assert.equal(values.get('HTTP_X_GATEHOUSE_DEGRADED'), undefined)
       assert.equal(values.get('HTTP_KEEP_ALIVE'), undefined)
