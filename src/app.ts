@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import { createServer as createNetServer } from 'node:net'
+import { createServer as createNetServer, isIP } from 'node:net'
 import { resolve as resolvePath } from 'node:path'
 import { Gauge } from 'prom-client'
 import { Agent } from 'undici'
@@ -308,6 +308,11 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     admin = createAdminServer({
       metrics,
       limits: serverLimits(config.server),
+      // The name it listens on, when it is one, is a name it answers for.
+      allowedHosts: [
+        ...config.admin.allowed_hosts,
+        ...(isIP(adminListen.host) === 0 ? [adminListen.host] : []),
+      ],
       log,
       statusPage: async () => {
         const cache = providerCache.status()

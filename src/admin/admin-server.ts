@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http'
+import { createHostCheck } from '../adapters/node-proxy/allowed-hosts.ts'
 import {
   createRefusalLog,
   DEFAULT_SERVER_LIMITS,
@@ -20,8 +21,17 @@ export interface AdminOptions {
   statusPage?: () => Promise<string>
   /** Header timeout, connection caps (config `server`); its requests carry no body, so the whole request gets the header timeout. */
   limits?: ServerLimits | undefined
+  /**
+   * Host names answered (`.example.com`: a domain and every name under it), e.g. the name Prometheus
+   * scrapes; IP literals and `localhost` always are. Any other `Host` gets 421 `misdirected_request` and
+   * nothing else: a hostile page cannot read this port through a name rebound to it (DNS rebinding).
+   */
+  allowedHosts?: readonly string[] | undefined
   log?: Logger | undefined
 }
+
+const MISDIRECTED =
+  '{"error":"misdirected_request","error_description":"This server does not answer for that host name."}\n'
 
 /**
  * The admin port: `/healthz` (the process answers), `/readyz` (it can serve), `/metrics` (Prometheus),
@@ -29,6 +39,8 @@ export interface AdminOptions {
  */
 export function createAdminServer(options: AdminOptions): Server {
   const limits = options.limits ?? DEFAULT_SERVER_LIMITS
+  const log = options.log ?? silentLogger
+  const isAllowedHost = createHostCheck(options.allowedHosts ?? [])
   const server = createServer(
     httpServerOptions({ ...limits, requestTimeoutMs: limits.headersTimeoutMs }),
     async (req, res) => {
@@ -41,6 +53,13 @@ export function createAdminServer(options: AdminOptions): Server {
           ...extra,
         })
         res.end(req.method === 'HEAD' ? undefined : body)
+      }
+      if (!isAllowedHost(req.headers.host)) {
+        log.info(
+          { code: 'misdirected_request', host: req.headers.host?.slice(0, 100) },
+          'admin request refused: not a host the admin port answers for (admin.allowed_hosts)',
+        )
+        return send(421, 'application/json', MISDIRECTED)
       }
       if (req.method !== 'GET' && req.method !== 'HEAD')
         return send(405, 'text/plain', 'method not allowed\n')
@@ -72,6 +91,6 @@ export function createAdminServer(options: AdminOptions): Server {
       }
     },
   )
-  limitConnections(server, limits, createRefusalLog(options.log ?? silentLogger))
+  limitConnections(server, limits, createRefusalLog(log))
   return server
 }

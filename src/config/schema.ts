@@ -161,8 +161,10 @@ export const configSchema = z.strictObject({
     .strictObject({
       host: z.string().default('127.0.0.1'),
       port: z.number().int().min(0).max(65_535).default(9090),
+      /** Host names the admin port answers for besides IP literals, localhost and `host`; others get 421. */
+      allowed_hosts: hostNames,
     })
-    .default({ host: '127.0.0.1', port: 9090 }),
+    .default({ host: '127.0.0.1', port: 9090, allowed_hosts: [] }),
   /**
    * What a client may hold on the data port (the admin port takes the same): time to send the request
    * line and headers, and the whole request (`0`: no limit, so long uploads pass), how long an idle
