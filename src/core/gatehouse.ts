@@ -1010,7 +1010,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         if (!isGet) break
         // Behind forward-auth, nginx can hand over the original request URI as a header instead of
         // an rd parameter it cannot URL-encode. Either way only a same-origin path is accepted.
-        return startSignIn(facts, safeReturnPath(query.get('rd') ?? facts.header('x-forwarded-uri')))
+        return startSignIn(
+          facts,
+          safeReturnPath(
+            query.get('rd') ?? facts.header('x-forwarded-uri') ?? facts.header('x-original-uri'),
+          ),
+        )
       case endpoints.callback:
         if (!isGet) break
         return callback(facts, query)
@@ -1120,9 +1125,24 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       case endpoints.auth: {
         // Forward-auth (nginx auth_request, Traefik, Caddy): 202 with identity headers, or 401 (a sign-in
         // redirect only when asked with ?redirect=1).
+        // The original URI: X-Forwarded-Uri (Traefik, Caddy, our nginx config) or X-Original-URI (nginx's
+        // auth_request examples). Neither: nothing to judge, so 400, never a verdict on `/`. Both and they
+        // differ: one came from the client (auth_request passes its headers on), so 400 too.
         const forwardedUri = facts.header('x-forwarded-uri')
-        const target =
-          forwardedUri !== undefined ? normalizePath(forwardedUri) : { pathname: '/', search: '' }
+        const originalUri = facts.header('x-original-uri')
+        const uri = forwardedUri ?? originalUri
+        if (uri === undefined || (originalUri !== undefined && originalUri !== uri)) {
+          const code = uri === undefined ? 'missing_forwarded_uri' : 'conflicting_forwarded_uri'
+          log.info({ code }, 'forward-auth check refused: no single original URI')
+          return json(400, code, {
+            error: code,
+            error_description:
+              uri === undefined
+                ? 'Send the original request URI in X-Forwarded-Uri or X-Original-URI'
+                : 'X-Forwarded-Uri and X-Original-URI disagree',
+          })
+        }
+        const target = normalizePath(uri)
         if (target === undefined)
           return json(400, 'bad_path', {
             error: 'bad_path',

@@ -65,7 +65,11 @@ describe('sign-out is server-side', () => {
       await g.gatehouse.handle(facts('/oauth2/userinfo', { headers: { ...API, cookie } })),
     )
     assert.equal(userinfo.code, 'session_revoked')
-    const auth = respond(await g.gatehouse.handle(facts('/oauth2/auth', { headers: { ...API, cookie } })))
+    const auth = respond(
+      await g.gatehouse.handle(
+        facts('/oauth2/auth', { headers: { ...API, cookie, 'x-forwarded-uri': '/' } }),
+      ),
+    )
     assert.equal(auth.status, 401)
     const refresh = respond(
       await g.gatehouse.handle(facts('/oauth2/refresh', { method: 'POST', headers: { ...API, cookie } })),

@@ -152,4 +152,14 @@ describe('forward-auth behind Caddy', { skip: missing ? `no caddy at ${CADDY}` :
       ),
     )
   })
+
+  test('a client-sent X-Original-URI cannot make the check judge another path', async () => {
+    const count = upstream.requests.length
+    const r = await fetch(`${base}/api/x`, {
+      headers: { accept: 'application/json', 'x-original-uri': '/public/a' },
+    })
+    assert.equal(r.status, 400, "Caddy passes the check's answer on")
+    assert.equal(((await r.json()) as { error: string }).error, 'conflicting_forwarded_uri')
+    assert.equal(upstream.requests.length, count, 'the app was not reached')
+  })
 })

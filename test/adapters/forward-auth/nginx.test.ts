@@ -27,8 +27,11 @@ if (missing)
     `\n*** SKIPPING the nginx forward-auth test: no nginx at ${NGINX} (apt-get install -y nginx) ***\n`,
   )
 
-/** The documented nginx config (docs/deploy-forward-auth.md), with test ports and paths filled in. */
-function nginxConf(dir: string, port: number, gatehouse: string, app: string): string {
+/**
+ * The documented nginx config (docs/deploy-forward-auth.md), with test ports and paths filled in; on
+ * `originalPort`, the shape of nginx's own auth_request examples, which pass the URI as X-Original-URI.
+ */
+function nginxConf(dir: string, port: number, originalPort: number, gatehouse: string, app: string): string {
   return `worker_processes 1;
 daemon off;
 pid ${dir}/nginx.pid;
@@ -55,6 +58,7 @@ http {
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
       proxy_set_header X-Forwarded-Uri $request_uri;
+      proxy_set_header X-Original-URI "";
       proxy_set_header X-Forwarded-Method $request_method;
       proxy_set_header X-Forwarded-Host $host;
       proxy_set_header X-Forwarded-For $remote_addr;
@@ -92,6 +96,21 @@ http {
       proxy_set_header X-Forwarded-Uri $request_uri;
     }
   }
+
+  server {
+    listen 127.0.0.1:${originalPort};
+    location = /oauth2/auth {
+      internal;
+      proxy_pass ${gatehouse};
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+    }
+    location / {
+      auth_request /oauth2/auth;
+      proxy_pass ${app};
+    }
+  }
 }
 `
 }
@@ -102,10 +121,13 @@ describe('forward-auth behind nginx', { skip: missing ? `no nginx at ${NGINX}` :
   let gateway: Gateway
   let nginx: ChildProcess
   let base: string
+  let original: string
 
   before(async () => {
     const port = await freePort()
     base = `http://127.0.0.1:${port}`
+    const originalPort = await freePort()
+    original = `http://127.0.0.1:${originalPort}`
     idp = await startTestIdP({ redirectUris: [`${base}/oauth2/callback`] })
     upstream = await startRecordingUpstream()
     const config = validateConfig({
@@ -134,7 +156,7 @@ describe('forward-auth behind nginx', { skip: missing ? `no nginx at ${NGINX}` :
     })
     const dir = mkdtempSync(join(tmpdir(), 'gh-nginx-'))
     for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d))
-    writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, port, gateway.url, upstream.url))
+    writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, port, originalPort, gateway.url, upstream.url))
     nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] })
     let stderr = ''
     nginx.stderr!.on('data', (d) => (stderr += d))
@@ -203,5 +225,27 @@ describe('forward-auth behind nginx', { skip: missing ? `no nginx at ${NGINX}` :
   test('the check endpoint itself is internal to nginx', async () => {
     const r = await fetch(`${base}/oauth2/auth`)
     assert.equal(r.status, 404)
+  })
+
+  test('without X-Forwarded-Uri or X-Original-URI the check answers 400 missing_forwarded_uri, never a verdict on /', async () => {
+    const r = await fetch(`${gateway.url}/oauth2/auth`, { headers: { accept: 'application/json' } })
+    assert.equal(r.status, 400)
+    assert.equal(((await r.json()) as { error: string }).error, 'missing_forwarded_uri')
+  })
+
+  test('X-Original-URI (as in the nginx examples) is judged like X-Forwarded-Uri; a client cannot add the other', async () => {
+    const count = upstream.requests.length
+    const anonymous = await fetch(`${original}/public/orig`)
+    assert.equal(anonymous.status, 200, 'judged on /public/orig, an anonymous route')
+    assert.equal(upstream.requests.at(-1)!.url, '/public/orig')
+    const refused = await fetch(`${original}/reports`)
+    assert.equal(refused.status, 401, 'judged on /reports')
+    // auth_request hands the client's headers to the check: its own X-Forwarded-Uri must not win.
+    const smuggled = await fetch(`${original}/finance/q3`, { headers: { 'x-forwarded-uri': '/public/x' } })
+    assert.equal(smuggled.status, 500, 'nginx answers 500 when the check says 400')
+    // And through the documented config, a client's X-Original-URI is cleared by nginx.
+    const cleared = await fetch(`${base}/public/ok`, { headers: { 'x-original-uri': '/finance/q3' } })
+    assert.equal(cleared.status, 200)
+    assert.equal(upstream.requests.length, count + 2, 'only the two anonymous requests reached the app')
   })
 })
