@@ -115,9 +115,16 @@ describe('Helm chart', { skip }, () => {
 
     const config = configOf(objects)
     assert.equal(config.data_dir, '/data')
-    assert.deepEqual(config.listen, { host: '0.0.0.0', port: 8080 })
+    assert.deepEqual([config.listen.host, config.listen.port], ['0.0.0.0', 8080])
     // The kubelet probes the pod's address: the admin listener cannot stay on loopback.
-    assert.deepEqual(config.admin, { host: '0.0.0.0', port: 9090 })
+    assert.deepEqual([config.admin.host, config.admin.port], ['0.0.0.0', 9090])
+    // ingress-nginx's auth-url and Traefik's ForwardAuth call the Service by name: the data port answers it.
+    assert.deepEqual(config.server.allowed_hosts, [
+      'gh-gatehouse',
+      'gh-gatehouse.auth',
+      'gh-gatehouse.auth.svc',
+      'gh-gatehouse.auth.svc.cluster.local',
+    ])
 
     const deployment = one(objects, 'Deployment')
     assert.equal(deployment.spec.replicas, 1)
@@ -196,6 +203,27 @@ describe('Helm chart', { skip }, () => {
     )
   })
 
+  test("the user's own server settings and allowed hosts are kept beside the Service's names", async () => {
+    const { status, objects, stderr } = await template(
+      '--set',
+      'config.server.allowed_hosts={app.internal.example}',
+      '--set',
+      'config.server.upstream_host=upstream',
+      '--set',
+      'clusterDomain=k8s.example',
+    )
+    assert.equal(status, 0, stderr)
+    const { server } = configOf(objects)
+    assert.equal(server.upstream_host, 'upstream')
+    assert.deepEqual(server.allowed_hosts, [
+      'gh-gatehouse',
+      'gh-gatehouse.auth',
+      'gh-gatehouse.auth.svc',
+      'gh-gatehouse.auth.svc.k8s.example',
+      'app.internal.example',
+    ])
+  })
+
   test('more than one replica, or autoscaling, without store.postgres fails the render', async () => {
     for (const set of ['replicaCount=2', 'autoscaling.enabled=true']) {
       const r = await template('--set', set)
@@ -208,7 +236,8 @@ describe('Helm chart', { skip }, () => {
     const { status, objects, stderr } = await template('--set', 'admin.listenOnPodIP=false')
     assert.equal(status, 0, stderr)
     validateAll(objects)
-    assert.deepEqual(configOf(objects).admin, { host: '127.0.0.1', port: 9090 })
+    const { admin } = configOf(objects)
+    assert.deepEqual([admin.host, admin.port], ['127.0.0.1', 9090])
     const [c] = one(objects, 'Deployment').spec.template.spec.containers
     assert.equal(c.readinessProbe.httpGet, undefined)
     assert.match(c.readinessProbe.exec.command.at(-1), /fetch\('http:\/\/127\.0\.0\.1:9090\/readyz'\)/)

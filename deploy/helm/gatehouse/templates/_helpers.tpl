@@ -40,9 +40,23 @@ keys, tokens and revocations (docs/operations.md, many instances).
 {{- end -}}
 {{- end -}}
 
-{{/* The config file: the user's config with the container's paths and listeners. */}}
+{{/* The Service's names in the cluster: ingress-nginx's auth-url and Traefik's ForwardAuth call Gatehouse by them. */}}
+{{- define "gatehouse.serviceHosts" -}}
+{{- $fullname := include "gatehouse.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $fullname (printf "%s.%s" $fullname $ns) (printf "%s.%s.svc" $fullname $ns) (printf "%s.%s.svc.%s" $fullname $ns .Values.clusterDomain) | toJson -}}
+{{- end -}}
+
+{{/*
+The config file: the user's config with the container's paths and listeners, and the Service's names
+added to server.allowed_hosts (the data port answers 421 to a Host it does not know).
+*/}}
 {{- define "gatehouse.config" -}}
 {{- $adminHost := ternary "0.0.0.0" "127.0.0.1" .Values.admin.listenOnPodIP -}}
-{{- $fixed := dict "data_dir" "/data" "listen" (dict "host" "0.0.0.0" "port" (int .Values.ports.http)) "admin" (dict "host" $adminHost "port" (int .Values.ports.admin)) -}}
-{{- toYaml (merge $fixed (deepCopy .Values.config)) -}}
+{{- $config := deepCopy .Values.config -}}
+{{- $server := $config.server | default dict -}}
+{{- $hosts := concat (include "gatehouse.serviceHosts" . | fromJsonArray) ($server.allowed_hosts | default list) | uniq -}}
+{{- $_ := set $server "allowed_hosts" $hosts -}}
+{{- $fixed := dict "data_dir" "/data" "listen" (dict "host" "0.0.0.0" "port" (int .Values.ports.http)) "admin" (dict "host" $adminHost "port" (int .Values.ports.admin)) "server" $server -}}
+{{- toYaml (merge $fixed $config) -}}
 {{- end -}}
