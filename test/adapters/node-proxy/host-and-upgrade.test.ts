@@ -78,7 +78,7 @@ async function gatewayFor(origin: Origin, extra: Record<string, unknown> = {}) {
 
 /**
  * Sends each of `raws` on one fresh connection, the next once `until` matches what came back so far, and
- * returns everything received when the last matched or the gateway closed the connection.
+ * returns everything received when the last matched, the gateway closed the connection, or 5 s passed.
  */
 async function exchange(url: string, raws: string[], until: RegExp[]): Promise<string> {
   const { port, hostname } = new URL(url)
@@ -98,7 +98,10 @@ async function exchange(url: string, raws: string[], until: RegExp[]): Promise<s
     socket.once('close', () => resolve())
   })
   socket.write(raws[0]!)
+  // Bounded: a tunnel that swallows the next request must fail the assertions, not hang the test.
+  const bound = setTimeout(() => socket.destroy(), 5000)
   await done
+  clearTimeout(bound)
   socket.destroy()
   return received
 }
