@@ -284,7 +284,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
 
   async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
     socket.on('error', () => socket.destroy())
-    // Only reached by other protocols on a Node without shouldUpgradeCallback (before 24.9).
+    // Only reached by other protocols on a Node without shouldUpgradeCallback (added in 24.9).
     if (!isWebSocketUpgrade(req)) {
       count('respond', 'upgrade_refused')
       return refuseUpgrade(socket)
