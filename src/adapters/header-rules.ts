@@ -31,12 +31,14 @@ const NEEDS_MAPPING = /[_A-Z]/
  * `x-auth-request-*`, `x-gatehouse-*` and `x-forwarded-*` header, `forwarded` and `x-real-ip`. A client can
  * send any of them to pose as a signed-in user (`x-forwarded-user`, `x-auth-request-email`…) or as a proxy
  * (`x-forwarded-host`, `forwarded: host=…`, `x-real-ip`), so every adapter drops a client's copy on every
- * route, anonymous ones included (docs/security.md). Names are compared as the upstream may read them
+ * route, anonymous ones included (docs/security.md). `proxy` is dropped too (httpoxy). Names are compared as the upstream may read them
  * ({@link upstreamHeaderName}): `X_Auth_Request_User` and `x-auth_request-user` are gateway-owned too.
  */
 export function isGatewayOwned(header: string): boolean {
   const name = upstreamHeaderName(header)
-  if (name.charCodeAt(0) !== 120 /* x */) return name === 'forwarded'
+  // `Proxy` is no standard field, but CGI turns it into HTTP_PROXY, the proxy the upstream's own HTTP
+  // client then uses (httpoxy, CVE-2016-5385): never passed on.
+  if (name.charCodeAt(0) !== 120 /* x */) return name === 'forwarded' || name === 'proxy'
   return (
     name.charCodeAt(1) === 45 /* - */ &&
     (name.startsWith('x-auth-request-') ||

@@ -51,6 +51,8 @@ describe('the header rule', () => {
       'X_Real_IP',
       'x_gatehouse_degraded',
       'FORWARDED',
+      'Proxy',
+      'PROXY',
     ])
       assert.ok(isGatewayOwned(name), name)
     for (const name of [

@@ -63,7 +63,8 @@ function append(headers: UpstreamHeaders, name: string, value: string): void {
  * Names are compared with `_` read as `-` (`X_Auth_Request_User` is dropped too), as CGI upstreams read them.
  * Then sets `cookie` (from `opts.cookie`), `x-forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`,
  * `x-real-ip`, and finally the identity headers, which replace any client header of the same name.
- * `Host` is kept as the client sent it (the first one if it sent several).
+ * `Host` is kept as the client sent it (the first one if it sent several); the gateway server then sets
+ * it as `server.upstream_host` says.
  *
  * @example
  * ```ts

@@ -282,6 +282,7 @@ describe('identity headers spelled with underscores (CGI reads _ as -)', () => {
     'X_Real_IP: 203.0.113.66',
     'X_Gatehouse_Degraded: no',
     'Keep_Alive: timeout=1',
+    'Proxy: http://203.0.113.66:3128',
     'X-Custom_Header: kept',
   ]
   /** The header names as a WSGI/CGI upstream sees them: `HTTP_` + upper case, `-` as `_`. */
@@ -314,6 +315,7 @@ describe('identity headers spelled with underscores (CGI reads _ as -)', () => {
       assert.deepEqual(values.get('HTTP_X_REAL_IP'), ['127.0.0.1'])
       assert.equal(values.get('HTTP_X_GATEHOUSE_DEGRADED'), undefined)
       assert.equal(values.get('HTTP_KEEP_ALIVE'), undefined)
+      assert.equal(values.get('HTTP_PROXY'), undefined, 'httpoxy: Proxy becomes HTTP_PROXY under CGI')
       if (cookie === undefined) {
         assert.equal(values.get('HTTP_X_AUTH_REQUEST_USER'), undefined)
         assert.equal(values.get('HTTP_X_AUTH_REQUEST_EMAIL'), undefined)
