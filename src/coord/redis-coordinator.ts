@@ -272,18 +272,8 @@ export async function openRedisCoordinator(options: RedisCoordinatorOptions): Pr
  * and nothing else; `'oversized'` when it names (or may name) more than {@link MAX_REVOKED_PER_MESSAGE}.
  */
 export function parseRevoked(message: string): RevokedEntry[] | 'oversized' | undefined {
-  if (message.length > MAX_MESSAGE_CHARS) return 'oversized'
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(message)
-  } catch {
-    return undefined
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined
-  const { i, r, ...rest } = parsed as Record<string, unknown>
-  if (Object.keys(rest).length > 0) return undefined
-  if (typeof i !== 'string' || !INSTANCE_ID.test(i) || !Array.isArray(r)) return undefined
-  if (r.length > MAX_REVOKED_PER_MESSAGE) return 'oversized'
+  const r = parseEnvelope(message, MAX_MESSAGE_CHARS, 'r')
+  if (!Array.isArray(r)) return r
   const out: RevokedEntry[] = []
   for (const item of r) {
     if (!Array.isArray(item) || item.length !== 2) return undefined
@@ -301,18 +291,8 @@ export function parseRevoked(message: string): RevokedEntry[] | 'oversized' | un
  * {@link MAX_REVOKED_PER_MESSAGE}.
  */
 export function parseSessionsRevoked(message: string): SessionRevokedHint[] | 'oversized' | undefined {
-  if (message.length > MAX_SESSION_MESSAGE_CHARS) return 'oversized'
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(message)
-  } catch {
-    return undefined
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined
-  const { i, s, ...rest } = parsed as Record<string, unknown>
-  if (Object.keys(rest).length > 0) return undefined
-  if (typeof i !== 'string' || !INSTANCE_ID.test(i) || !Array.isArray(s)) return undefined
-  if (s.length > MAX_REVOKED_PER_MESSAGE) return 'oversized'
+  const s = parseEnvelope(message, MAX_SESSION_MESSAGE_CHARS, 's')
+  if (!Array.isArray(s)) return s
   const out: SessionRevokedHint[] = []
   for (const item of s) {
     if (!Array.isArray(item) || item.length !== 2) return undefined
@@ -322,4 +302,28 @@ export function parseSessionsRevoked(message: string): SessionRevokedHint[] | 'o
     out.push({ kind: kind as SessionRevocationKind, value })
   }
   return out
+}
+
+/**
+ * The envelope both revocation messages share, `{"i": instance, "<field>": [...]}` and nothing else: the
+ * list, `'oversized'` when the message or the list is over its bound, undefined when it is not that shape.
+ */
+function parseEnvelope(
+  message: string,
+  maxChars: number,
+  field: 'r' | 's',
+): unknown[] | 'oversized' | undefined {
+  if (message.length > maxChars) return 'oversized'
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(message)
+  } catch {
+    return undefined
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined
+  const { i, [field]: list, ...rest } = parsed as Record<string, unknown>
+  if (Object.keys(rest).length > 0) return undefined
+  if (typeof i !== 'string' || !INSTANCE_ID.test(i) || !Array.isArray(list)) return undefined
+  if (list.length > MAX_REVOKED_PER_MESSAGE) return 'oversized'
+  return list
 }
