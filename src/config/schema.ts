@@ -1,4 +1,6 @@
 import { z } from 'zod'
+import { isGatewayOwned, isHopByHop } from '../adapters/header-rules.ts'
+import { normalizePathPrefix, underPrefix } from '../core/apps.ts'
 import { webhookUrlProblem } from '../expiry/webhook-url.ts'
 import { parseDurationSeconds } from './duration.ts'
 
@@ -40,6 +42,31 @@ const hostNames = z
       ),
   )
   .default([])
+
+// Fields a claim must not stand in for: what routes the request, carries credentials or frames the body.
+const NOT_CLAIM_HEADERS = new Set([
+  'host',
+  'cookie',
+  'authorization',
+  'content-length',
+  'content-type',
+  'content-encoding',
+  'expect',
+])
+
+/**
+ * Why a header of identity.headers_from_claims is refused: not an RFC 9110 token (or with `_`, which CGI
+ * upstreams read as `-`), one Gatehouse sets itself, hop-by-hop, or a field that routes or frames the request.
+ */
+function claimHeaderProblem(name: string): string | undefined {
+  if (!/^[!#$%&'*+.^`|~0-9A-Za-z-]+$/.test(name))
+    return `expected a header name (letters, digits, - …; no _ or spaces), got ${JSON.stringify(name)}`
+  if (isGatewayOwned(name))
+    return `${name} is a header Gatehouse sets itself (X-Auth-Request-*, X-Gatehouse-*, X-Forwarded-*…): choose another name`
+  if (isHopByHop(name) || NOT_CLAIM_HEADERS.has(name.toLowerCase()))
+    return `${name} cannot carry a claim: choose another name`
+  return undefined
+}
 
 const lifetime = z.strictObject({ ttl: duration, max_ttl: duration })
 /** private_key_jwt: the signing algorithm of a PEM key (a JWK's own `alg` wins). */
@@ -118,13 +145,70 @@ const access = z.union(
   { error: 'expected "anonymous", "authenticated" or { groups: [...], emails: [...], scopes: [...] }' },
 )
 
-export const configSchema = z.strictObject({
+/** First match wins; a path no rule names needs a signed-in user (`authenticated`). */
+const routeList = z
+  .array(
+    z.strictObject({
+      path: z.string().min(1),
+      methods: z.array(z.string().regex(/^[A-Z]+$/)).optional(),
+      allow: access,
+      /** Match the path without regard to ASCII case, for upstreams that serve paths that way (IIS). */
+      case_insensitive: z.boolean().default(false),
+    }),
+  )
+  .default([])
+
+/**
+ * One app behind the gateway (docs/apps.md): requests whose Host is `host` and whose path is
+ * `path_prefix` or under it (whole segments; the longest prefix wins) go to `upstream`, judged by
+ * `routes`. Unset identity and timeout keys take the top-level ones.
+ */
+const app = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'expected lower-case letters, digits, - and _ (a metric label)'),
+  host: z
+    .string()
+    .regex(
+      /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/,
+      'expected a host name without scheme or port, e.g. grafana.example.com',
+    )
+    .transform((h) => h.toLowerCase()),
+  path_prefix: z
+    .string()
+    .default('/')
+    .transform((v, ctx) => {
+      const n = normalizePathPrefix(v)
+      if ('problem' in n) {
+        ctx.addIssue({ code: 'custom', message: n.problem })
+        return z.NEVER
+      }
+      return n.prefix
+    }),
+  upstream: httpUrl,
+  routes: routeList,
+  identity: z
+    .strictObject({
+      /** Default: the top-level identity.pass_access_token. */
+      pass_access_token: z.boolean().optional(),
+    })
+    .default({}),
+  /** Default: the top-level upstream_timeouts, key by key. */
+  upstream_timeouts: z
+    .strictObject({ connect: duration.optional(), headers: duration.optional(), body: duration.optional() })
+    .default({}),
+})
+
+const configObject = z.strictObject({
   /** The origin browsers use; the callback is `<public_url>/oauth2/callback`. */
   public_url: httpUrl.refine(
     (u) => new URL(u).pathname === '/' && !new URL(u).search,
     'expected an origin without a path',
   ),
-  upstream: httpUrl,
+  /** The one app behind the gateway, at public_url; or leave it out and list `apps`. */
+  upstream: httpUrl.optional(),
+  /** Several apps, each at its own host (and path prefix): docs/apps.md. Not with `upstream`. */
+  apps: z.array(app).min(1, 'expected at least one app (or leave apps out)').optional(),
   /** Where Gatehouse keeps its state (SQLite); relative paths are relative to the config file. */
   data_dir: z.string().min(1).default('.gatehouse'),
   /**
@@ -365,24 +449,32 @@ export const configSchema = z.strictObject({
     .default({ max_event_loop_delay_ms: 200, max_in_flight: 1024 }),
   sign_in: z.strictObject({ ttl: duration.default(600) }).default({ ttl: 600 }),
   sign_out: z.strictObject({ redirect: z.string().startsWith('/').default('/') }).default({ redirect: '/' }),
-  routes: z
-    .array(
-      z.strictObject({
-        path: z.string().min(1),
-        methods: z.array(z.string().regex(/^[A-Z]+$/)).optional(),
-        allow: access,
-        /** Match the path without regard to ASCII case, for upstreams that serve paths that way (IIS). */
-        case_insensitive: z.boolean().default(false),
-      }),
-    )
-    .default([]),
+  /** With `apps`, each app has its own routes instead (this stays empty). */
+  routes: routeList,
   identity: z
     .strictObject({
       user_claim: z.string().default('sub'),
       groups_claim: z.string().optional(),
       pass_access_token: z.boolean().default(false),
+      /** `{ Header-Name: claim }`: each header carries that claim upstream; a client's copy is always dropped. */
+      headers_from_claims: z
+        .record(z.string(), z.string().min(1).max(256))
+        .superRefine((map, ctx) => {
+          const seen = new Set<string>()
+          for (const name of Object.keys(map)) {
+            const lower = name.toLowerCase()
+            const message = seen.has(lower) ? 'named twice' : claimHeaderProblem(name)
+            if (message !== undefined) ctx.addIssue({ code: 'custom', path: [name], message })
+            seen.add(lower)
+          }
+        })
+        .default({}),
     })
-    .default({ user_claim: 'sub', pass_access_token: false }),
+    .default({
+      user_claim: 'sub',
+      pass_access_token: false,
+      headers_from_claims: {},
+    }),
   headers: z
     .strictObject({
       hsts: z
@@ -451,6 +543,79 @@ export const configSchema = z.strictObject({
   log: z
     .strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') })
     .default({ level: 'info' }),
+  /**
+   * OpenTelemetry traces, exported by OTLP/HTTP (JSON). Absent (the default): no tracing, and the SDK is
+   * never loaded; a client's `traceparent` still reaches the upstream unchanged.
+   */
+  telemetry: z
+    .strictObject({
+      traces: z
+        .strictObject({
+          /** Without it, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4318. */
+          otlp_endpoint: httpUrl.optional(),
+          sample_ratio: z.number().min(0).max(1).default(0.1),
+          service_name: z.string().min(1).default('gatehouse'),
+          /** Continue a client's trace and follow its sampled flag; false: a new trace, linked to it. */
+          trust_incoming_trace: z.boolean().default(false),
+          record_client_address: z.boolean().default(false),
+        })
+        .optional(),
+    })
+    .default({}),
+})
+
+/** The config file's schema: the keys above, and what only the whole can tell (an upstream, or apps). */
+export const configSchema = configObject.superRefine((c, ctx) => {
+  if (c.apps === undefined) {
+    if (c.upstream === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['upstream'],
+        message: 'expected an upstream URL, or a list of apps',
+      })
+    return
+  }
+  // Every key at the top level keeps its single-app meaning; with apps it would be ambiguous.
+  if (c.upstream !== undefined)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['upstream'],
+      message: 'expected either upstream or apps, not both (give this upstream its own app)',
+    })
+  if (c.routes.length > 0)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['routes'],
+      message: 'expected no top-level routes with apps: each app has its own routes',
+    })
+  const seen = new Map<string, number>()
+  const names = new Map<string, number>()
+  c.apps.forEach((a, i) => {
+    const at = `${a.host}${a.path_prefix === '/' ? '' : a.path_prefix}`
+    const first = seen.get(at)
+    if (first !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['apps', i, 'path_prefix'],
+        message: `expected one app per host and path prefix: apps[${first}] is already at ${at}`,
+      })
+    else seen.set(at, i)
+    const named = names.get(a.name)
+    if (named !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['apps', i, 'name'],
+        message: `expected a name of its own: apps[${named}] is already called ${a.name}`,
+      })
+    else names.set(a.name, i)
+    // Gatehouse's own endpoints are under /oauth2 on every app host.
+    if (underPrefix('/oauth2', a.path_prefix) || underPrefix('/.well-known', a.path_prefix))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['apps', i, 'path_prefix'],
+        message: `expected a prefix outside /oauth2 and /.well-known (Gatehouse's own), got ${a.path_prefix}`,
+      })
+  })
 })
 
 export type ConfigInput = z.input<typeof configSchema>

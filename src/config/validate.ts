@@ -118,6 +118,16 @@ export function validateConfig(input: unknown, file = 'config'): Config {
     })
   }
   const publicUrl = new URL(config.public_url)
+  // Apps take public_url's scheme: over http, only names that are this machine (RFC 6761 §6.3).
+  if (publicUrl.protocol === 'http:') {
+    config.apps?.forEach((app, i) => {
+      if (app.host !== 'localhost' && !app.host.endsWith('.localhost'))
+        problems.push({
+          path: `apps[${i}].host`,
+          message: `expected a name under .localhost while public_url is http (apps take its scheme), got ${app.host}`,
+        })
+    })
+  }
   if (publicUrl.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(publicUrl.hostname)) {
     problems.push({
       path: 'public_url',

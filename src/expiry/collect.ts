@@ -62,7 +62,9 @@ function targetOf(
 export function tlsTargets(config: Config, discovery: Record<string, unknown> | undefined): TLSTarget[] {
   const candidates = [
     targetOf(config.provider.issuer, 'provider', 'provider', 'config'),
-    targetOf(config.upstream, 'upstream', 'upstream', 'config'),
+    ...(config.apps === undefined
+      ? [targetOf(config.upstream ?? '', 'upstream', 'upstream', 'config')]
+      : config.apps.map((a) => targetOf(a.upstream, 'upstream', `upstream (app ${a.name})`, 'config'))),
     ...['jwks_uri', 'token_endpoint'].map((k) =>
       typeof discovery?.[k] === 'string'
         ? targetOf(discovery[k] as string, 'provider', 'provider', 'discovery')

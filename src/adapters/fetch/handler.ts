@@ -11,7 +11,7 @@ import { type Clock, systemClock } from '../../core/clock.ts'
 import type { RequestFacts } from '../../core/decisions.ts'
 import { type Logger, silentLogger } from '../../core/ports.ts'
 import { createMemoryStore } from '../../store/memory-store.ts'
-import { HOP_BY_HOP, isGatewayOwned, isHopByHop } from '../header-rules.ts'
+import { HOP_BY_HOP, isGatewayOwned, isHopByHop, upstreamHeaderName } from '../header-rules.ts'
 
 export interface FetchHandlerOptions {
   /** Where `{ env: NAME }` secrets are read (Workers: the `env` binding; Deno: `Deno.env.toObject()`). `{ file }` secrets are not supported here. */
@@ -66,6 +66,11 @@ export async function createFetchHandler(
         path: 'provider.ca',
         message: "is not supported by the fetch handler (the runtime's own trust applies)",
       },
+    ])
+  }
+  if (config.upstream === undefined) {
+    throw new ConfigError('config', [
+      { path: 'apps', message: 'is served by the Node gateway only: the fetch handler takes one upstream' },
     ])
   }
   const fetchImpl = options.fetch ?? fetch
@@ -150,6 +155,7 @@ export async function createFetchHandler(
         NOT_FORWARDED.has(name) ||
         isGatewayOwned(name) ||
         isHopByHop(name) ||
+        decision.dropFromClient?.has(upstreamHeaderName(name)) ||
         connectionTokens.includes(name) ||
         name === 'cookie'
       )
