@@ -9,6 +9,7 @@ import { type BearerVerifier, createBearerVerifier } from './core/bearer.ts'
 import type { Clock } from './core/clock.ts'
 import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
 import { createSecurityHeaders, defaultSecurityHeaders } from './core/http-headers.ts'
+import { claimHeadersOf } from './core/identity.ts'
 import { createLogoutTokenVerifier } from './core/logout-token.ts'
 import { createMemoryOneTimeStore } from './core/one-time-store.ts'
 import type { Logger, RateLimiter, SessionRevocations } from './core/ports.ts'
@@ -85,6 +86,7 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
   const mapping = {
     userClaim: config.identity.user_claim,
     groupsClaim: config.identity.groups_claim ?? (cognito ? 'cognito:groups' : 'groups'),
+    claimHeaders: claimHeadersOf(config.identity.headers_from_claims),
   }
   const codec = await createSessionCodec({
     secrets: options.secrets.session,
@@ -146,6 +148,7 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       clock,
       requiredClaims: cognito ? { token_use: 'access' } : undefined,
       accessTokenTyp: config.provider.access_token_typ,
+      log,
       // Cognito compares its client_id claim, which every Cognito access token carries.
       idTokenAudience:
         config.provider.audiences === undefined && !cognito ? config.provider.client_id : undefined,

@@ -9,6 +9,7 @@ import type { RedisCoordinator } from './coord/redis-coordinator.ts'
 import { type AdvisoryLock, createUnderLock, withRotationLock } from './coord/rotation-lock.ts'
 import { type OpenedSharedState, openSharedState } from './coord/shared-store.ts'
 import type { Clock } from './core/clock.ts'
+import { claimHeadersOf } from './core/identity.ts'
 import type { Logger } from './core/ports.ts'
 import { createSessionRevocationList, type SessionRevocationList } from './core/session-revocations.ts'
 import { createKeyRing, type KeyRing } from './keys/key-ring.ts'
@@ -135,6 +136,7 @@ export async function openTokenServices(
     log,
     issuer: new URL(config.public_url).origin,
     audience: config.tokens.audience ?? new URL(config.public_url).origin,
+    claimHeaders: claimHeadersOf(config.identity.headers_from_claims),
     lifetimes: {
       apiToken: {
         ttlSeconds: config.lifetimes.api_token.ttl,

@@ -2,6 +2,7 @@ import { type JWTVerifyGetKey, jwtVerify } from 'jose'
 import type { Clock } from './clock.ts'
 import { isCanonicalCompact } from './encoding.ts'
 import { type Identity, type IdentityMapping, identityFromClaims, scopesFromClaims } from './identity.ts'
+import type { Logger } from './ports.ts'
 import { createTokenCache } from './token-cache.ts'
 
 /** A verified token's identity carries its scopes (`identity.scopes`, empty when it has none). */
@@ -34,6 +35,8 @@ export interface BearerVerifierOptions {
    * an ID token's shape (OIDC Core §2) and is refused, unless its header says `at+jwt`.
    */
   idTokenAudience?: string | undefined
+  /** Hears (at debug) of a claim in `mapping.claimHeaders` that cannot be a header value. */
+  log?: Logger | undefined
 }
 
 export interface BearerVerifier {
@@ -151,7 +154,7 @@ export function createBearerVerifier(
     for (const [k, v] of Object.entries(options.requiredClaims ?? {})) {
       if (payload[k] !== v) return { ok: false, code: 'invalid_token', reason: `claim ${k} is not ${v}` }
     }
-    const claimed = identityFromClaims(payload, mapping)
+    const claimed = identityFromClaims(payload, mapping, options.log)
     if (claimed === undefined) return { ok: false, code: 'invalid_token', reason: 'no sub claim' }
     const identity: Identity = { ...claimed, scopes: scopesFromClaims(payload) }
     const expiresAt = payload['exp'] as number

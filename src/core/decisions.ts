@@ -24,6 +24,11 @@ export interface Allow {
   identity: Identity | undefined
   /** Headers to set on the upstream request (identity, optionally the access token, degraded marker). */
   upstreamHeaders: Readonly<Record<string, string>>
+  /**
+   * Further header names (lower case) the adapter removes from the client's request, in any spelling
+   * ({@link upstreamHeaderName}), besides those Gatehouse always owns: `identity.headers_from_claims`.
+   */
+  dropFromClient?: ReadonlySet<string> | undefined
   /** The Cookie header for the upstream, with Gatehouse's cookies removed. */
   upstreamCookie: string | undefined
   /** Set-Cookie values for the client (after a refresh). */

@@ -22,7 +22,7 @@ import {
   ProviderResponseError,
   ProviderUnavailableError,
 } from './errors.ts'
-import { type Identity, type IdentityMapping, identityFromClaims, identityHeaders } from './identity.ts'
+import { createIdentityHeaders, type Identity, type IdentityMapping, identityFromClaims } from './identity.ts'
 import type { LogoutTokenResult } from './logout-token.ts'
 import type {
   Logger,
@@ -247,6 +247,16 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   }
 
   const noHeaders: Readonly<Record<string, string>> = Object.freeze({})
+  const claimHeaders = options.mapping.claimHeaders ?? []
+  const identityHeaders = createIdentityHeaders(claimHeaders)
+  // A client's copy of a claim header never reaches the upstream, whether or not the claim is there.
+  const dropFromClient =
+    claimHeaders.length === 0 ? undefined : new Set(claimHeaders.map(([header]) => header))
+  // Forward-auth answers every identity header, empty when unknown (see the auth endpoint).
+  const emptyIdentity: Readonly<Record<string, string>> = Object.freeze({
+    ...EMPTY_IDENTITY,
+    ...Object.fromEntries(claimHeaders.map(([header]) => [header, ''])),
+  })
   function upstreamHeadersFor(
     identity: Identity | undefined,
     accessToken?: string,
@@ -451,7 +461,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         clearState,
       )
     }
-    const identity = tokens.claims ? identityFromClaims(tokens.claims, options.mapping) : undefined
+    const identity = tokens.claims ? identityFromClaims(tokens.claims, options.mapping, log) : undefined
     if (identity === undefined) {
       return bad(
         'id_token_invalid',
@@ -502,7 +512,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       }
       let identity = session.identity
       if (tokens.claims !== undefined) {
-        const next = identityFromClaims(tokens.claims, options.mapping)
+        const next = identityFromClaims(tokens.claims, options.mapping, log)
         if (next === undefined || next.sub !== identity.sub) {
           log.warn({ event: 'refresh_failed', sid: session.sid }, 'refreshed ID token names another subject')
           return { ok: false, kind: 'rejected', reason: 'subject changed on refresh' }
@@ -841,6 +851,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       path,
       identity,
       upstreamHeaders: degraded ? { ...headers, 'x-gatehouse-degraded': 'idp-unavailable' } : headers,
+      dropFromClient,
       upstreamCookie,
       setCookies,
     }
@@ -1158,7 +1169,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
               kind: 'respond',
               status: 202,
               code: 'anonymous',
-              headers: { ...EMPTY_IDENTITY },
+              headers: { ...emptyIdentity },
               body: '',
               setCookies: [],
             }
@@ -1175,7 +1186,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
           kind: 'respond',
           status: 202,
           code: 'authorized',
-          headers: { ...EMPTY_IDENTITY, ...upstreamHeadersFor(auth.identity, auth.accessToken) },
+          headers: { ...emptyIdentity, ...upstreamHeadersFor(auth.identity, auth.accessToken) },
           body: '',
           setCookies: auth.setCookies,
         }

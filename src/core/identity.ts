@@ -1,3 +1,5 @@
+import type { Logger } from './ports.ts'
+
 /** Who a verified request belongs to: what the upstream learns through the identity headers. */
 export interface Identity {
   /** The provider's subject identifier. */
@@ -13,6 +15,11 @@ export interface Identity {
    * browser session, which has none. Sent as X-Auth-Request-Scopes.
    */
   scopes?: readonly string[] | undefined
+  /**
+   * The claims named in `identity.headers_from_claims`, by claim name, already as header text (see
+   * {@link claimsForHeaders}). Only those: a session keeps them in its cookie.
+   */
+  claims?: Readonly<Record<string, string>> | undefined
 }
 
 export interface IdentityMapping {
@@ -20,16 +27,33 @@ export interface IdentityMapping {
   userClaim: string
   /** Claim holding group names. Default `groups` (`cognito:groups` for the Cognito preset). */
   groupsClaim: string
+  /**
+   * `identity.headers_from_claims`: `[header name, claim]` pairs, header names in lower case. Each header
+   * carries that claim's value upstream; a client's copy of it is always dropped.
+   */
+  claimHeaders?: ReadonlyArray<readonly [header: string, claim: string]> | undefined
 }
+
+/** `identity.headers_from_claims` as {@link IdentityMapping.claimHeaders}: header names in lower case. */
+export function claimHeadersOf(config: Readonly<Record<string, string>>): Array<[string, string]> {
+  return Object.entries(config).map(([header, claim]) => [header.toLowerCase(), claim])
+}
+
+/** The longest claim header value, in bytes: longer values are cut (at a UTF-8 character boundary). */
+export const CLAIM_HEADER_MAX_BYTES = 1024
 
 function optionalString(v: unknown): string | undefined {
   return typeof v === 'string' && v !== '' ? v : undefined
 }
 
-/** Maps verified token claims to an Identity. Returns undefined when `sub` is missing. */
+/**
+ * Maps verified token claims to an Identity. Returns undefined when `sub` is missing. `log` hears (at
+ * debug) of a configured claim that cannot be a header value.
+ */
 export function identityFromClaims(
   claims: Record<string, unknown>,
   mapping: IdentityMapping,
+  log?: Logger,
 ): Identity | undefined {
   const sub = optionalString(claims['sub'])
   if (sub === undefined) return undefined
@@ -46,8 +70,69 @@ export function identityFromClaims(
     groups,
     preferredUsername: optionalString(claims['preferred_username']) ?? optionalString(claims['username']),
     name: optionalString(claims['name']),
+    claims: claimsForHeaders(claims, mapping.claimHeaders, log),
   }
 }
+
+/**
+ * The claims that `claimHeaders` names, as header text: a string as it is, a number or boolean as JSON
+ * writes it, an array of those joined with `,`. Control characters (CR and LF among them) are removed,
+ * characters past ASCII sent as their UTF-8 bytes, and the value cut at {@link CLAIM_HEADER_MAX_BYTES}.
+ * An object (or an array holding one) is skipped, with a debug line; an absent, null or empty claim too.
+ * Undefined when nothing is left.
+ *
+ * @example
+ * claimsForHeaders({ department: 'R&D', teams: ['a', 'b'] }, [['x-user-department', 'department'], ['x-teams', 'teams']])
+ * // { department: 'R&D', teams: 'a,b' }
+ */
+export function claimsForHeaders(
+  claims: Record<string, unknown>,
+  claimHeaders: IdentityMapping['claimHeaders'],
+  log?: Logger,
+): Record<string, string> | undefined {
+  if (claimHeaders === undefined || claimHeaders.length === 0) return undefined
+  let out: Record<string, string> | undefined
+  for (const [, claim] of claimHeaders) {
+    if (out?.[claim] !== undefined) continue
+    const raw = claims[claim]
+    if (raw === undefined || raw === null) continue
+    const list = Array.isArray(raw) ? raw : [raw]
+    if (!list.every(isScalar)) {
+      log?.debug(
+        { code: 'claim_not_passed', claim, reason: Array.isArray(raw) ? 'array of non-scalars' : typeof raw },
+        'a claim in identity.headers_from_claims is not a string, number, boolean or array of them: not sent',
+      )
+      continue
+    }
+    const text = headerBytes(list.map(String).join(','))
+    if (text === '') continue
+    out ??= {}
+    out[claim] = text
+  }
+  return out
+}
+
+function isScalar(v: unknown): v is string | number | boolean {
+  return typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v))
+}
+
+// Header values are bytes (RFC 9110 §5.5): a character past ASCII goes as its UTF-8 bytes, one latin1
+// character each, which every adapter's HTTP stack writes as they are (a character past U+00FF would be
+// refused by them). Cut at CLAIM_HEADER_MAX_BYTES, never inside a character.
+function headerBytes(value: string): string {
+  let text = headerSafe(value).trim()
+  if (NON_ASCII.test(text)) {
+    let bytes = ''
+    for (const b of new TextEncoder().encode(text)) bytes += String.fromCharCode(b)
+    text = bytes
+  }
+  if (text.length <= CLAIM_HEADER_MAX_BYTES) return text
+  let end = CLAIM_HEADER_MAX_BYTES
+  // A UTF-8 continuation byte (10xxxxxx) cannot start a character.
+  while (end > 0 && (text.charCodeAt(end) & 0xc0) === 0x80) end--
+  return text.slice(0, end)
+}
+const NON_ASCII = /[^\x20-\x7e]/
 
 /**
  * An access token's scopes: the `scope` claim, a space-separated string (RFC 9068 §2.2.3, RFC 8693 §4.2),
@@ -70,21 +155,39 @@ function headerSafe(value: string): string {
   return value.replace(/[\u0000-\u001f\u007f]/g, '')
 }
 
-const headersOf = new WeakMap<Identity, Readonly<Record<string, string>>>()
+/**
+ * Builds {@link identityHeaders} with the claim headers of `identity.headers_from_claims` (lower-case
+ * names) after the fixed ones. Each call has its own cache.
+ */
+export function createIdentityHeaders(
+  claimHeaders: IdentityMapping['claimHeaders'] = [],
+): (identity: Identity) => Readonly<Record<string, string>> {
+  const headersOf = new WeakMap<Identity, Readonly<Record<string, string>>>()
+  return function identityHeaders(identity) {
+    let h = headersOf.get(identity)
+    if (h === undefined) {
+      const built = buildIdentityHeaders(identity)
+      const claims = identity.claims
+      if (claims !== undefined) {
+        for (const [header, claim] of claimHeaders) {
+          const value = claims[claim]
+          if (value !== undefined) built[header] = value
+        }
+      }
+      h = Object.freeze(built)
+      headersOf.set(identity, h)
+    }
+    return h
+  }
+}
 
 /**
  * The identity headers sent upstream (the convention of nginx auth_request and oauth2-proxy).
  * Computed once per identity object (sessions and tokens are cached, so their identity is too);
  * the result is frozen: copy it before adding to it.
  */
-export function identityHeaders(identity: Identity): Readonly<Record<string, string>> {
-  let h = headersOf.get(identity)
-  if (h === undefined) {
-    h = Object.freeze(buildIdentityHeaders(identity))
-    headersOf.set(identity, h)
-  }
-  return h
-}
+export const identityHeaders: (identity: Identity) => Readonly<Record<string, string>> =
+  createIdentityHeaders()
 
 function buildIdentityHeaders(identity: Identity): Record<string, string> {
   const h: Record<string, string> = { 'x-auth-request-user': headerSafe(identity.user) }

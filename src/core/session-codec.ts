@@ -93,6 +93,15 @@ function isStringArray(v: unknown): v is string[] {
   return Array.isArray(v) && v.every((x) => typeof x === 'string')
 }
 
+function isStringRecord(v: unknown): v is Record<string, string> {
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    !Array.isArray(v) &&
+    Object.values(v).every((x) => typeof x === 'string')
+  )
+}
+
 function toSession(p: Record<string, unknown>): Session | undefined {
   if (p['v'] !== 1) return undefined
   const { sid, sub, usr, sia, exp, mx } = p
@@ -101,6 +110,8 @@ function toSession(p: Record<string, unknown>): Session | undefined {
   const grp = p['grp'] ?? []
   if (!isStringArray(grp)) return undefined
   const str = (k: string) => (typeof p[k] === 'string' ? (p[k] as string) : undefined)
+  const clm = p['clm']
+  if (clm !== undefined && !isStringRecord(clm)) return undefined
   return {
     sid,
     identity: {
@@ -110,6 +121,7 @@ function toSession(p: Record<string, unknown>): Session | undefined {
       groups: grp,
       preferredUsername: str('pun'),
       name: str('nm'),
+      ...(clm === undefined ? {} : { claims: clm }),
     },
     signedInAt: sia,
     expiresAt: exp,
@@ -235,6 +247,8 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
       if (id.groups.length > 0) claims['grp'] = id.groups
       if (id.preferredUsername !== undefined) claims['pun'] = id.preferredUsername
       if (id.name !== undefined) claims['nm'] = id.name
+      // identity.headers_from_claims: only the configured claims, each at most 1 KB (docs/configuration.md).
+      if (id.claims !== undefined) claims['clm'] = id.claims
       claims['sia'] = session.signedInAt
       claims['mx'] = session.maxExpiresAt
       if (session.accessToken !== undefined) claims['at'] = session.accessToken

@@ -3,7 +3,7 @@ import type { BearerResult } from '../core/bearer.ts'
 import type { Clock } from '../core/clock.ts'
 import { isCanonicalCompact, randomToken } from '../core/encoding.ts'
 import { GatehouseError } from '../core/errors.ts'
-import { type Identity, scopesFromClaims } from '../core/identity.ts'
+import { claimsForHeaders, type Identity, type IdentityMapping, scopesFromClaims } from '../core/identity.ts'
 import type { Logger } from '../core/ports.ts'
 import { createTokenCache } from '../core/token-cache.ts'
 import type { KeyRing } from '../keys/key-ring.ts'
@@ -33,6 +33,8 @@ export interface TokenServiceOptions {
   onCapped?: (cap: CapReport) => void
   /** Called after revocations are stored, e.g. to push them to the other instances (Redis). */
   onRevoked?: ((entries: Array<{ jti: string; expiresAt: number }>) => void) | undefined
+  /** identity.headers_from_claims: the claims of a verified token sent upstream as headers. */
+  claimHeaders?: IdentityMapping['claimHeaders']
 }
 
 export interface CapReport {
@@ -336,7 +338,13 @@ export function createTokenService(options: TokenServiceOptions) {
     const jti = payload['jti'] as string
     if (revoked.has(jti)) return { ok: false, code: 'invalid_token', reason: 'token revoked' }
     const sub = payload['sub'] as string
-    const identity: Identity = { sub, user: sub, groups: [], scopes: scopesFromClaims(payload) }
+    const identity: Identity = {
+      sub,
+      user: sub,
+      groups: [],
+      scopes: scopesFromClaims(payload),
+      claims: claimsForHeaders(payload, options.claimHeaders, log),
+    }
     const expiresAt = payload['exp'] as number
     cache.set(presented, { identity, expiresAt, jti })
     return { ok: true, identity, expiresAt, token: presented }

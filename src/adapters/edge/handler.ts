@@ -11,7 +11,7 @@ import { type Clock, systemClock } from '../../core/clock.ts'
 import type { Decision, RequestFacts } from '../../core/decisions.ts'
 import type { Logger } from '../../core/ports.ts'
 import { normalizePath } from '../../core/route-policy.ts'
-import { isGatewayOwned } from '../header-rules.ts'
+import { isGatewayOwned, upstreamHeaderName } from '../header-rules.ts'
 import {
   type CoreBundle,
   type CoreFunctionName,
@@ -172,8 +172,10 @@ function toCloudFront(
     // client's x-auth-request-*, x-gatehouse-*, x-forwarded-*, forwarded and x-real-ip are dropped. A
     // viewer-request event holds only what the viewer sent; CloudFront adds its own X-Forwarded-For
     // (the viewer's address) to the origin request after this trigger, so none here is CloudFront's.
+    // The headers of identity.headers_from_claims likewise (dropFromClient).
     // Gatehouse's cookies never reach the origin (the cookie header is rebuilt below).
-    if (name === 'cookie' || isGatewayOwned(name)) continue
+    if (name === 'cookie' || isGatewayOwned(name) || decision.dropFromClient?.has(upstreamHeaderName(name)))
+      continue
     headers[name] = entries
   }
   if (decision.upstreamCookie !== undefined)

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http'
-import { HOP_BY_HOP, isGatewayOwned, isHopByHop } from '../header-rules.ts'
+import { HOP_BY_HOP, isGatewayOwned, isHopByHop, upstreamHeaderName } from '../header-rules.ts'
 
 /** Request headers as handed to the upstream client: lower-case names, duplicates kept as arrays. */
 export type UpstreamHeaders = Record<string, string | string[]>
@@ -18,6 +18,8 @@ export interface BuildUpstreamHeadersOptions {
   cookie?: string | undefined
   /** Keep `Upgrade` and send `Connection: upgrade` (WebSocket passthrough). Default `false`. */
   upgrade?: boolean
+  /** More names (lower case) never copied from the client, in any spelling: the decision's `dropFromClient`. */
+  drop?: ReadonlySet<string> | undefined
 }
 
 // Request fields never copied from the client (besides isGatewayOwned's, `forwarded` and `x-real-ip` among them).
@@ -84,6 +86,7 @@ export function buildUpstreamHeaders(
   const headers: UpstreamHeaders = Object.create(null)
   const nominated = connectionTokens(req.headers.connection)
   const keepUpgrade = opts.upgrade === true
+  const drop = opts.drop
   const raw = req.rawHeaders
   let sawHost = false
   for (let i = 0; i + 1 < raw.length; i += 2) {
@@ -94,6 +97,7 @@ export function buildUpstreamHeaders(
     }
     // Also `X_Forwarded_For`, `Transfer_Encoding`: one field to a CGI/WSGI upstream (upstreamHeaderName).
     if (isGatewayOwned(name) || isHopByHop(name)) continue
+    if (drop?.has(upstreamHeaderName(name))) continue
     if (nominated?.has(name)) continue
     if (name === 'host') {
       // RFC 9112 §3.2: one Host only; Node's req.headers.host keeps the first one too.

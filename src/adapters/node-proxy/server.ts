@@ -200,6 +200,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       host: publicHost,
       cookie: decision.upstreamCookie,
       upgrade,
+      drop: decision.dropFromClient,
     })
     if (upstreamHost === 'public') headers['host'] = publicHost
     else if (upstreamHost === 'upstream') delete headers['host']
