@@ -32,6 +32,7 @@ import { lifetimeConfig, openTokenServices, type TokenServices } from './service
 import type { CacheStore, KeyStore, SessionRevocationStore, TokenStore } from './store/ports.ts'
 import { createSharedRateLimiter, type SharedRateLimitsOptions } from './store/redis-rate-limits.ts'
 import { TOKEN_PREFIX } from './tokens/token-service.ts'
+import { startTracing } from './trace/start.ts'
 
 export interface GatewayOptions {
   /** Directory relative paths in the config (secret files, data_dir) are resolved against. */
@@ -79,6 +80,8 @@ export interface Gateway {
   expiry: ExpiryMonitor
   /** Reload `tls.cert`/`tls.key` if they changed (also on a timer); true when new material is served. */
   reloadTLS(): boolean
+  /** Exports the spans ended so far, when tracing is on (`telemetry.traces`). */
+  flushTraces(): Promise<void>
   /** Drain in-flight requests (config `shutdown.drain`), then close everything. */
   close(): Promise<void>
 }
@@ -145,6 +148,8 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
         )
   const { session: secrets, clientSecret, clientKey } = resolveCoreSecrets(config, options.baseDir, env)
   const metrics = createMetrics()
+  // Set at start only: `telemetry` changes need a restart.
+  const tracing = await startTracing(config.telemetry.traces, publicUrl, log)
   const services = await openTokenServices(config, {
     baseDir: options.baseDir,
     clock,
@@ -170,8 +175,9 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     cacheStore: services.store,
     sessionRevocations: services.sessions,
     // Calls to the provider record the certificate of each TLS handshake for the expiry inventory.
-    fetch:
+    fetch: ((f: typeof fetch) => tracing?.fetch(f) ?? f)(
       options.fetch ?? ((input, init) => fetch(input, { ...init, dispatcher: providerAgent } as RequestInit)),
+    ),
     // Gatehouse's own API tokens are told apart by their prefix and verified without the provider.
     bearer: (providerBearer) => ({
       verify: (token) =>
@@ -277,6 +283,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     limits: serverLimits(config.server),
     allowedHosts: config.server.allowed_hosts,
     upstreamHost: config.server.upstream_host,
+    tracing,
   })
   const listenOn = options.listen ?? config.listen
   const port = await listen(gateway.server, listenOn.host, listenOn.port)
@@ -493,10 +500,12 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     adminUrl,
     expiry,
     reloadTLS,
+    flushTraces: async () => tracing?.flush(),
     async close() {
       for (const t of timers) clearInterval(t)
       overload?.stop()
       await gateway.drain(config.shutdown.drain * 1000)
+      await tracing?.shutdown()
       v6?.close()
       await upstream.close()
       await providerAgent.close()

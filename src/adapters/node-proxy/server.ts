@@ -7,6 +7,7 @@ import { type Allow, type Decision, problem, type RequestFacts, type Respond } f
 import type { Gatehouse } from '../../core/gatehouse.ts'
 import type { Logger } from '../../core/ports.ts'
 import { readFormBody } from '../../idp/form-body.ts'
+import type { Tracing } from '../../trace/tracing.ts'
 import { createHostCheck } from './allowed-hosts.ts'
 import { buildUpstreamHeaders, hasRepeatedAuthorization } from './forward-headers.ts'
 import {
@@ -57,6 +58,8 @@ export interface GatewayServerOptions {
    * Default `public`.
    */
   upstreamHost?: 'public' | 'upstream' | 'preserve' | undefined
+  /** Spans for each request, its decision and its upstream exchange (src/trace/otel.ts). Default none. */
+  tracing?: Tracing | undefined
 }
 
 export interface GatewayServer {
@@ -89,7 +92,7 @@ function factsOf(req: IncomingMessage): RequestFacts {
  * forward to the upstream (with identity headers, without Gatehouse's cookies) or answer.
  */
 export function createGatewayServer(options: GatewayServerOptions): GatewayServer {
-  const { gatehouse, upstream, securityHeaders, metrics, log } = options
+  const { gatehouse, upstream, securityHeaders, metrics, log, tracing } = options
   const proto = options.publicUrl.protocol === 'https:' ? 'https' : 'http'
   const publicHost = options.publicUrl.host
   const isAllowedHost = createHostCheck([options.publicUrl.hostname, ...(options.allowedHosts ?? [])])
@@ -250,8 +253,13 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
         return
       }
     }
+    // Tracing off: this one test, and the client's traceparent goes upstream as it came.
+    const traced = tracing === undefined ? undefined : tracing.request(req, res)
     try {
-      decision = await options.gatehouse.handle(factsOf(req))
+      decision =
+        traced === undefined
+          ? await gatehouse.handle(factsOf(req))
+          : await traced.check(() => gatehouse.handle(factsOf(req)))
     } catch (err) {
       log.error({ err: (err as Error).message, stack: (err as Error).stack }, 'decision failed')
       count('respond', 'internal_error')
@@ -275,6 +283,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     upstream.forward(req, res, {
       path: decision.path,
       headers,
+      observer: traced?.upstream(upstream.url, req.method ?? 'GET', decision.path, headers),
       responseHeaders: {
         addIfAbsent: securityHeaders as Array<[string, string]>,
         append: decision.setCookies.map((c): [string, string] => ['set-cookie', c]),

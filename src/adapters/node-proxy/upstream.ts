@@ -44,6 +44,8 @@ export interface ForwardOptions {
   /** Headers to add to the response: security headers if absent, the gateway's `Set-Cookie`. */
   responseHeaders?: FilterResponseHeadersOptions | undefined
   onError?: UpstreamErrorListener | undefined
+  /** Told the upstream's status, then that the exchange ended (a trace span). */
+  observer?: { status(statusCode: number): void; end(err?: Error): void } | undefined
 }
 
 /** Options of {@link Upstream.upgrade}. */
@@ -57,6 +59,8 @@ export interface UpgradeOptions {
 
 /** A keep-alive connection pool to one application, and the two ways of passing a client's request to it. */
 export interface Upstream {
+  /** The application's URL, as given to {@link createUpstream}. */
+  readonly url: URL
   /**
    * Streams the request body to the upstream and the response back, without buffering and with backpressure
    * both ways. Failures before the response starts are answered with 502 (or 504 on a timeout), as HTML when
@@ -213,8 +217,10 @@ function responseClosed(res: ServerResponse): boolean {
 
 // What both handlers share: aborting when the client goes away, streaming the body with backpressure, and
 // reporting a failure. A class rather than closures: the hot path allocates one object.
-abstract class RelayHandler<Client extends Writable, Options extends Pick<UpgradeOptions, 'onError'>>
-  implements Dispatcher.DispatchHandler
+abstract class RelayHandler<
+  Client extends Writable,
+  Options extends Pick<ForwardOptions, 'onError' | 'observer'>,
+> implements Dispatcher.DispatchHandler
 {
   readonly req: IncomingMessage
   readonly client: Client
@@ -260,11 +266,13 @@ abstract class RelayHandler<Client extends Writable, Options extends Pick<Upgrad
   onResponseEnd(): void {
     this.state = DONE
     this.client.end()
+    this.opts.observer?.end()
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
     const started = this.state === STREAMING
     this.state = DONE
+    this.opts.observer?.end(err)
     if (this.clientGone || this.clientClosed()) return
     const kind = classifyUpstreamError(err)
     this.opts.onError?.(kind, err)
@@ -289,6 +297,7 @@ class ForwardHandler extends RelayHandler<ServerResponse, ForwardOptions> {
     try {
       const list = filterResponseHeaders(rawHeaderList(controller, headers), this.opts.responseHeaders)
       this.client.writeHead(statusCode, statusMessage || undefined, list)
+      this.opts.observer?.status(statusCode)
     } catch (err) {
       controller.abort(asError(err))
       return
@@ -465,6 +474,7 @@ export function createUpstream(options: CreateUpstreamOptions): Upstream {
   })
 
   return {
+    url,
     forward(req, res, opts) {
       // The client may have left while the caller was deciding: its 'close' has fired already.
       if (responseClosed(res)) return

@@ -1,0 +1,355 @@
+/**
+ * OpenTelemetry traces end to end: a gateway with a real oidc-provider and a recording upstream exports
+ * by OTLP/HTTP (JSON) to a receiver on loopback. Each gateway is closed before its spans are read: the
+ * drain ends every request span, and the shutdown flushes the exporter (no sleeping).
+ */
+import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
+import { createServer, type Server } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { type Gateway, startGateway } from '../../src/app.ts'
+import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
+import { validateConfig } from '../../src/config/load.ts'
+import { silentLogger } from '../../src/core/ports.ts'
+import { browserFetch } from '../helpers/browser-fetch.ts'
+import { createCookieClient } from '../helpers/cookie-client.ts'
+import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
+import { DEMO_USER, signIn, startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
+
+const SESSION_SECRET = 'trace-test-session-secret-0123456789abcdef'
+
+interface OTLPValue {
+  stringValue?: string
+  intValue?: number | string
+  boolValue?: boolean
+}
+interface OTLPSpan {
+  traceId: string
+  spanId: string
+  parentSpanId?: string
+  name: string
+  kind: number
+  attributes: Array<{ key: string; value: OTLPValue }>
+  links?: Array<{ traceId: string; spanId: string }>
+}
+
+/** An OTLP/HTTP receiver: keeps every body posted to /v1/traces. */
+async function startReceiver() {
+  const bodies: string[] = []
+  const server: Server = createServer((req, res) => {
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (chunk: string) => {
+      body += chunk
+    })
+    req.on('end', () => {
+      if (req.method === 'POST' && req.url === '/v1/traces') bodies.push(body)
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end('{}')
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const address = server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  return {
+    url: `http://127.0.0.1:${port}`,
+    bodies,
+    spans(): OTLPSpan[] {
+      const all: OTLPSpan[] = []
+      for (const body of bodies) {
+        const parsed = JSON.parse(body) as {
+          resourceSpans: Array<{ scopeSpans: Array<{ spans: OTLPSpan[] }> }>
+        }
+        for (const rs of parsed.resourceSpans) for (const ss of rs.scopeSpans) all.push(...ss.spans)
+      }
+      return all
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections()
+        server.close(() => r())
+      }),
+  }
+}
+
+function attr(span: OTLPSpan, key: string): string | number | boolean | undefined {
+  const v = span.attributes.find((a) => a.key === key)?.value
+  if (v === undefined) return undefined
+  if (v.intValue !== undefined) return Number(v.intValue)
+  return v.stringValue ?? v.boolValue
+}
+
+function one(spans: OTLPSpan[], predicate: (s: OTLPSpan) => boolean, what: string): OTLPSpan {
+  const found = spans.filter(predicate)
+  assert.equal(found.length, 1, `${what}: one span, found ${found.map((s) => s.name).join(', ') || 'none'}`)
+  return found[0]!
+}
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-0([01])$/
+
+function parseTraceparent(value: unknown): { traceId: string; spanId: string; sampled: boolean } {
+  const m = TRACEPARENT.exec(String(value))
+  assert.ok(m, `a traceparent, got ${String(value)}`)
+  return { traceId: m[1]!, spanId: m[2]!, sampled: m[3] === '1' }
+}
+
+describe('OpenTelemetry traces', () => {
+  let idp: TestIdP
+  let upstream: RecordingUpstream
+  let receiver: Awaited<ReturnType<typeof startReceiver>>
+  let port: number
+  let base: string
+
+  before(async () => {
+    port = await freePort()
+    base = `http://127.0.0.1:${port}`
+    idp = await startTestIdP({ redirectUris: [`${base}/oauth2/callback`], accessTokenTtlSeconds: 3600 })
+    upstream = await startRecordingUpstream()
+  })
+
+  after(async () => {
+    await upstream?.close()
+    await idp?.close()
+  })
+
+  /**
+   * A gateway with the `telemetry` section made from a fresh receiver's URL (`undefined`: none); the
+   * provider calls it makes are recorded with their headers.
+   */
+  async function gatewayWith(telemetryFor: (receiverUrl: string) => Record<string, unknown> | undefined) {
+    receiver = await startReceiver()
+    const telemetry = telemetryFor(receiver.url)
+    const providerRequests: Array<{ url: string; traceparent: string | null }> = []
+    const config = validateConfig({
+      public_url: base,
+      upstream: upstream.url,
+      data_dir: mkdtempSync(join(tmpdir(), 'gh-trace-')),
+      listen: { host: '127.0.0.1', port },
+      provider: {
+        issuer: idp.issuer,
+        client_id: idp.clientId,
+        client_secret: { env: 'GH_CLIENT_SECRET' },
+        scopes: ['openid', 'email', 'profile', 'groups'],
+      },
+      session: { secrets: [{ env: 'GH_SESSION_SECRET' }] },
+      lifetimes: DEV_LIFETIMES,
+      routes: [{ path: '/public/*', allow: 'anonymous' }],
+      identity: { pass_access_token: true },
+      shutdown: { drain: '1s' },
+      ...(telemetry === undefined ? {} : { telemetry }),
+    })
+    const gateway: Gateway = await startGateway(config, {
+      baseDir: process.cwd(),
+      log: silentLogger,
+      admin: false,
+      env: { GH_CLIENT_SECRET: idp.clientSecret, GH_SESSION_SECRET: SESSION_SECRET },
+      fetch: (input, init) => {
+        providerRequests.push({
+          url: String(input),
+          traceparent: new Headers(init?.headers).get('traceparent'),
+        })
+        return fetch(input, init)
+      },
+    })
+    return { gateway, providerRequests }
+  }
+
+  test('a trusted client trace is continued through the check, the provider and the upstream; no secret in any span', async () => {
+    const { gateway, providerRequests } = await gatewayWith((url) => ({
+      traces: { otlp_endpoint: url, sample_ratio: 1, trust_incoming_trace: true },
+    }))
+    const secrets: string[] = []
+    const signInTrace = '4bf92f3577b34da6a3ce929d0e0e4736'
+    const signInParent = '00f067aa0ba902b7'
+    const appTrace = '0af7651916cd43dd8448eb211c80319c'
+    const appParent = 'b7ad6b7169203331'
+    try {
+      const browser = createCookieClient({ fetch: browserFetch })
+      const first = await browser.request(`${base}/dashboard`, { headers: { accept: 'text/html' } })
+      assert.equal(first.status, 302)
+      const callback = await signIn(
+        browser,
+        first.headers.get('location')!,
+        DEMO_USER.username,
+        DEMO_USER.password,
+        idp.issuer,
+      )
+      secrets.push(callback.searchParams.get('code')!, callback.searchParams.get('state')!)
+      const signedIn = await browser.request(callback, {
+        headers: { accept: 'text/html', traceparent: `00-${signInTrace}-${signInParent}-01` },
+      })
+      assert.equal(signedIn.status, 302, 'signed in, sent back to the page')
+      for (const c of browser.cookies(base)) secrets.push(c.value)
+
+      const before = upstream.requests.length
+      const page = await browser.request(`${base}/dashboard?secret=query-value`, {
+        headers: {
+          accept: 'text/html',
+          traceparent: `00-${appTrace}-${appParent}-01`,
+          tracestate: 'vendor=client-state',
+        },
+      })
+      assert.equal(page.status, 200)
+      await page.text()
+      assert.equal(upstream.requests.length, before + 1)
+      const seen = upstream.requests.at(-1)!
+      const accessToken = seen.headers['x-auth-request-access-token']
+      assert.equal(typeof accessToken, 'string', 'the upstream got the access token (pass_access_token)')
+      secrets.push(accessToken as string, 'query-value')
+      const forwarded = parseTraceparent(seen.headers.traceparent)
+      assert.equal(forwarded.traceId, appTrace, 'the upstream continues the client trace')
+      assert.notEqual(forwarded.spanId, appParent, "the upstream's parent is Gatehouse's span")
+      assert.equal(forwarded.sampled, true)
+      assert.equal(seen.headers.tracestate, 'vendor=client-state', 'tracestate carried along')
+
+      // The token exchange went to the provider with the callback's trace.
+      const exchange = providerRequests.find((r) => r.url.includes('/token'))
+      assert.ok(exchange, 'the provider was called for the token exchange')
+      assert.equal(parseTraceparent(exchange.traceparent).traceId, signInTrace)
+    } finally {
+      await gateway.close()
+      await receiver.close()
+    }
+
+    const spans = receiver.spans()
+    // The proxied request: request (server) → check, request → upstream (client), under the client's span.
+    const inApp = spans.filter((s) => s.traceId === appTrace)
+    const request = one(inApp, (s) => s.name === 'gatehouse.request', 'request span')
+    assert.equal(request.parentSpanId, appParent)
+    assert.equal(request.kind, 2, 'SERVER')
+    assert.equal(attr(request, 'url.path'), '/dashboard', 'the path without its query')
+    assert.equal(attr(request, 'http.response.status_code'), 200)
+    assert.equal(attr(request, 'client.address'), undefined, 'no client address unless configured')
+    const check = one(inApp, (s) => s.name === 'gatehouse.check', 'check span')
+    assert.equal(check.parentSpanId, request.spanId)
+    assert.equal(attr(check, 'gatehouse.decision'), 'allow')
+    assert.equal(attr(check, 'gatehouse.code'), 'allow')
+    assert.equal(attr(check, 'http.request.method'), 'GET')
+    const up = one(inApp, (s) => s.name === 'gatehouse.upstream', 'upstream span')
+    assert.equal(up.parentSpanId, request.spanId)
+    assert.equal(up.kind, 3, 'CLIENT')
+    const seen = upstream.requests.at(-1)!
+    assert.equal(parseTraceparent(seen.headers.traceparent).spanId, up.spanId)
+    assert.equal(attr(up, 'http.response.status_code'), 200)
+    assert.equal(attr(up, 'server.address'), '127.0.0.1')
+
+    // The callback: its check made the token exchange, whose span is the check's child.
+    const inSignIn = spans.filter((s) => s.traceId === signInTrace)
+    const callbackRequest = one(inSignIn, (s) => s.name === 'gatehouse.request', 'callback request span')
+    assert.equal(callbackRequest.parentSpanId, signInParent)
+    assert.equal(attr(callbackRequest, 'url.path'), '/oauth2/callback')
+    const callbackCheck = one(inSignIn, (s) => s.name === 'gatehouse.check', 'callback check span')
+    assert.equal(callbackCheck.parentSpanId, callbackRequest.spanId)
+    assert.equal(attr(callbackCheck, 'gatehouse.decision'), 'respond')
+    assert.equal(attr(callbackCheck, 'http.response.status_code'), 302)
+    const tokenExchange = one(
+      inSignIn,
+      (s) => s.name === 'gatehouse.provider.token_exchange',
+      'token exchange span',
+    )
+    assert.equal(tokenExchange.parentSpanId, callbackCheck.spanId)
+    assert.equal(attr(tokenExchange, 'http.request.method'), 'POST')
+    assert.equal(attr(tokenExchange, 'http.response.status_code'), 200)
+    assert.equal(
+      parseTraceparent(providerRequests.find((r) => r.url.includes('/token'))!.traceparent).spanId,
+      tokenExchange.spanId,
+      'the provider got the token exchange span as its parent',
+    )
+
+    // Nothing secret anywhere in what was exported: not in an attribute, not anywhere else.
+    assert.ok(secrets.length >= 5)
+    for (const secret of secrets) {
+      assert.ok(secret.length >= 8, 'a real secret value')
+      for (const body of receiver.bodies) assert.ok(!body.includes(secret), 'a secret reached the exporter')
+    }
+    for (const span of spans) {
+      for (const a of span.attributes) {
+        assert.doesNotMatch(a.key, /cookie|authorization|token\b/i, `attribute ${a.key} on ${span.name}`)
+      }
+    }
+  })
+
+  test('an untrusted client trace (the default) starts a new trace, linked to the client span', async () => {
+    // No otlp_endpoint: the standard variable says where (the exporter reads it when it is built).
+    const { gateway } = await (async () => {
+      try {
+        return await gatewayWith((url) => {
+          process.env['OTEL_EXPORTER_OTLP_ENDPOINT'] = url
+          return { traces: { sample_ratio: 1 } }
+        })
+      } finally {
+        delete process.env['OTEL_EXPORTER_OTLP_ENDPOINT']
+      }
+    })()
+    const clientTrace = '11111111111111111111111111111111'
+    const clientSpan = '2222222222222222'
+    let forwarded: ReturnType<typeof parseTraceparent>
+    try {
+      const res = await fetch(`${base}/public/page`, {
+        headers: { traceparent: `00-${clientTrace}-${clientSpan}-01`, tracestate: 'vendor=client' },
+      })
+      assert.equal(res.status, 200)
+      await res.text()
+      const seen = upstream.requests.at(-1)!
+      forwarded = parseTraceparent(seen.headers.traceparent)
+      assert.notEqual(forwarded.traceId, clientTrace, 'the client does not choose the trace id')
+      assert.equal(seen.headers.tracestate, undefined, "the client's tracestate is not passed on")
+    } finally {
+      await gateway.close()
+      await receiver.close()
+    }
+    const request = one(receiver.spans(), (s) => s.name === 'gatehouse.request', 'request span')
+    assert.equal(request.traceId, forwarded.traceId)
+    assert.equal(request.parentSpanId ?? '', '', 'a root span')
+    assert.deepEqual(
+      request.links?.map((l) => [l.traceId, l.spanId]),
+      [[clientTrace, clientSpan]],
+    )
+    const check = one(receiver.spans(), (s) => s.name === 'gatehouse.check', 'check span')
+    assert.equal(attr(check, 'gatehouse.decision'), 'allow')
+  })
+
+  test("a client's sampled flag does not force sampling: sample_ratio 0 exports nothing", async () => {
+    const { gateway } = await gatewayWith((url) => ({ traces: { otlp_endpoint: url, sample_ratio: 0 } }))
+    const clientTrace = '33333333333333333333333333333333'
+    try {
+      const res = await fetch(`${base}/public/page`, {
+        headers: { traceparent: `00-${clientTrace}-4444444444444444-01` },
+      })
+      assert.equal(res.status, 200)
+      await res.text()
+      const forwarded = parseTraceparent(upstream.requests.at(-1)!.headers.traceparent)
+      assert.notEqual(forwarded.traceId, clientTrace)
+      assert.equal(forwarded.sampled, false, 'the upstream is told this trace is not recorded')
+    } finally {
+      await gateway.close()
+      await receiver.close()
+    }
+    assert.deepEqual(receiver.spans(), [])
+  })
+
+  test('tracing off: the client trace reaches the upstream unchanged and nothing is exported', async () => {
+    // The standard variables alone do not turn tracing on.
+    const { gateway } = await gatewayWith((url) => {
+      process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] = `${url}/v1/traces`
+      return undefined
+    })
+    const traceparent = '00-55555555555555555555555555555555-6666666666666666-01'
+    try {
+      const res = await fetch(`${base}/public/page`, { headers: { traceparent, tracestate: 'vendor=x' } })
+      assert.equal(res.status, 200)
+      await res.text()
+      const seen = upstream.requests.at(-1)!
+      assert.equal(seen.headers.traceparent, traceparent)
+      assert.equal(seen.headers.tracestate, 'vendor=x')
+      assert.equal(await gateway.flushTraces(), undefined)
+    } finally {
+      delete process.env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT']
+      await gateway.close()
+      await receiver.close()
+    }
+    assert.deepEqual(receiver.bodies, [])
+  })
+})
