@@ -5,7 +5,6 @@
  * of seed 001 reported by `gatehouse check`.
  */
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -14,6 +13,7 @@ import { decodeProtectedHeader } from 'jose'
 import { type Gateway, startGateway } from '../../src/app.ts'
 import { loadConfigFile } from '../../src/config/load.ts'
 import { silentLogger } from '../../src/core/ports.ts'
+import { runCli } from '../helpers/cli.ts'
 import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
 import { startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
 
@@ -26,13 +26,11 @@ describe('API tokens from the CLI to the data port', () => {
   let configFile: string
   let base: string
 
-  const cli = (...args: string[]) =>
-    spawnSync(process.execPath, ['src/cli/main.ts', ...args, '--config', configFile], {
-      encoding: 'utf8',
-      env: { ...process.env, ...env },
-    })
-  const issue = (...args: string[]) => {
-    const r = cli('tokens', 'issue', ...args)
+  // Asynchronous: the gateway runs in this process and must keep answering while the CLI runs (a blocked
+  // event loop would let keep-alive timers expire under requests already written to the socket).
+  const cli = (...args: string[]) => runCli([...args, '--config', configFile], env)
+  const issue = async (...args: string[]) => {
+    const r = await cli('tokens', 'issue', ...args)
     assert.equal(r.status, 0, r.stderr)
     return { token: r.stdout.trim(), stderr: r.stderr }
   }
@@ -63,7 +61,7 @@ lifetimes:
 expiry_cliff: { window: 1h, share: 0.5, min_count: 10 }
 routes:
   - { path: /api/write/*, allow: { scopes: [write] } }
-# The CLI runs with spawnSync in this very process, blocking its event loop on purpose: no shedding.
+# A loaded test machine must not make the gateway shed these requests.
 shedding: false
 log: { level: error }
 `,
@@ -85,7 +83,7 @@ log: { level: error }
   })
 
   test('a token issued by the CLI works on the data port, also with the provider stopped', async () => {
-    const { token } = issue('--subject', 'ci-bot', '--scope', 'deploy,read')
+    const { token } = await issue('--subject', 'ci-bot', '--scope', 'deploy,read')
     assert.match(token, /^gth_[\w-]+\.[\w-]+\.[\w-]+$/)
     const ok = await call(token)
     assert.equal(ok.status, 200)
@@ -97,12 +95,12 @@ log: { level: error }
     assert.equal(still.status, 200, 'verified with keys in memory, no call to the provider')
     assert.equal(upstream.requests.length, count + 1)
     // And from a cold cache: a token the gateway has never seen.
-    const fresh = issue('--subject', 'cold-bot').token
+    const fresh = (await issue('--subject', 'cold-bot')).token
     assert.equal((await call(fresh)).status, 200)
   })
 
   test('the JWKS publishes the signing key with caching headers', async () => {
-    const { token } = issue('--subject', 'jwks-check')
+    const { token } = await issue('--subject', 'jwks-check')
     const r = await fetch(`${base}/.well-known/jwks.json`)
     assert.equal(r.status, 200)
     assert.match(r.headers.get('cache-control')!, /^public, max-age=\d+$/)
@@ -114,10 +112,10 @@ log: { level: error }
   })
 
   test('revoked by the CLI, refused by the running gateway without a restart', async () => {
-    const { token } = issue('--subject', 'to-revoke')
+    const { token } = await issue('--subject', 'to-revoke')
     assert.equal((await call(token)).status, 200)
     const jti = (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti
-    const r = cli('tokens', 'revoke', jti)
+    const r = await cli('tokens', 'revoke', jti)
     assert.equal(r.status, 0, r.stderr)
     let status = 200
     for (let i = 0; i < 200 && status === 200; i++) {
@@ -130,16 +128,16 @@ log: { level: error }
   })
 
   test('cascade: refused without --cascade when children live, then revokes the subtree and says how many first', async () => {
-    const parent = issue('--subject', 'parent-bot', '--scope', 'read,write').token
+    const parent = (await issue('--subject', 'parent-bot', '--scope', 'read,write')).token
     const parentJti = (
       JSON.parse(Buffer.from(parent.split('.')[1]!, 'base64url').toString()) as { jti: string }
     ).jti
-    const child = issue('--subject', 'child-bot', '--scope', 'read', `--parent=${parentJti}`).token
-    const no = cli('tokens', 'revoke', parentJti)
+    const child = (await issue('--subject', 'child-bot', '--scope', 'read', `--parent=${parentJti}`)).token
+    const no = await cli('tokens', 'revoke', parentJti)
     assert.equal(no.status, 1)
     assert.match(no.stderr, /1 live descendant.*--cascade.*ERR_TOKEN_HAS_CHILDREN/)
     assert.equal((await call(child)).status, 200, 'nothing changed')
-    const yes = cli('tokens', 'revoke', parentJti, '--cascade')
+    const yes = await cli('tokens', 'revoke', parentJti, '--cascade')
     assert.equal(yes.status, 0, yes.stderr)
     assert.match(yes.stdout, /revoking \S+ and 1 descendant\(s\)/)
     await gateway.services.tokens.refreshRevocations()
@@ -147,25 +145,25 @@ log: { level: error }
     assert.equal((await call(child)).status, 401)
   })
 
-  test('a token asked for longer than its class allows is capped, and the CLI says so', () => {
-    const { stderr } = issue('--subject', 'greedy', '--ttl', '365d')
+  test('a token asked for longer than its class allows is capped, and the CLI says so', async () => {
+    const { stderr } = await issue('--subject', 'greedy', '--ttl', '365d')
     assert.match(stderr, /capped: asked until \S+, issued until \S+ because the api\/derived token max_ttl/)
-    const bad = cli('tokens', 'issue', '--subject', 'x', '--ttl', 'forever')
+    const bad = await cli('tokens', 'issue', '--subject', 'x', '--ttl', 'forever')
     assert.equal(bad.status, 1)
     assert.match(bad.stderr, /--ttl expected a duration/)
   })
 
   test('keys rotate: the new key signs at once; tokens signed by the old one still pass', async () => {
-    const before = issue('--subject', 'pre-rotation').token
+    const before = (await issue('--subject', 'pre-rotation')).token
     const oldKid = decodeProtectedHeader(before.slice(4)).kid
-    const r = cli('keys', 'rotate')
+    const r = await cli('keys', 'rotate')
     assert.equal(r.status, 0, r.stderr)
     assert.match(r.stdout, /next → current \(on demand\)/)
-    const afterToken = issue('--subject', 'post-rotation').token
+    const afterToken = (await issue('--subject', 'post-rotation')).token
     assert.notEqual(decodeProtectedHeader(afterToken.slice(4)).kid, oldKid)
     assert.equal((await call(before)).status, 200)
     assert.equal((await call(afterToken)).status, 200)
-    const list = cli('keys', 'list', '--json')
+    const list = await cli('keys', 'list', '--json')
     const states = (JSON.parse(list.stdout) as Array<{ kid: string; state: string }>).map((k) => [
       k.kid === oldKid,
       k.state,
@@ -173,21 +171,21 @@ log: { level: error }
     assert.ok(states.some(([old, state]) => old && state === 'retired'))
   })
 
-  test('gatehouse check warns of an expiry cliff among live tokens (seed 001)', () => {
-    for (let i = 0; i < 12; i++) issue('--subject', `batch-${i}`, '--ttl', '7d')
-    const r = cli('check')
+  test('gatehouse check warns of an expiry cliff among live tokens (seed 001)', async () => {
+    for (let i = 0; i < 12; i++) await issue('--subject', `batch-${i}`, '--ttl', '7d')
+    const r = await cli('check')
     assert.equal(r.status, 0, r.stderr)
     assert.match(r.stdout, /expiry cliff: \d+ of \d+ live API tokens/)
     assert.match(r.stdout, /derived_token\s+1h\s+1d\s+1d/)
   })
 
-  test('inspect and list never show the signature or the secret', () => {
-    const { token } = issue('--subject', 'inspect-me')
-    const r = cli('tokens', 'inspect', token)
+  test('inspect and list never show the signature or the secret', async () => {
+    const { token } = await issue('--subject', 'inspect-me')
+    const r = await cli('tokens', 'inspect', token)
     assert.equal(r.status, 0, r.stderr)
     assert.equal(JSON.parse(r.stdout).status, 'valid')
     assert.ok(!r.stdout.includes(token.split('.')[2]!), 'no signature in the output')
-    const list = cli('tokens', 'list', '--json')
+    const list = await cli('tokens', 'list', '--json')
     assert.ok(!list.stdout.includes(token.split('.')[2]!))
   })
 
