@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { appPublicUrl } from '../apps.ts'
 import { formatDuration } from '../config/duration.ts'
 import { detectExpiryCliff, effectiveLifetimes, formatLifetimeTable } from '../config/lifetimes.ts'
 import { ConfigError, loadConfigFile } from '../config/load.ts'
@@ -15,8 +16,13 @@ export function describeConfig(config: Config): { text: string; warnings: string
   const warnings: string[] = []
   const publicUrl = new URL(config.public_url)
   const secure = publicUrl.protocol === 'https:'
-  lines.push(`public URL     ${publicUrl.origin}  (callback ${publicUrl.origin}/oauth2/callback)`)
-  lines.push(`upstream       ${config.upstream}`)
+  if (config.apps === undefined) {
+    lines.push(`public URL     ${publicUrl.origin}  (callback ${publicUrl.origin}/oauth2/callback)`)
+    lines.push(`upstream       ${config.upstream}`)
+  } else {
+    lines.push(`public URL     ${publicUrl.origin}  (serves no app unless one is at its host)`)
+    lines.push(`apps           ${config.apps.length}; register every callback below at the provider`)
+  }
   lines.push(
     `provider       ${config.provider.issuer}  (preset ${config.provider.preset}, client ${config.provider.client_id})`,
   )
@@ -54,9 +60,28 @@ export function describeConfig(config: Config): { text: string; warnings: string
   lines.push(
     `Signing keys: published ${formatDuration(config.keys.publish_ahead)} before they sign, sign for ${formatDuration(config.lifetimes.signing_key.ttl)}, stay published ${formatDuration(retention - config.provider.leeway)} (+${config.provider.leeway}s leeway) after: the longest API token, derived, not configured`,
   )
-  lines.push('')
-  lines.push('Routes (first match wins)')
-  config.routes.forEach((r, i) => {
+  if (config.apps === undefined) {
+    lines.push('')
+    lines.push('Routes (first match wins)')
+    lines.push(...describeRoutes(config.routes))
+  }
+  for (const app of config.apps ?? []) {
+    const url = appPublicUrl(config, app).origin
+    lines.push('')
+    lines.push(`App ${app.name}: ${url}${app.path_prefix === '/' ? '' : app.path_prefix} -> ${app.upstream}`)
+    lines.push(`  callback ${url}/oauth2/callback`)
+    lines.push(
+      `  identity: access token ${(app.identity.pass_access_token ?? config.identity.pass_access_token) ? 'passed' : 'not passed'}`,
+    )
+    lines.push('  Routes (first match wins)')
+    lines.push(...describeRoutes(app.routes).map((l) => `  ${l}`))
+  }
+  return { text: `${lines.join('\n')}\n`, warnings }
+}
+
+function describeRoutes(routes: Config['routes']): string[] {
+  const lines: string[] = []
+  routes.forEach((r, i) => {
     const a = r.allow
     const who =
       typeof a === 'string' ? a : `groups [${a.groups.join(', ')}] or emails [${a.emails.join(', ')}]`
@@ -69,7 +94,7 @@ export function describeConfig(config: Config): { text: string; warnings: string
     lines.push(`  ${i + 1}. ${(r.methods?.join(',') ?? '*').padEnd(8)} ${r.path.padEnd(24)} ${allow}`)
   })
   lines.push(`  -  ${'*'.padEnd(8)} ${'(everything else)'.padEnd(24)} authenticated`)
-  return { text: `${lines.join('\n')}\n`, warnings }
+  return lines
 }
 
 /** Seed 001's shape among the live API tokens in the data dir, if there is one. */

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import { describeConfig } from '../../src/cli/check.ts'
 import { ConfigError, validateConfig } from '../../src/config/load.ts'
 import {
   appHostOf,
@@ -228,4 +229,27 @@ test('config: precise errors for apps', () => {
     at({ ...base, apps: [{ ...app, provider: {} }] }).join('\n'),
     /^apps\[0\]: unknown key\(s\) "provider"/m,
   )
+})
+
+test('gatehouse check prints each app: where, upstream, callback to register, routes', () => {
+  const { text } = describeConfig(
+    validateConfig({
+      ...base,
+      apps: [
+        { name: 'grafana', host: 'grafana.example.com', upstream: 'http://grafana:3000' },
+        {
+          name: 'wiki',
+          host: 'tools.example.com',
+          path_prefix: '/wiki',
+          upstream: 'http://wiki:80',
+          routes: [{ path: '/wiki/admin/*', allow: { groups: ['admins'] } }],
+        },
+      ],
+    }),
+  )
+  assert.match(text, /^App grafana: https:\/\/grafana\.example\.com -> http:\/\/grafana:3000$/m)
+  assert.match(text, /^ {2}callback https:\/\/grafana\.example\.com\/oauth2\/callback$/m)
+  assert.match(text, /^App wiki: https:\/\/tools\.example\.com\/wiki -> http:\/\/wiki:80$/m)
+  assert.match(text, /^ {2}callback https:\/\/tools\.example\.com\/oauth2\/callback$/m)
+  assert.match(text, /^ {4}1\. \* +\/wiki\/admin\/\* +groups \[admins\]/m)
 })

@@ -19,6 +19,19 @@ import {
 } from './server-limits.ts'
 import { isWebSocketUpgrade, refuseUpgrade, type Upstream } from './upstream.ts'
 
+/**
+ * `gatehouse`, `upstream` and `securityHeaders` are read once at the start of each request, so they may
+ * be getters: a config reload swaps them, and a request in flight keeps the ones it started with.
+ */
+/** One app of config `apps`, as the proxy serves it. */
+export interface ProxyApp {
+  name: string
+  gatehouse: Gatehouse
+  upstream: Upstream
+  /** `host[:port]` of the app's public URL: the upstream's Host (upstream_host `public`) and X-Forwarded-Host. */
+  publicHost: string
+}
+
 export interface GatewayServerOptions {
   gatehouse: Gatehouse
   upstream: Upstream
@@ -58,6 +71,12 @@ export interface GatewayServerOptions {
    * Default `public`.
    */
   upstreamHost?: 'public' | 'upstream' | 'preserve' | undefined
+  /**
+   * Several apps (config `apps`, src/core/apps.ts): the app each request is for, or the answer when
+   * there is none. Its core, upstream and host replace `gatehouse`, `upstream` and `publicUrl`'s host
+   * for that request. Absent: one app, and no per-request cost.
+   */
+  apps?: ((facts: RequestFacts) => ProxyApp | Respond) | undefined
   /** Spans for each request, its decision and its upstream exchange (src/trace/otel.ts). Default none. */
   tracing?: Tracing | undefined
 }
@@ -92,7 +111,7 @@ function factsOf(req: IncomingMessage): RequestFacts {
  * forward to the upstream (with identity headers, without Gatehouse's cookies) or answer.
  */
 export function createGatewayServer(options: GatewayServerOptions): GatewayServer {
-  const { gatehouse, upstream, securityHeaders, metrics, log, tracing } = options
+  const { metrics, log, tracing } = options
   const proto = options.publicUrl.protocol === 'https:' ? 'https' : 'http'
   const publicHost = options.publicUrl.host
   const isAllowedHost = createHostCheck([options.publicUrl.hostname, ...(options.allowedHosts ?? [])])
@@ -111,7 +130,12 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     log.warn({ kind, err: err.message }, 'upstream error')
   }
 
-  function respond(res: ServerResponse, d: Respond, method: string) {
+  function respond(
+    res: ServerResponse,
+    d: Respond,
+    method: string,
+    securityHeaders: GatewayServerOptions['securityHeaders'],
+  ) {
     if (d.delayMs !== undefined && d.delayMs > 0 && !draining) {
       if (held < maxHeld) {
         // A timer per held answer, nothing else: the client waits, Gatehouse does not (seed 003).
@@ -121,7 +145,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
         const timer = setTimeout(() => {
           res.off('close', cancel)
           held--
-          if (!res.destroyed) respond(res, { ...d, delayMs: undefined }, method)
+          if (!res.destroyed) respond(res, { ...d, delayMs: undefined }, method, securityHeaders)
         }, d.delayMs)
         const cancel = () => {
           clearTimeout(timer)
@@ -154,6 +178,27 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     if (counter === undefined) {
       counter = metrics.decisions.labels(kind, code)
       counters.set(key, counter)
+    }
+    counter.inc()
+  }
+  // Config `apps`: decisions per app, beside the totals (registered only with apps).
+  const appDecisions =
+    options.apps === undefined
+      ? undefined
+      : new Counter({
+          name: 'gatehouse_app_decisions_total',
+          help: 'Decisions per app of config apps, by kind (allow, respond) and code',
+          labelNames: ['app', 'kind', 'code'],
+          registers: [metrics.registry],
+        })
+  const appCounters = new Map<string, { inc(): void }>()
+  function countApp(name: string, decision: Decision) {
+    const code = decision.kind === 'allow' ? 'allow' : decision.code
+    const key = `${name} ${decision.kind} ${code}`
+    let counter = appCounters.get(key)
+    if (counter === undefined) {
+      counter = appDecisions!.labels(name, decision.kind, code)
+      appCounters.set(key, counter)
     }
     counter.inc()
   }
@@ -195,32 +240,44 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
   }
 
   // What the upstream is told about the request: X-Forwarded-Host from public_url, never the client.
-  function headersFor(req: IncomingMessage, decision: Allow, upgrade: boolean) {
+  function headersFor(req: IncomingMessage, decision: Allow, upgrade: boolean, host = publicHost) {
     const headers = buildUpstreamHeaders(req, {
       identity: decision.upstreamHeaders,
       clientAddress: req.socket.remoteAddress ?? '',
       proto,
-      host: publicHost,
+      host,
       cookie: decision.upstreamCookie,
       upgrade,
       drop: decision.dropFromClient,
     })
-    if (upstreamHost === 'public') headers['host'] = publicHost
+    if (upstreamHost === 'public') headers['host'] = host
     else if (upstreamHost === 'upstream') delete headers['host']
-    else headers['host'] ??= publicHost
+    else headers['host'] ??= host
     return headers
   }
 
   async function onRequest(req: IncomingMessage, res: ServerResponse) {
+    let { gatehouse, upstream } = options
+    const { securityHeaders, apps } = options
     const misdirected = refuseMisdirected(req)
     if (misdirected !== undefined) {
       count('respond', misdirected.code)
-      return respond(res, misdirected, req.method ?? 'GET')
+      return respond(res, misdirected, req.method ?? 'GET', securityHeaders)
     }
     const url = req.url ?? '/'
     for (const m of mounts) {
       if (url === m.prefix || url.startsWith(`${m.prefix}/`) || url.startsWith(`${m.prefix}?`))
         return m.handler(req, res)
+    }
+    let app: ProxyApp | undefined
+    if (apps !== undefined) {
+      const chosen = apps(factsOf(req))
+      if ('kind' in chosen) {
+        count('respond', chosen.code)
+        return respond(res, chosen, req.method ?? 'GET', securityHeaders)
+      }
+      app = chosen
+      ;({ gatehouse, upstream } = app)
     }
     const start = process.hrtime.bigint()
     let decision: Decision
@@ -238,7 +295,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     const repeated = refuseRepeatedAuthorization(req)
     if (repeated !== undefined) {
       count('respond', repeated.code)
-      return respond(res, repeated, req.method ?? 'GET')
+      return respond(res, repeated, req.method ?? 'GET', securityHeaders)
     }
     if (options.isOverloaded?.()) {
       const facts = factsOf(req)
@@ -259,7 +316,7 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       decision =
         traced === undefined
           ? await gatehouse.handle(factsOf(req))
-          : await traced.check(() => gatehouse.handle(factsOf(req)))
+          : await traced.check(gatehouse, factsOf(req))
     } catch (err) {
       log.error({ err: (err as Error).message, stack: (err as Error).stack }, 'decision failed')
       count('respond', 'internal_error')
@@ -270,14 +327,15 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       return
     }
     record(decision, start)
+    if (app !== undefined) countApp(app.name, decision)
     if (decision.kind === 'respond') {
       if (decision.status === 429) {
         options.onRefused?.(decision.code, req.socket.remoteAddress ?? '', req.headers['user-agent'])
       }
-      return respond(res, decision, req.method ?? 'GET')
+      return respond(res, decision, req.method ?? 'GET', securityHeaders)
     }
     if (draining) res.setHeader('connection', 'close')
-    const headers = headersFor(req, decision, false)
+    const headers = headersFor(req, decision, false, app?.publicHost)
     // Connection-specific (RFC 9113 §3.1), meaningless without the Upgrade that was dropped.
     delete headers['http2-settings']
     upstream.forward(req, res, {
@@ -293,6 +351,8 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
   }
 
   async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer) {
+    let { gatehouse, upstream } = options
+    const { apps } = options
     socket.on('error', () => socket.destroy())
     // Only reached by other protocols on a Node without shouldUpgradeCallback (added in 24.9).
     if (!isWebSocketUpgrade(req)) {
@@ -300,9 +360,18 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       return refuseUpgrade(socket)
     }
     let decision: Decision
+    let app: ProxyApp | undefined
     try {
+      const chosen = apps?.(factsOf(req))
+      if (chosen !== undefined && !('kind' in chosen)) {
+        app = chosen
+        ;({ gatehouse, upstream } = app)
+      }
       decision =
-        refuseMisdirected(req) ?? refuseRepeatedAuthorization(req) ?? (await gatehouse.handle(factsOf(req)))
+        refuseMisdirected(req) ??
+        (chosen !== undefined && 'kind' in chosen ? chosen : undefined) ??
+        refuseRepeatedAuthorization(req) ??
+        (await gatehouse.handle(factsOf(req)))
     } catch (err) {
       log.error({ err: (err as Error).message }, 'decision failed (upgrade)')
       socket.end('HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
@@ -317,7 +386,8 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       socket.end(`${lines.join('\r\n')}\r\n\r\n${decision.body}`)
       return
     }
-    const headers = headersFor(req, decision, true)
+    if (app !== undefined) countApp(app.name, decision)
+    const headers = headersFor(req, decision, true, app?.publicHost)
     upstream.upgrade(req, socket, head, { path: decision.path, headers, onError: onUpstreamError })
   }
 

@@ -1,0 +1,99 @@
+/**
+ * Config `apps` in the Node gateway (docs/apps.md): one decision core per app, one upstream pool per
+ * distinct upstream, and the router that picks the app of each request (src/core/apps.ts).
+ */
+
+import type { ProxyApp } from './adapters/node-proxy/server.ts'
+import type { Upstream } from './adapters/node-proxy/upstream.ts'
+import type { Config } from './config/schema.ts'
+import { createAppRouter, createAppSelector } from './core/apps.ts'
+import type { RequestFacts, Respond } from './core/decisions.ts'
+import type { Gatehouse } from './core/gatehouse.ts'
+import type { Logger } from './core/ports.ts'
+
+type AppConfig = NonNullable<Config['apps']>[number]
+
+/** An app's public URL: its host, with public_url's scheme and port. */
+export function appPublicUrl(config: Pick<Config, 'public_url'>, app: Pick<AppConfig, 'host'>): URL {
+  const url = new URL(config.public_url)
+  url.hostname = app.host
+  return url
+}
+
+/**
+ * The config one app's core and upstream are built from: the whole config, with the app's public URL,
+ * upstream, routes, and its identity and timeout keys over the top-level ones.
+ */
+export function appConfigOf(config: Config, app: AppConfig): Config {
+  return {
+    ...config,
+    public_url: appPublicUrl(config, app).origin,
+    upstream: app.upstream,
+    apps: undefined,
+    routes: app.routes,
+    identity: {
+      ...config.identity,
+      pass_access_token: app.identity.pass_access_token ?? config.identity.pass_access_token,
+    },
+    upstream_timeouts: {
+      connect: app.upstream_timeouts.connect ?? config.upstream_timeouts.connect,
+      headers: app.upstream_timeouts.headers ?? config.upstream_timeouts.headers,
+      body: app.upstream_timeouts.body ?? config.upstream_timeouts.body,
+    },
+  }
+}
+
+export interface OpenAppsOptions {
+  /** Builds an app's core from its config (`appConfigOf`), sharing the gateway's long-lived parts. */
+  core(config: Config): Promise<Gatehouse>
+  /** Opens a pool to an app's upstream; called once per distinct upstream URL and timeouts. */
+  upstream(config: Config): Upstream
+  log: Logger
+  /** Prefix of Gatehouse's own endpoints. Default `/oauth2`. */
+  prefix?: string
+}
+
+export interface OpenedApps {
+  /** Which app a request is for, or the answer (421, 404, forward-auth 400/403): `GatewayServerOptions.apps`. */
+  route(facts: RequestFacts): ProxyApp | Respond
+  /** Every app host: names the data port answers for. */
+  hosts: string[]
+  apps: ProxyApp[]
+  close(): Promise<void>
+}
+
+export async function openApps(config: Config, options: OpenAppsOptions): Promise<OpenedApps> {
+  const list = config.apps ?? []
+  const pools = new Map<string, Upstream>()
+  const apps: ProxyApp[] = []
+  const entries = []
+  for (const app of list) {
+    const appConfig = appConfigOf(config, app)
+    const poolKey = JSON.stringify([appConfig.upstream, appConfig.upstream_timeouts])
+    let upstream = pools.get(poolKey)
+    if (upstream === undefined) {
+      upstream = options.upstream(appConfig)
+      pools.set(poolKey, upstream)
+    }
+    const served: ProxyApp = {
+      name: app.name,
+      gatehouse: await options.core(appConfig),
+      upstream,
+      publicHost: new URL(appConfig.public_url).host,
+    }
+    apps.push(served)
+    entries.push({ host: app.host, pathPrefix: app.path_prefix, app: served })
+  }
+  const route = createAppRouter(createAppSelector(entries), {
+    prefix: options.prefix ?? '/oauth2',
+    log: options.log,
+  })
+  return {
+    route,
+    hosts: [...new Set(list.map((a) => a.host))],
+    apps,
+    async close() {
+      await Promise.all([...pools.values()].map((u) => u.close()))
+    },
+  }
+}
