@@ -7,8 +7,8 @@
  * the render.
  */
 import assert from 'node:assert/strict'
-import { accessSync, constants } from 'node:fs'
-import { homedir } from 'node:os'
+import { accessSync, constants, mkdtempSync, writeFileSync } from 'node:fs'
+import { homedir, tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { describe, test } from 'node:test'
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1'
@@ -200,6 +200,33 @@ describe('Helm chart', { skip }, () => {
     assert.equal(
       one(objects, 'Middleware').spec.forwardAuth.address,
       'http://gh-gatehouse.auth.svc.cluster.local:8080/oauth2/auth?redirect=1',
+    )
+  })
+
+  test('apps pass through into the config (upstream: null drops the default single upstream)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-helm-apps-'))
+    const values = join(dir, 'apps.yaml')
+    writeFileSync(
+      values,
+      [
+        'config:',
+        '  upstream: null',
+        '  apps:',
+        '    - { name: grafana, host: grafana.example.com, upstream: "http://grafana:3000", routes: [{ path: "/*", allow: { groups: [ops] } }] }',
+        '    - { name: wiki, host: tools.example.com, path_prefix: /wiki, upstream: "http://wiki:80" }',
+        '',
+      ].join('\n'),
+    )
+    const { status, objects, stderr } = await template('-f', values)
+    assert.equal(status, 0, stderr)
+    const config = configOf(objects)
+    assert.equal(config.upstream, undefined)
+    assert.deepEqual(
+      config.apps?.map((a) => [a.name, a.host, a.path_prefix]),
+      [
+        ['grafana', 'grafana.example.com', '/'],
+        ['wiki', 'tools.example.com', '/wiki'],
+      ],
     )
   })
 
