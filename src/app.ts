@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createServer as createNetServer, isIP } from 'node:net'
 import { resolve as resolvePath } from 'node:path'
+import { isDeepStrictEqual } from 'node:util'
 import { Gauge } from 'prom-client'
 import { Agent } from 'undici'
 import { createGatewayServer, type GatewayServer } from './adapters/node-proxy/server.ts'
@@ -12,6 +13,7 @@ import { createAdminServer } from './admin/admin-server.ts'
 import { createMetrics, type Metrics } from './admin/metrics.ts'
 import { createOffenders } from './admin/offenders.ts'
 import { renderStatusPage, type StoreState } from './admin/status-page.ts'
+import { openApps } from './apps.ts'
 import { assembleCore } from './assemble.ts'
 import { detectExpiryCliff, effectiveLifetimes } from './config/lifetimes.ts'
 import { resolveCoreSecrets, resolveSecret } from './config/load.ts'
@@ -19,7 +21,8 @@ import type { Config } from './config/schema.ts'
 import { createSharedRefresh } from './coord/shared-refresh.ts'
 import { type Clock, systemClock } from './core/clock.ts'
 import type { Gatehouse } from './core/gatehouse.ts'
-import type { Logger } from './core/ports.ts'
+import { createMemoryOneTimeStore } from './core/one-time-store.ts'
+import type { Logger, RateLimiter } from './core/ports.ts'
 import { createExpiryMonitor, type ExpiryMonitor } from './expiry/monitor.ts'
 import { createObservingConnector, createTLSObserver, readCAFile } from './expiry/tls.ts'
 import type { ProviderCache } from './keys/provider-cache.ts'
@@ -28,6 +31,7 @@ import type { OIDCClient } from './oidc/client.ts'
 import type { GuardedFetch } from './oidc/guarded-fetch.ts'
 import { createOverloadMonitor } from './protect/overload.ts'
 import { createRateLimiter } from './protect/rate-limits.ts'
+import { configHash, createConfigReloader, type ReloadResult, trackGenerations } from './reload.ts'
 import { lifetimeConfig, openTokenServices, type TokenServices } from './services.ts'
 import type { CacheStore, KeyStore, SessionRevocationStore, TokenStore } from './store/ports.ts'
 import { createSharedRateLimiter, type SharedRateLimitsOptions } from './store/redis-rate-limits.ts'
@@ -62,6 +66,12 @@ export interface GatewayOptions {
   webhookFetch?: typeof fetch
   /** Probe TLS endpoints not seen in a handshake (default true). */
   probeTLS?: boolean
+  /** The file the config came from: `reloadFromFile` reads it, `watchConfig` watches it (src/reload.ts). */
+  configFile?: string
+  /** sha256 of that file's text as loaded (`loadConfigForReload`); default: of the config's JSON. */
+  configHash?: string
+  /** Reload when `configFile` changes (debounced). Default false; `gatehouse start` turns it on. */
+  watchConfig?: boolean
 }
 
 export interface Gateway {
@@ -80,6 +90,13 @@ export interface Gateway {
   expiry: ExpiryMonitor
   /** Reload `tls.cert`/`tls.key` if they changed (also on a timer); true when new material is served. */
   reloadTLS(): boolean
+  /**
+   * Apply a validated config without a restart (docs/operations.md, "Reloading the config"): built
+   * first, then swapped in for new requests; a config that cannot be applied keeps the running one.
+   */
+  reload(config: Config): Promise<ReloadResult>
+  /** Read, validate and apply `configFile` (what SIGHUP does). */
+  reloadFromFile(): Promise<ReloadResult>
   /** Exports the spans ended so far, when tracing is on (`telemetry.traces`). */
   flushTraces(): Promise<void>
   /** Drain in-flight requests (config `shutdown.drain`), then close everything. */
@@ -161,47 +178,61 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     allowLocalCopy: true,
   })
   const redis = services.redis
-  const {
+  const limiterFor = (cfg: Config) =>
+    (redis ? createSharedRateLimiter : createRateLimiter)({
+      client: limitOf(cfg.rate_limits.client),
+      credential: limitOf(cfg.rate_limits.credential),
+      authEndpoint: limitOf(cfg.rate_limits.auth_endpoints),
+      ...(redis ? { redis, onTripped: rateLimitTripped(services.log) } : {}),
+    } as SharedRateLimitsOptions)
+  // Used sign-in states outlive a config reload, so a reload cannot make one usable twice.
+  const oneTime = createMemoryOneTimeStore(clock)
+  // What a config reload builds again; the long-lived parts (services, stores, revocations) are shared.
+  const buildCore = (
+    config: Config,
+    resolved: ReturnType<typeof resolveCoreSecrets>,
+    keep: { limiter: RateLimiter; provider?: { cache: ProviderCache; guard: GuardedFetch } },
+  ) =>
+    assembleCore(config, {
+      clock,
+      // Sign-in and sign-out lines also go to the audit log.
+      log: services.log,
+      secrets: resolved,
+      keep: { oneTime, provider: keep.provider },
+      cacheStore: services.store,
+      sessionRevocations: services.sessions,
+      // Calls to the provider record the certificate of each TLS handshake for the expiry inventory.
+      fetch: ((f: typeof fetch) => tracing?.fetch(f) ?? f)(
+        options.fetch ??
+          ((input, init) => fetch(input, { ...init, dispatcher: providerAgent } as RequestInit)),
+      ),
+      // Gatehouse's own API tokens are told apart by their prefix and verified without the provider.
+      bearer: (providerBearer) => ({
+        verify: (token) =>
+          token.startsWith(TOKEN_PREFIX) ? services.tokens.verify(token) : providerBearer.verify(token),
+        forget: (token) =>
+          token.startsWith(TOKEN_PREFIX) ? services.tokens.forget(token) : providerBearer.forget(token),
+      }),
+      jwks: () => services.keyRing.jwks(),
+      limiter: keep.limiter,
+      // Many instances: one provider refresh per session, whichever instance the requests land on.
+      sharedRefresh: redis ? (refresh) => createSharedRefresh(refresh, { redis, log }) : undefined,
+      repeatPenalty:
+        config.rate_limits.repeat_penalty === false
+          ? undefined
+          : {
+              after: config.rate_limits.repeat_penalty.after,
+              maxDelayMs: config.rate_limits.repeat_penalty.max_delay_ms,
+            },
+    })
+  let limiter = limiterFor(config)
+  let {
     gatehouse,
     oidc,
     providerCache,
     providerGuard: guard,
     securityHeaders,
-  } = await assembleCore(config, {
-    clock,
-    // Sign-in and sign-out lines also go to the audit log.
-    log: services.log,
-    secrets: { session: secrets, clientSecret, clientKey },
-    cacheStore: services.store,
-    sessionRevocations: services.sessions,
-    // Calls to the provider record the certificate of each TLS handshake for the expiry inventory.
-    fetch: ((f: typeof fetch) => tracing?.fetch(f) ?? f)(
-      options.fetch ?? ((input, init) => fetch(input, { ...init, dispatcher: providerAgent } as RequestInit)),
-    ),
-    // Gatehouse's own API tokens are told apart by their prefix and verified without the provider.
-    bearer: (providerBearer) => ({
-      verify: (token) =>
-        token.startsWith(TOKEN_PREFIX) ? services.tokens.verify(token) : providerBearer.verify(token),
-      forget: (token) =>
-        token.startsWith(TOKEN_PREFIX) ? services.tokens.forget(token) : providerBearer.forget(token),
-    }),
-    jwks: () => services.keyRing.jwks(),
-    limiter: (redis ? createSharedRateLimiter : createRateLimiter)({
-      client: limitOf(config.rate_limits.client),
-      credential: limitOf(config.rate_limits.credential),
-      authEndpoint: limitOf(config.rate_limits.auth_endpoints),
-      ...(redis ? { redis, onTripped: rateLimitTripped(services.log) } : {}),
-    } as SharedRateLimitsOptions),
-    // Many instances: one provider refresh per session, whichever instance the requests land on.
-    sharedRefresh: redis ? (refresh) => createSharedRefresh(refresh, { redis, log }) : undefined,
-    repeatPenalty:
-      config.rate_limits.repeat_penalty === false
-        ? undefined
-        : {
-            after: config.rate_limits.repeat_penalty.after,
-            maxDelayMs: config.rate_limits.repeat_penalty.max_delay_ms,
-          },
-  })
+  } = await buildCore(config, { session: secrets, clientSecret, clientKey }, { limiter })
   // Read at scrape time: how old the provider copies in use are, and whether the breaker is open.
   new Gauge({
     name: 'gatehouse_provider_copy_age_seconds',
@@ -222,15 +253,34 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       this.set(guard.status().state === 'open' ? 1 : 0)
     },
   })
-  const upstream: Upstream = createUpstream({
-    url: config.upstream,
-    connectTimeoutMs: config.upstream_timeouts.connect * 1000,
-    connector: createObservingConnector(tlsObserver, nowSeconds, {
-      timeout: config.upstream_timeouts.connect * 1000,
-    }),
-    headersTimeoutMs: config.upstream_timeouts.headers * 1000,
-    bodyTimeoutMs: config.upstream_timeouts.body * 1000,
-  })
+  // A config with one upstream: the single-app one, or an app's own (src/apps.ts).
+  const openUpstream = (config: Config): Upstream =>
+    createUpstream({
+      url: config.upstream!,
+      connectTimeoutMs: config.upstream_timeouts.connect * 1000,
+      connector: createObservingConnector(tlsObserver, nowSeconds, {
+        timeout: config.upstream_timeouts.connect * 1000,
+      }),
+      headersTimeoutMs: config.upstream_timeouts.headers * 1000,
+      bodyTimeoutMs: config.upstream_timeouts.body * 1000,
+    })
+  // Config `apps`: a core per app sharing the long-lived parts, a pool per upstream (docs/apps.md).
+  const apps =
+    config.apps === undefined
+      ? undefined
+      : await openApps(config, {
+          core: async (c) =>
+            (
+              await buildCore(
+                c,
+                { session: secrets, clientSecret, clientKey },
+                { limiter, provider: { cache: providerCache, guard } },
+              )
+            ).gatehouse,
+          upstream: openUpstream,
+          log,
+        })
+  let upstream = apps === undefined ? openUpstream(config) : apps.apps[0]!.upstream
   const offenders = createOffenders(() => clock.now())
   const webhook = config.alerts.webhook
   const expiry: ExpiryMonitor = createExpiryMonitor({
@@ -261,29 +311,89 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
         ? undefined
         : () => ({ chain: tlsFiles.current().chain, where: `config tls.cert ${tlsFiles.certPath}` }),
   })
-  const overload =
+  // Always running, so that a reload can turn shedding on; `shedding: false` only stops it deciding.
+  const overload = createOverloadMonitor(
     config.shedding === false
-      ? undefined
-      : createOverloadMonitor({
-          maxDelayMs: config.shedding.max_event_loop_delay_ms,
-          maxInFlight: config.shedding.max_in_flight,
-        })
+      ? { maxDelayMs: 200 }
+      : { maxDelayMs: config.shedding.max_event_loop_delay_ms, maxInFlight: config.shedding.max_in_flight },
+  )
   const gateway: GatewayServer = createGatewayServer({
-    gatehouse,
-    upstream,
-    securityHeaders,
+    // Read once per request: a reload swaps them, a request in flight keeps those it started with.
+    get gatehouse() {
+      return gatehouse
+    },
+    get upstream() {
+      return upstream
+    },
+    get securityHeaders() {
+      return securityHeaders
+    },
     publicUrl,
     metrics,
     log,
     mounts: options.mounts,
     onRefused: (code, address, ua) => offenders.record(code, address, ua),
-    isOverloaded: options.isOverloaded ?? overload?.isOverloaded,
-    inFlight: overload?.inFlight,
+    isOverloaded:
+      options.isOverloaded ?? (() => reloader.config.shedding !== false && overload.isOverloaded()),
+    inFlight: overload.inFlight,
     tls: tlsFiles === undefined ? undefined : { cert: tlsFiles.current().cert, key: tlsFiles.current().key },
     limits: serverLimits(config.server),
-    allowedHosts: config.server.allowed_hosts,
+    allowedHosts: [...config.server.allowed_hosts, ...(apps?.hosts ?? [])],
     upstreamHost: config.server.upstream_host,
     tracing,
+    apps: apps?.route,
+  })
+  const generations = trackGenerations(gateway.server)
+  // Upstream pools a reload replaced, closing once the last request that started on them has ended.
+  const retiring = new Set<Promise<void>>()
+  const providerSettings = (c: Config) => [c.provider.timeout, c.provider.breaker, c.provider.cache]
+  const reloader = createConfigReloader({
+    initial: { config, hash: options.configHash ?? configHash(JSON.stringify(config)) },
+    file: options.configFile,
+    clock,
+    log,
+    registry: metrics.registry,
+    async prepare(next, running) {
+      const resolved = resolveCoreSecrets(next, options.baseDir, env)
+      // Counters and breaker state carry over unless their own settings changed.
+      const nextLimiter = isDeepStrictEqual(next.rate_limits, running.rate_limits)
+        ? limiter
+        : limiterFor(next)
+      const sameProvider = isDeepStrictEqual(providerSettings(next), providerSettings(running))
+      const core = await buildCore(next, resolved, {
+        limiter: nextLimiter,
+        provider: sameProvider ? { cache: providerCache, guard } : undefined,
+      })
+      const sameUpstream =
+        next.upstream === running.upstream &&
+        isDeepStrictEqual(next.upstream_timeouts, running.upstream_timeouts)
+      const nextUpstream = sameUpstream ? upstream : openUpstream(next)
+      return () => {
+        ;({ gatehouse, oidc, providerCache, providerGuard: guard, securityHeaders } = core)
+        limiter = nextLimiter
+        if (options.log === undefined) (log as unknown as { level: string }).level = next.log.level
+        if (next.shedding !== false)
+          overload.setLimits({
+            maxDelayMs: next.shedding.max_event_loop_delay_ms,
+            maxInFlight: next.shedding.max_in_flight,
+          })
+        if (!sameProvider) {
+          core.providerCache
+            .refreshNow()
+            .catch((err) => log.warn({ err: (err as Error).message }, 'provider not reached after reload'))
+        }
+        if (!sameUpstream) {
+          const old = upstream
+          upstream = nextUpstream
+          const closing = generations
+            .next()
+            .then(() => old.close())
+            .catch(() => {})
+            .finally(() => retiring.delete(closing))
+          retiring.add(closing)
+        }
+      }
+    },
   })
   const listenOn = options.listen ?? config.listen
   const port = await listen(gateway.server, listenOn.host, listenOn.port)
@@ -339,7 +449,8 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
           keys: services.keyRing.list(),
           store: storeState(),
           offenders: offenders.top(10),
-          lifetimes: effectiveLifetimes(lifetimeConfig(config)),
+          lifetimes: effectiveLifetimes(lifetimeConfig(reloader.config)),
+          config: reloader.status(),
         })
       },
       status: async () => {
@@ -358,6 +469,12 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
           store: storeState(),
           top_offenders: offenders.top(10),
           expiry: expiry.last()?.entries ?? null,
+          config: ((c) => ({
+            file: c.file ?? null,
+            sha256: c.hash,
+            loaded_at: new Date(c.loadedAt * 1000).toISOString(),
+            restart_pending: c.restartPending,
+          }))(reloader.status()),
         }
       },
       // Never calls the provider: a probe every few seconds must not become load on it. Existing
@@ -487,11 +604,21 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     'gatehouse listening',
   )
 
+  if (options.watchConfig) reloader.watch()
+
   return {
-    gatehouse,
-    oidc,
-    providerCache,
-    providerGuard: guard,
+    get gatehouse() {
+      return gatehouse
+    },
+    get oidc() {
+      return oidc
+    },
+    get providerCache() {
+      return providerCache
+    },
+    get providerGuard() {
+      return guard
+    },
     services,
     metrics,
     server: gateway.server,
@@ -501,13 +628,17 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     expiry,
     reloadTLS,
     flushTraces: async () => tracing?.flush(),
+    reload: (next) => reloader.reload(next),
+    reloadFromFile: () => reloader.reloadFromFile(),
     async close() {
       for (const t of timers) clearInterval(t)
-      overload?.stop()
-      await gateway.drain(config.shutdown.drain * 1000)
+      reloader.close()
+      overload.stop()
+      await gateway.drain(reloader.config.shutdown.drain * 1000)
       await tracing?.shutdown()
       v6?.close()
-      await upstream.close()
+      await (apps?.close() ?? upstream.close())
+      await Promise.all(retiring)
       await providerAgent.close()
       await new Promise<void>((r) => (admin ? admin.close(() => r()) : r()))
       await services.close()

@@ -12,7 +12,7 @@ import { createSecurityHeaders, defaultSecurityHeaders } from './core/http-heade
 import { claimHeadersOf } from './core/identity.ts'
 import { createLogoutTokenVerifier } from './core/logout-token.ts'
 import { createMemoryOneTimeStore } from './core/one-time-store.ts'
-import type { Logger, RateLimiter, SessionRevocations } from './core/ports.ts'
+import type { Logger, OneTimeStore, RateLimiter, SessionRevocations } from './core/ports.ts'
 import type { Access } from './core/route-policy.ts'
 import { createSessionCodec, type SessionCodec } from './core/session-codec.ts'
 import { createSessionRevocationList } from './core/session-revocations.ts'
@@ -60,6 +60,11 @@ export interface AssembleOptions {
    * only (fetch and edge adapters, where a sign-out is refused by the instance that saw it).
    */
   sessionRevocations?: SessionRevocations | undefined
+  /**
+   * Parts a config reload keeps (src/reload.ts): the used sign-in states, and the provider's copies and
+   * breaker when no setting of theirs changed. Default: new ones.
+   */
+  keep?: { oneTime?: OneTimeStore; provider?: { cache: ProviderCache; guard: GuardedFetch } } | undefined
 }
 
 export interface Assembled {
@@ -96,26 +101,31 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
     clock,
   })
   // Every call to the provider goes through one breaker and bulkhead.
-  const providerGuard = createGuardedFetch(options.fetch, {
-    clock,
-    maxInFlight: config.provider.breaker.max_in_flight,
-    maxQueued: config.provider.breaker.max_queued,
-    queueTimeoutMs: config.provider.breaker.queue_timeout * 1000,
-    callTimeoutMs: config.provider.timeout * 1000,
-    failureThreshold: config.provider.breaker.failures,
-    openSeconds: config.provider.breaker.open_for,
-  })
-  const providerCache = createProviderCache({
-    issuer: config.provider.issuer,
-    clock,
-    log,
-    store: options.cacheStore,
-    timeoutMs: config.provider.timeout * 1000,
-    refreshAfterSeconds: config.provider.cache.refresh_after,
-    staleIfErrorSeconds: config.provider.cache.stale_if_error,
-    unknownKidCooldownSeconds: config.provider.cache.unknown_kid_cooldown,
-    fetch: providerGuard.fetch,
-  })
+  const kept = options.keep?.provider
+  const providerGuard =
+    kept?.guard ??
+    createGuardedFetch(options.fetch, {
+      clock,
+      maxInFlight: config.provider.breaker.max_in_flight,
+      maxQueued: config.provider.breaker.max_queued,
+      queueTimeoutMs: config.provider.breaker.queue_timeout * 1000,
+      callTimeoutMs: config.provider.timeout * 1000,
+      failureThreshold: config.provider.breaker.failures,
+      openSeconds: config.provider.breaker.open_for,
+    })
+  const providerCache =
+    kept?.cache ??
+    createProviderCache({
+      issuer: config.provider.issuer,
+      clock,
+      log,
+      store: options.cacheStore,
+      timeoutMs: config.provider.timeout * 1000,
+      refreshAfterSeconds: config.provider.cache.refresh_after,
+      staleIfErrorSeconds: config.provider.cache.stale_if_error,
+      unknownKidCooldownSeconds: config.provider.cache.unknown_kid_cooldown,
+      fetch: providerGuard.fetch,
+    })
   const clientKey = config.provider.client_key
   const oidc = createOIDCClient({
     issuer: config.provider.issuer,
@@ -182,7 +192,7 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       clock,
       oidc: options.sharedRefresh ? { ...oidc, refresh: options.sharedRefresh(oidc.refresh) } : oidc,
       codec,
-      oneTime: createMemoryOneTimeStore(clock),
+      oneTime: options.keep?.oneTime ?? createMemoryOneTimeStore(clock),
       bearer: options.bearer ? options.bearer(providerBearer) : providerBearer,
       log,
       jwks: options.jwks,

@@ -35,6 +35,8 @@ export interface StatusPageData {
   store?: StoreState | undefined
   offenders: readonly Offender[]
   lifetimes: readonly EffectiveLifetime[]
+  /** The running config: its file's sha256, when it was loaded, keys waiting for a restart (src/reload.ts). */
+  config?: { hash: string; loadedAt: number; restartPending: readonly string[] } | undefined
 }
 
 export interface StoreState {
@@ -253,6 +255,14 @@ ${
     : `<section id="store"><h2>Shared state</h2><dl>
 <dt>durable store</dt><dd>${escapeHTML(d.store.durable)}: ${escapeHTML(d.store.durableState)}</dd>
 <dt>Redis</dt><dd>${escapeHTML(d.store.redis)}</dd>
+</dl></section>`
+}
+${
+  d.config === undefined
+    ? ''
+    : `<section id="config"><h2>Config</h2><dl>
+<dt>loaded</dt><dd>${escapeHTML(iso(d.config.loadedAt))}, sha256 <code>${escapeHTML(d.config.hash.slice(0, 16))}</code></dd>
+<dt>waiting for a restart</dt><dd>${d.config.restartPending.length === 0 ? 'nothing' : escapeHTML(d.config.restartPending.join(', '))}</dd>
 </dl></section>`
 }
 <section id="keys"><h2>Signing keys</h2>${keyRows.length === 0 ? '<p class="muted">none</p>' : table(['kid', 'alg', 'state', 'signs from', 'signs until', 'published until'], keyRows, 'key-table')}</section>

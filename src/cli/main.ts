@@ -22,7 +22,8 @@ const USAGE = `Usage: gatehouse <command> [options]
 
 Commands:
   dev     everything embedded (provider, demo app, SQLite) on one port   [--port 8080] [--data .gatehouse]
-  start   production mode against any OpenID Connect provider           --config gatehouse.yaml
+  start   production mode against any OpenID Connect provider           --config gatehouse.yaml [--no-watch]
+          (reloads the file when it changes and on SIGHUP; --no-watch: on SIGHUP only)
   check   validate a config file and print what it would do              --config gatehouse.yaml
   users   manage the embedded provider's users: add | list | remove      [--data DIR | --config FILE]
   keys    Gatehouse's signing keys: list | rotate                        [--data DIR | --config FILE]

@@ -14,6 +14,11 @@ export function loadConfigFile(file: string): { config: Config; baseDir: string 
   } catch (err) {
     throw new ConfigError(file, [{ path: '(file)', message: `cannot read: ${(err as Error).message}` }])
   }
+  return parseConfigText(text, file)
+}
+
+/** Parses and validates the YAML text of the config file `file` (a reload reads the file once, then hashes it). */
+export function parseConfigText(text: string, file: string): { config: Config; baseDir: string } {
   let input: unknown
   try {
     input = parseYaml(text)

@@ -5,6 +5,8 @@ export interface OverloadMonitor {
   isOverloaded(): boolean
   /** Requests being handled: the server counts each in when it starts and out when its answer ends. */
   inFlight: { enter(): void; leave(): void; readonly count: number }
+  /** New thresholds from now on (a config reload); the requests counted in flight stay counted. */
+  setLimits(options: { maxDelayMs: number; maxInFlight?: number }): void
   stop(): void
 }
 
@@ -18,13 +20,14 @@ export function createOverloadMonitor(options: {
   maxDelayMs: number
   maxInFlight?: number
 }): OverloadMonitor {
-  const maxInFlight = options.maxInFlight ?? Number.POSITIVE_INFINITY
+  let maxDelayMs = options.maxDelayMs
+  let maxInFlight = options.maxInFlight ?? Number.POSITIVE_INFINITY
   const histogram = monitorEventLoopDelay({ resolution: 10 })
   histogram.enable()
   let lagging = false
   let count = 0
   const timer = setInterval(() => {
-    lagging = histogram.mean / 1e6 > options.maxDelayMs
+    lagging = histogram.mean / 1e6 > maxDelayMs
     histogram.reset()
   }, 500)
   timer.unref()
@@ -40,6 +43,10 @@ export function createOverloadMonitor(options: {
       get count() {
         return count
       },
+    },
+    setLimits(next) {
+      maxDelayMs = next.maxDelayMs
+      maxInFlight = next.maxInFlight ?? Number.POSITIVE_INFINITY
     },
     stop() {
       clearInterval(timer)

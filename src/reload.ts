@@ -1,0 +1,376 @@
+/**
+ * Reloading the config without a restart (docs/operations.md, "Reloading the config"): on SIGHUP, on a
+ * change of the file, or through `Gateway.reload`. The new file is read, validated and everything it
+ * needs is built before anything serving changes; a file that fails any of that leaves the running
+ * config in place, says why in one log line and counts `gatehouse_config_reloads_total{result="error"}`.
+ *
+ * Keys read once to build the long-lived parts (sockets, stores, key ring, token service, the expiry
+ * monitor) are not applied live: a reload that changes one applies the rest, keeps the running value of
+ * these, and names them in a warning, `/status.json` and `gatehouse_config_restart_pending` (the way
+ * PostgreSQL's `pg_reload_conf()` and its `pending_restart` treat such settings).
+ */
+import { createHash } from 'node:crypto'
+import type { EventEmitter } from 'node:events'
+import { type FSWatcher, readFileSync, watch } from 'node:fs'
+import type { Server } from 'node:http'
+import { dirname, resolve } from 'node:path'
+import { isDeepStrictEqual } from 'node:util'
+import { Counter, Gauge, type Registry } from 'prom-client'
+import { ConfigError, type ConfigProblem, parseConfigText } from './config/load.ts'
+import type { Config } from './config/schema.ts'
+import type { Clock } from './core/clock.ts'
+import type { Logger } from './core/ports.ts'
+
+/**
+ * Config keys (dotted paths) a reload does not apply: what was built from them at start lives as long as
+ * the process (listening sockets, stores, key ring, token service, the session revocation list's
+ * horizon, the expiry monitor), or existing sessions are bound to them (the provider's issuer and client).
+ */
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze([
+  'public_url',
+  // One core and pool per app, built at start (src/apps.ts).
+  'apps',
+  'listen',
+  'admin',
+  'server',
+  'tls',
+  'data_dir',
+  'store',
+  'keys',
+  'tokens',
+  'lifetimes.session.max_ttl',
+  'lifetimes.api_token',
+  'lifetimes.derived_token',
+  'lifetimes.signing_key',
+  'provider.issuer',
+  'provider.client_id',
+  'provider.ca',
+  'provider.client_secret_expires',
+  'session.secret_max_age',
+  'alerts',
+  'expiry_cliff',
+  'audit',
+])
+
+type Obj = Readonly<Record<string, unknown>>
+
+function getIn(obj: unknown, keys: readonly string[]): unknown {
+  let v = obj
+  for (const k of keys) v = v !== null && typeof v === 'object' ? (v as Obj)[k] : undefined
+  return v
+}
+
+function setIn(obj: Obj, keys: readonly string[], value: unknown): Obj {
+  const [k, ...rest] = keys as [string, ...string[]]
+  const copy: Record<string, unknown> = { ...obj }
+  if (rest.length > 0) copy[k] = setIn((obj[k] ?? {}) as Obj, rest, value)
+  else if (value === undefined) delete copy[k]
+  else copy[k] = value
+  return Object.freeze(copy)
+}
+
+/** The restart-only keys whose value in `next` differs from the running one. */
+export function restartOnlyChanges(running: Config, next: Config): string[] {
+  return RESTART_ONLY_KEYS.filter((path) => {
+    const keys = path.split('.')
+    return !isDeepStrictEqual(getIn(running, keys), getIn(next, keys))
+  })
+}
+
+/** `next` with the running value of every restart-only key: what a reload applies. */
+export function withRunningRestartOnly(running: Config, next: Config): Config {
+  let out = next as unknown as Obj
+  for (const path of restartOnlyChanges(running, next)) {
+    const keys = path.split('.')
+    out = setIn(out, keys, getIn(running, keys))
+  }
+  const effective = out as unknown as Config
+  // The one cross-key rule a kept value can break: a session may not be renewed past its cap.
+  const { ttl, max_ttl: maxTtl } = effective.lifetimes.session
+  if (ttl > maxTtl) {
+    throw new ConfigError('config', [
+      {
+        path: 'lifetimes.session.ttl',
+        message: `expected at most the running lifetimes.session.max_ttl (${maxTtl}s; a new max_ttl applies after a restart), got ${ttl}s`,
+      },
+    ])
+  }
+  return effective
+}
+
+/** The top-level keys whose value differs: what a reload changed, for its log line. */
+export function changedKeys(before: Config, after: Config): string[] {
+  const keys = new Set([...Object.keys(before), ...Object.keys(after)])
+  return [...keys].filter((k) => !isDeepStrictEqual((before as Obj)[k], (after as Obj)[k])).sort()
+}
+
+/** sha256 of the config file's bytes, hex: compare with `sha256sum gatehouse.yaml`. */
+export function configHash(text: string): string {
+  return createHash('sha256').update(text).digest('hex')
+}
+
+/** Reads, parses and validates the config file; the hash is of the exact text validated. */
+export function loadConfigForReload(file: string): { config: Config; baseDir: string; hash: string } {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(file, [
+      { path: '(file)', message: `cannot read: ${(err as NodeJS.ErrnoException).code ?? 'error'}` },
+    ])
+  }
+  return { ...parseConfigText(text, file), hash: configHash(text) }
+}
+
+export interface ReloadResult {
+  result: 'ok' | 'error'
+  /** sha256 of the file (of the config's JSON when given as an object). */
+  hash: string
+  /** Top-level keys whose running value changed. */
+  changed: string[]
+  /** Keys that differ in the file and wait for a restart (their running value is kept). */
+  restartPending: string[]
+  /** Why an `error` reload was refused. */
+  problems: ConfigProblem[]
+}
+
+export interface LoadedConfigStatus {
+  file: string | undefined
+  hash: string
+  /** When the running config was loaded (at start or by the last successful reload), seconds since the epoch. */
+  loadedAt: number
+  restartPending: string[]
+}
+
+export interface ConfigReloaderOptions {
+  /** The config the process started with, and the hash of its file. */
+  initial: { config: Config; hash: string }
+  /** The file `reloadFromFile` and the watcher read. */
+  file?: string | undefined
+  clock: Clock
+  log: Logger
+  registry: Registry
+  /**
+   * Builds everything `next` needs without touching what serves now, and returns the function that
+   * swaps it in (synchronous, cannot fail). Throws (a ConfigError, or any error) to refuse the reload.
+   */
+  prepare(next: Config, running: Config): Promise<() => void>
+}
+
+export interface ConfigReloader {
+  /** Apply a validated config (tests, embedders). Reloads run one at a time, in order. */
+  reload(config: Config, hash?: string): Promise<ReloadResult>
+  /** Read, validate and apply the config file (SIGHUP). */
+  reloadFromFile(): Promise<ReloadResult>
+  /** The running config (restart-only keys as at start). */
+  readonly config: Config
+  status(): LoadedConfigStatus
+  /**
+   * Reload when the file's text changes. Watches its directory, not the file: editors replace the file
+   * (a rename), and Kubernetes swaps the `..data` symlink of a mounted ConfigMap, which a watch on the
+   * old file never reports. Events are debounced by `debounceMs`; text already loaded (or refused) is
+   * not reloaded again.
+   */
+  watch(debounceMs?: number): void
+  close(): void
+}
+
+/**
+ * @example
+ * const reloader = createConfigReloader({ initial: { config, hash }, file, clock, log, registry, prepare })
+ * process.on('SIGHUP', () => void reloader.reloadFromFile())
+ * reloader.watch()
+ */
+export function createConfigReloader(options: ConfigReloaderOptions): ConfigReloader {
+  const { clock, log, file } = options
+  let running = options.initial.config
+  const seconds = () => Math.floor(clock.now() / 1000)
+  let loaded: LoadedConfigStatus = {
+    file,
+    hash: options.initial.hash,
+    loadedAt: seconds(),
+    restartPending: [],
+  }
+  // The text last tried by the watcher, so a refused file is not retried (and logged) on every event.
+  let lastTried = options.initial.hash
+  const reloads = new Counter({
+    name: 'gatehouse_config_reloads_total',
+    help: 'Config reloads by result: ok (applied), error (refused, the running config kept)',
+    labelNames: ['result'],
+    registers: [options.registry],
+  })
+  reloads.inc({ result: 'ok' }, 0)
+  reloads.inc({ result: 'error' }, 0)
+  new Gauge({
+    name: 'gatehouse_config_last_reload_success_timestamp_seconds',
+    help: 'When the running config was loaded (start or last successful reload), seconds since the epoch',
+    registers: [options.registry],
+    collect() {
+      this.set(loaded.loadedAt)
+    },
+  })
+  new Gauge({
+    name: 'gatehouse_config_info',
+    help: 'Always 1; hash: sha256 of the running config file',
+    labelNames: ['hash'],
+    registers: [options.registry],
+    collect() {
+      this.reset()
+      this.set({ hash: loaded.hash }, 1)
+    },
+  })
+  new Gauge({
+    name: 'gatehouse_config_restart_pending',
+    help: 'Config keys changed in the file that apply only after a restart',
+    registers: [options.registry],
+    collect() {
+      this.set(loaded.restartPending.length)
+    },
+  })
+
+  let queue: Promise<unknown> = Promise.resolve()
+  const serial = <T>(task: () => Promise<T>): Promise<T> => {
+    const p = queue.then(task, task)
+    queue = p.catch(() => {})
+    return p
+  }
+
+  function refused(err: unknown, hash: string): ReloadResult {
+    const problems: ConfigProblem[] =
+      err instanceof ConfigError ? err.problems : [{ path: '(apply)', message: (err as Error)?.message }]
+    reloads.inc({ result: 'error' })
+    // One line: where and why. ConfigError never carries a secret's value (validate.ts, resolveSecret).
+    log.error(
+      { event: 'config_reload_failed', file: file ?? '(api)', hash, problems },
+      `config reload refused, the running config is kept: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`,
+    )
+    return { result: 'error', hash, changed: [], restartPending: loaded.restartPending, problems }
+  }
+
+  async function apply(next: Config, hash: string): Promise<ReloadResult> {
+    try {
+      const restartPending = restartOnlyChanges(running, next)
+      const effective = withRunningRestartOnly(running, next)
+      const swap = await options.prepare(effective, running)
+      const changed = changedKeys(running, effective)
+      swap()
+      running = effective
+      loaded = { file, hash, loadedAt: seconds(), restartPending }
+      reloads.inc({ result: 'ok' })
+      log.info({ event: 'config_reloaded', file: file ?? '(api)', hash, changed }, 'config reloaded')
+      if (restartPending.length > 0) {
+        log.warn(
+          { event: 'config_restart_pending', file: file ?? '(api)', keys: restartPending },
+          `config reloaded, but these keys keep their running value until a restart: ${restartPending.join(', ')}`,
+        )
+      }
+      return { result: 'ok', hash, changed, restartPending, problems: [] }
+    } catch (err) {
+      return refused(err, hash)
+    }
+  }
+
+  async function fromFile(): Promise<ReloadResult> {
+    if (file === undefined) throw new TypeError('reloadFromFile: the gateway was not started from a file')
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'error'
+      return refused(new ConfigError(file, [{ path: '(file)', message: `cannot read: ${code}` }]), '')
+    }
+    const hash = configHash(text)
+    lastTried = hash
+    let config: Config
+    try {
+      config = parseConfigText(text, file).config
+    } catch (err) {
+      return refused(err, hash)
+    }
+    return apply(config, hash)
+  }
+
+  let watcher: FSWatcher | undefined
+  let timer: NodeJS.Timeout | undefined
+  const onChange = () => {
+    let hash: string
+    try {
+      hash = configHash(readFileSync(file!, 'utf8'))
+    } catch {
+      // Between an editor's unlink and rename, or a symlink swap: the next event brings the file.
+      return
+    }
+    if (hash === loaded.hash || hash === lastTried) return
+    void serial(fromFile)
+  }
+
+  return {
+    reload: (config, hash) => serial(() => apply(config, hash ?? configHash(JSON.stringify(config)))),
+    reloadFromFile: () => serial(fromFile),
+    get config() {
+      return running
+    },
+    status: () => loaded,
+    watch(debounceMs = 200) {
+      if (file === undefined || watcher !== undefined) return
+      const abs = resolve(file)
+      try {
+        watcher = watch(dirname(abs), { persistent: false }, () => {
+          clearTimeout(timer)
+          timer = setTimeout(onChange, debounceMs)
+          timer.unref()
+        })
+      } catch (err) {
+        log.warn(
+          { event: 'config_watch_failed', file, err: (err as Error).message },
+          'cannot watch the config file: reload with SIGHUP',
+        )
+        return
+      }
+      watcher.on('error', (err) => {
+        log.warn(
+          { event: 'config_watch_failed', file, err: err.message },
+          'stopped watching the config file: reload with SIGHUP',
+        )
+        watcher?.close()
+      })
+    },
+    close() {
+      clearTimeout(timer)
+      watcher?.close()
+      watcher = undefined
+    },
+  }
+}
+
+/**
+ * Counts the requests each generation of the swappable parts serves, so the parts a reload replaced
+ * (the upstream pool) are closed only once every request that started on them has ended. Listens to
+ * the server's own `request` and `upgrade` events: the gateway reads the parts synchronously when the
+ * request arrives, in the same turn as these listeners, so both see the same generation.
+ */
+export function trackGenerations(server: Server): { next(): Promise<void> } {
+  type Generation = { active: number; idle: (() => void) | undefined }
+  let current: Generation = { active: 0, idle: undefined }
+  const enter = (done: EventEmitter) => {
+    const g = current
+    g.active++
+    done.once('close', () => {
+      if (--g.active === 0) g.idle?.()
+    })
+  }
+  server.on('request', (_req, res: EventEmitter) => enter(res))
+  server.on('upgrade', (_req, socket: EventEmitter) => enter(socket))
+  return {
+    /** Starts a new generation; resolves once the previous one has no request left. */
+    next() {
+      const old = current
+      current = { active: 0, idle: undefined }
+      return old.active === 0
+        ? Promise.resolve()
+        : new Promise<void>((r) => {
+            old.idle = r
+          })
+    },
+  }
+}
