@@ -120,6 +120,11 @@ export interface Gatehouse {
    * and is it one refused a moment ago? Decides nothing; `handle` still checks everything.
    */
   classify(facts: RequestFacts): 'credential' | 'rejected' | 'none'
+  /**
+   * The index in `routes` of the rule that covers `pathname` (normalised), -1 for the default, undefined
+   * for Gatehouse's own endpoints. Decides nothing: for traces.
+   */
+  route(method: string, pathname: string): number | undefined
   /** The cookie name prefix Gatehouse owns (used by adapters to avoid forwarding them). */
   readonly cookieName: string
   readonly prefix: string
@@ -1198,6 +1203,11 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   return {
     cookieName,
     prefix,
+    route(method, pathname) {
+      if (pathname.startsWith(ownPrefix)) return undefined
+      if (pathname === '/.well-known/jwks.json' && deps.jwks !== undefined) return undefined
+      return matchRoute(method, pathname).rule
+    },
     classify(facts) {
       const authorization = facts.header('authorization')
       if (authorization !== undefined) {

@@ -43,7 +43,8 @@ import {
   ATTR_URL_PATH,
   ATTR_URL_SCHEME,
 } from '@opentelemetry/semantic-conventions'
-import type { Decision } from '../core/decisions.ts'
+import type { Decision, RequestFacts } from '../core/decisions.ts'
+import type { Gatehouse } from '../core/gatehouse.ts'
 import type { Logger } from '../core/ports.ts'
 import { normalizePath } from '../core/route-policy.ts'
 import type { RequestTrace, Tracing, UpstreamSpan } from './tracing.ts'
@@ -206,13 +207,17 @@ export function createTracing(options: TracingOptions): Tracing {
     })
 
     return {
-      async check(run: () => Promise<Decision>): Promise<Decision> {
+      async check(gatehouse: Pick<Gatehouse, 'handle' | 'route'>, facts: RequestFacts): Promise<Decision> {
         const checkAttributes: Attributes = { [ATTR_HTTP_REQUEST_METHOD]: method }
         if (target !== undefined) checkAttributes[ATTR_URL_PATH] = target.pathname
         const check = tracer.startSpan('gatehouse.check', { attributes: checkAttributes }, context)
         try {
-          const decision = await current.run(trace.setSpan(context, check), run)
+          const decision = await current.run(trace.setSpan(context, check), () => gatehouse.handle(facts))
           check.setAttribute('gatehouse.decision', decision.kind)
+          if (target !== undefined && check.isRecording()) {
+            const rule = gatehouse.route(method, target.pathname)
+            if (rule !== undefined) check.setAttribute('gatehouse.route.rule', rule)
+          }
           if (decision.kind === 'respond') {
             check.setAttribute('gatehouse.code', decision.code)
             check.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, decision.status)

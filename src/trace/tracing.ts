@@ -3,7 +3,8 @@
  * OpenTelemetry SDK, which src/trace/otel.ts loads only when `telemetry.traces` is configured.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { Decision } from '../core/decisions.ts'
+import type { Decision, RequestFacts } from '../core/decisions.ts'
+import type { Gatehouse } from '../core/gatehouse.ts'
 
 /** One exchange with the upstream, as its span sees it. Calls after the first `end` are ignored. */
 export interface UpstreamSpan {
@@ -16,10 +17,10 @@ export interface UpstreamSpan {
 /** One request's spans: `gatehouse.request` (server), `gatehouse.check`, `gatehouse.upstream`. */
 export interface RequestTrace {
   /**
-   * Runs the decision inside the `gatehouse.check` span, with the decision's kind and code as attributes;
-   * provider calls made meanwhile are its children.
+   * Asks `gatehouse` for the decision inside the `gatehouse.check` span, with the decision's kind and
+   * code and the route rule as attributes; provider calls made meanwhile are its children.
    */
-  check(run: () => Promise<Decision>): Promise<Decision>
+  check(gatehouse: Pick<Gatehouse, 'handle' | 'route'>, facts: RequestFacts): Promise<Decision>
   /**
    * Starts the `gatehouse.upstream` span and sets `traceparent` (and `tracestate`, when there is one) on
    * the upstream request's headers to it, replacing the client's.

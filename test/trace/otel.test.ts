@@ -227,6 +227,7 @@ describe('OpenTelemetry traces', () => {
     assert.equal(attr(check, 'gatehouse.decision'), 'allow')
     assert.equal(attr(check, 'gatehouse.code'), 'allow')
     assert.equal(attr(check, 'http.request.method'), 'GET')
+    assert.equal(attr(check, 'gatehouse.route.rule'), -1, 'no rule matched: the default')
     const up = one(inApp, (s) => s.name === 'gatehouse.upstream', 'upstream span')
     assert.equal(up.parentSpanId, request.spanId)
     assert.equal(up.kind, 3, 'CLIENT')
@@ -244,6 +245,7 @@ describe('OpenTelemetry traces', () => {
     assert.equal(callbackCheck.parentSpanId, callbackRequest.spanId)
     assert.equal(attr(callbackCheck, 'gatehouse.decision'), 'respond')
     assert.equal(attr(callbackCheck, 'http.response.status_code'), 302)
+    assert.equal(attr(callbackCheck, 'gatehouse.route.rule'), undefined, "Gatehouse's own endpoint")
     const tokenExchange = one(
       inSignIn,
       (s) => s.name === 'gatehouse.provider.token_exchange',
@@ -309,6 +311,7 @@ describe('OpenTelemetry traces', () => {
     )
     const check = one(receiver.spans(), (s) => s.name === 'gatehouse.check', 'check span')
     assert.equal(attr(check, 'gatehouse.decision'), 'allow')
+    assert.equal(attr(check, 'gatehouse.route.rule'), 0, 'the /public/* rule')
   })
 
   test("a client's sampled flag does not force sampling: sample_ratio 0 exports nothing", async () => {
