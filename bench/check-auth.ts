@@ -5,10 +5,12 @@
  *
  *   node bench/check-auth.ts
  */
+import { generateKeyPair } from 'jose'
+import { createAssertionSigner } from '../src/core/assertion.ts'
 import { createFrozenClock } from '../src/core/clock.ts'
 import { readCookie } from '../src/core/cookies.ts'
 import type { RequestFacts } from '../src/core/decisions.ts'
-import { createGatehouse } from '../src/core/gatehouse.ts'
+import { createGatehouse, type GatehouseDeps, type GatehouseOptions } from '../src/core/gatehouse.ts'
 import { createMemoryOneTimeStore } from '../src/core/one-time-store.ts'
 import { silentLogger } from '../src/core/ports.ts'
 import { createSessionCodec, type Session } from '../src/core/session-codec.ts'
@@ -25,30 +27,43 @@ const codec = await createSessionCodec({
 const unused = async () => {
   throw new Error('the provider is not called in this benchmark')
 }
-const gatehouse = createGatehouse(
-  {
-    publicUrl: 'https://app.example.com',
-    routes: [
-      { path: '/public/*', access: { kind: 'anonymous' } },
-      { path: '/admin/*', access: { kind: 'restricted', groups: ['admins'], emails: [] } },
-    ],
-    session: { ttlSeconds: 43_200, maxTtlSeconds: 604_800, refreshBeforeSeconds: 600 },
-    signInTtlSeconds: 600,
-    mapping: { userClaim: 'sub', groupsClaim: 'groups' },
-    passAccessToken: false,
+const deps: GatehouseDeps = {
+  clock,
+  codec,
+  oneTime: createMemoryOneTimeStore(clock),
+  log: silentLogger,
+  oidc: {
+    authorizationUrl: unused,
+    exchangeCode: unused,
+    refresh: unused,
+    endSessionUrl: unused,
+    revoke: unused,
   },
+}
+const options: GatehouseOptions = {
+  publicUrl: 'https://app.example.com',
+  routes: [
+    { path: '/public/*', access: { kind: 'anonymous' } },
+    { path: '/admin/*', access: { kind: 'restricted', groups: ['admins'], emails: [] } },
+  ],
+  session: { ttlSeconds: 43_200, maxTtlSeconds: 604_800, refreshBeforeSeconds: 600 },
+  signInTtlSeconds: 600,
+  mapping: { userClaim: 'sub', groupsClaim: 'groups' },
+  passAccessToken: false,
+}
+const gatehouse = createGatehouse(options, deps)
+// The same with identity assertions (X-Gatehouse-Assertion) on: signed once per identity per half-lifetime.
+const { privateKey } = await generateKeyPair('EdDSA')
+const asserting = createGatehouse(
+  { ...options, assertion: { audience: 'https://app.example.com' } },
   {
-    clock,
-    codec,
-    oneTime: createMemoryOneTimeStore(clock),
-    log: silentLogger,
-    oidc: {
-      authorizationUrl: unused,
-      exchangeCode: unused,
-      refresh: unused,
-      endSessionUrl: unused,
-      revoke: unused,
-    },
+    ...deps,
+    assertionSigner: createAssertionSigner({
+      issuer: 'https://app.example.com',
+      ttlSeconds: 60,
+      clock,
+      signingKey: () => ({ kid: 'bench', alg: 'EdDSA', key: privateKey }),
+    }),
   },
 )
 
@@ -106,7 +121,12 @@ const baseline = await measure('baseline: read the cookie from the header', WARM
   readCookie(warmFacts.header('cookie'), '__Host-gatehouse'),
 )
 const warm = await measure('check_auth warm (cache hit)', WARM, () => gatehouse.handle(warmFacts))
+const assertedWarm = await measure('check_auth warm, identity assertion on', WARM, () =>
+  asserting.handle(warmFacts),
+)
 const cold = await measure('check_auth cold (first sight: JWE decrypt)', COLD, (i) =>
   gatehouse.handle(facts(coldCookies[i]!)),
 )
-console.log(`\nwarm / baseline ${(warm / baseline).toFixed(3)}   cold / warm ${(cold / warm).toFixed(4)}`)
+console.log(
+  `\nwarm / baseline ${(warm / baseline).toFixed(3)}   cold / warm ${(cold / warm).toFixed(4)}   assertion on / warm ${(assertedWarm / warm).toFixed(3)}`,
+)

@@ -214,6 +214,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
           token.startsWith(TOKEN_PREFIX) ? services.tokens.forget(token) : providerBearer.forget(token),
       }),
       jwks: () => services.keyRing.jwks(),
+      signingKey: () => services.keyRing.signingKey(),
       limiter: keep.limiter,
       // Many instances: one provider refresh per session, whichever instance the requests land on.
       sharedRefresh: redis ? (refresh) => createSharedRefresh(refresh, { redis, log }) : undefined,

@@ -5,6 +5,8 @@
  */
 
 import type { Config } from './config/schema.ts'
+import { ConfigError } from './config/validate.ts'
+import { createAssertionSigner } from './core/assertion.ts'
 import { type BearerVerifier, createBearerVerifier } from './core/bearer.ts'
 import type { Clock } from './core/clock.ts'
 import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
@@ -47,6 +49,11 @@ export interface AssembleOptions {
   /** Wraps the provider-token verifier, e.g. to route Gatehouse's own API tokens elsewhere. */
   bearer?: (providerBearer: BearerVerifier) => BearerVerifier
   jwks?: (() => { keys: Record<string, unknown>[] }) | undefined
+  /**
+   * The key that signs now (the key ring's), for identity.assertion; the Node gateway only (the fetch and
+   * edge adapters hold no key ring, and refuse the setting).
+   */
+  signingKey?: (() => { kid: string; alg: string; key: CryptoKey }) | undefined
   /** Rate limits (the Node gateway: rate-limiter-flexible; at the edge the platform's own). */
   limiter?: RateLimiter | undefined
   /** Wraps the provider refresh, e.g. single-flight across instances through Redis. */
@@ -92,6 +99,16 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
     userClaim: config.identity.user_claim,
     groupsClaim: config.identity.groups_claim ?? (cognito ? 'cognito:groups' : 'groups'),
     claimHeaders: claimHeadersOf(config.identity.headers_from_claims),
+  }
+  const assertion = config.identity.assertion
+  const signingKey = options.signingKey
+  if (assertion.enabled && signingKey === undefined) {
+    throw new ConfigError('config', [
+      {
+        path: 'identity.assertion.enabled',
+        message: "needs Gatehouse's signing keys: only the Node gateway (gatehouse start) sends assertions",
+      },
+    ])
   }
   const codec = await createSessionCodec({
     secrets: options.secrets.session,
@@ -187,6 +204,7 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       refreshMode: options.refreshMode ?? 'inline',
       repeatPenalty: options.repeatPenalty,
       providerIssuer: config.provider.issuer,
+      assertion: assertion.enabled ? { audience: assertion.audience ?? publicUrl.origin } : undefined,
     },
     {
       clock,
@@ -196,6 +214,10 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       bearer: options.bearer ? options.bearer(providerBearer) : providerBearer,
       log,
       jwks: options.jwks,
+      assertionSigner:
+        assertion.enabled && signingKey !== undefined
+          ? createAssertionSigner({ issuer: publicUrl.origin, ttlSeconds: assertion.ttl, clock, signingKey })
+          : undefined,
       limiter: options.limiter,
       logoutToken: createLogoutTokenVerifier(
         {

@@ -469,11 +469,24 @@ const configObject = z.strictObject({
           }
         })
         .default({}),
+      /**
+       * X-Gatehouse-Assertion: a short-lived JWT signed by Gatehouse's keys (served at /.well-known/jwks.json)
+       * telling the upstream who the request is from (docs/identity-assertion.md).
+       */
+      assertion: z
+        .strictObject({
+          enabled: z.boolean().default(false),
+          ttl: duration.refine((s) => s >= 10 && s <= 3600, 'expected a duration from 10s to 1h').default(60),
+          /** `aud` of the assertions; default public_url's origin. */
+          audience: z.string().min(1).optional(),
+        })
+        .default({ enabled: false, ttl: 60 }),
     })
     .default({
       user_claim: 'sub',
       pass_access_token: false,
       headers_from_claims: {},
+      assertion: { enabled: false, ttl: 60 },
     }),
   headers: z
     .strictObject({

@@ -1,3 +1,4 @@
+import { ASSERTION_HEADER } from './assertion.ts'
 import type { BearerVerifier } from './bearer.ts'
 import type { Clock } from './clock.ts'
 import { clearCookie, cookieNamesWithPrefix, readCookie, serializeCookie, stripCookies } from './cookies.ts'
@@ -25,6 +26,7 @@ import {
 import { createIdentityHeaders, type Identity, type IdentityMapping, identityFromClaims } from './identity.ts'
 import type { LogoutTokenResult } from './logout-token.ts'
 import type {
+  AssertionSigner,
   Logger,
   OIDCPort,
   OneTimeStore,
@@ -91,6 +93,11 @@ export interface GatehouseOptions {
    * frame that endpoint. Absent: no front-channel logout endpoint.
    */
   providerIssuer?: string | undefined
+  /**
+   * Send the upstream a signed identity assertion (`X-Gatehouse-Assertion`, src/core/assertion.ts) for
+   * this audience; needs `deps.assertionSigner`. Absent: none.
+   */
+  assertion?: { audience: string } | undefined
 }
 
 export interface GatehouseDeps {
@@ -110,6 +117,8 @@ export interface GatehouseDeps {
   sessionRevocations?: SessionRevocations | undefined
   /** Verifies back-channel logout tokens (src/core/logout-token.ts); absent: no back-channel endpoint. */
   logoutToken?: ((token: string) => Promise<LogoutTokenResult>) | undefined
+  /** Signs the identity assertions of `options.assertion`. */
+  assertionSigner?: AssertionSigner | undefined
 }
 
 export interface Gatehouse {
@@ -258,9 +267,14 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   const dropFromClient =
     claimHeaders.length === 0 ? undefined : new Set(claimHeaders.map(([header]) => header))
   // Forward-auth answers every identity header, empty when unknown (see the auth endpoint).
+  const assertionAudience = options.assertion?.audience
+  const assertionSigner = deps.assertionSigner
+  if (assertionAudience !== undefined && assertionSigner === undefined)
+    throw new TypeError('assertion: deps.assertionSigner is required')
   const emptyIdentity: Readonly<Record<string, string>> = Object.freeze({
     ...EMPTY_IDENTITY,
     ...Object.fromEntries(claimHeaders.map(([header]) => [header, ''])),
+    ...(assertionAudience === undefined ? {} : { [ASSERTION_HEADER]: '' }),
   })
   function upstreamHeadersFor(
     identity: Identity | undefined,
@@ -271,6 +285,34 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     if (options.passAccessToken && accessToken !== undefined)
       return { ...h, 'x-auth-request-access-token': accessToken }
     return h
+  }
+
+  // The identity's headers with its assertion, merged once per assertion signed (see withAssertion).
+  const asserted = new WeakMap<Identity, { token: string; headers: Readonly<Record<string, string>> }>()
+
+  /** `headers` plus X-Gatehouse-Assertion when assertions are on: a promise only when one must be signed. */
+  function withAssertion(
+    identity: Identity | undefined,
+    headers: Readonly<Record<string, string>>,
+  ): Readonly<Record<string, string>> | Promise<Readonly<Record<string, string>>> {
+    if (assertionAudience === undefined || identity === undefined) return headers
+    const token = assertionSigner!(identity, assertionAudience)
+    return typeof token === 'string'
+      ? addAssertion(identity, headers, token)
+      : token.then((t) => addAssertion(identity, headers, t))
+  }
+
+  function addAssertion(
+    identity: Identity,
+    headers: Readonly<Record<string, string>>,
+    token: string,
+  ): Readonly<Record<string, string>> {
+    if (headers !== identityHeaders(identity)) return { ...headers, [ASSERTION_HEADER]: token }
+    const hit = asserted.get(identity)
+    if (hit !== undefined && hit.token === token) return hit.headers
+    const merged = Object.freeze({ ...headers, [ASSERTION_HEADER]: token })
+    asserted.set(identity, { token, headers: merged })
+    return merged
   }
 
   // ---- sign in: start an attempt with its own state, nonce and PKCE verifier -----------------------
@@ -849,8 +891,21 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     upstreamCookie: string | undefined,
     setCookies: string[],
     degraded = false,
+  ): Allow | Promise<Allow> {
+    const headers = withAssertion(identity, upstreamHeadersFor(identity, accessToken))
+    if (headers instanceof Promise)
+      return headers.then((h) => allowWith(path, identity, h, upstreamCookie, setCookies, degraded))
+    return allowWith(path, identity, headers, upstreamCookie, setCookies, degraded)
+  }
+
+  function allowWith(
+    path: string,
+    identity: Identity | undefined,
+    headers: Readonly<Record<string, string>>,
+    upstreamCookie: string | undefined,
+    setCookies: string[],
+    degraded: boolean,
   ): Allow {
-    const headers = upstreamHeadersFor(identity, accessToken)
     return {
       kind: 'allow',
       path,
@@ -1191,7 +1246,10 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
           kind: 'respond',
           status: 202,
           code: 'authorized',
-          headers: { ...emptyIdentity, ...upstreamHeadersFor(auth.identity, auth.accessToken) },
+          headers: {
+            ...emptyIdentity,
+            ...(await withAssertion(auth.identity, upstreamHeadersFor(auth.identity, auth.accessToken))),
+          },
           body: '',
           setCookies: auth.setCookies,
         }

@@ -1,3 +1,5 @@
+import type { Identity } from './identity.ts'
+
 /**
  * The ports the core talks through. The core never does I/O itself: adapters and `src/oidc`,
  * `src/store` implement these.
@@ -121,6 +123,13 @@ export interface SessionRevocations {
     }>,
   ): Promise<SessionRevocation[]>
 }
+
+/**
+ * Signs the identity assertion sent upstream as `X-Gatehouse-Assertion` (src/core/assertion.ts) for this
+ * identity and audience: the string itself while a signed one is still fresh (no promise on the hot
+ * path), else a promise of a new one.
+ */
+export type AssertionSigner = (identity: Identity, audience: string) => string | Promise<string>
 
 /** A pino-compatible logger subset. Never pass a token, secret or cookie value. */
 export interface Logger {

@@ -325,6 +325,8 @@ export function createTokenService(options: TokenServiceOptions) {
         clockTolerance: leeway,
         currentDate: new Date(clock.now()),
         requiredClaims: ['jti', 'sub', 'exp', 'iat'],
+        // What issue() signs, and nothing else the same keys sign: identity assertions are typed otherwise.
+        typ: 'JWT',
       }))
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'ERR_UNKNOWN'

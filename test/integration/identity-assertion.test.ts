@@ -13,6 +13,7 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { createRemoteJWKSet, decodeJwt, generateKeyPair, type JWTPayload, jwtVerify, SignJWT } from 'jose'
 import type { CoreBundle } from '../../src/adapters/edge/bundle.ts'
 import { createEdgeHandler } from '../../src/adapters/edge/handler.ts'
 import { createFetchHandler } from '../../src/adapters/fetch/handler.ts'
@@ -20,6 +21,8 @@ import { type Gateway, startGateway } from '../../src/app.ts'
 import { prepareEdgeBundles } from '../../src/cli/build-edge.ts'
 import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
 import { validateConfig } from '../../src/config/load.ts'
+import { createAssertionSigner } from '../../src/core/assertion.ts'
+import { createFrozenClock } from '../../src/core/clock.ts'
 import { silentLogger } from '../../src/core/ports.ts'
 import { passedOn, viewerRequest } from '../adapters/edge/events.ts'
 import type { CookieClient } from '../helpers/cookie-client.ts'
@@ -32,18 +35,32 @@ interface Received {
   url: string
   /** Lower-case name → values, every copy the upstream got, in the spelling it got it. */
   headers: Map<string, string[]>
+  /** X-Gatehouse-Assertion as the upstream checked it (docs/identity-assertion.md), when there was one. */
+  assertion?: { ok: true; claims: JWTPayload } | { ok: false; code: string }
 }
 
-/** An upstream that keeps every header it received, duplicates and spellings included. */
-async function startUpstream() {
+/**
+ * An upstream that keeps every header it received, duplicates and spellings included, and verifies the
+ * identity assertion the way docs/identity-assertion.md says: against the gateway's JWKS, with issuer,
+ * audience and typ.
+ */
+async function startUpstream(verify?: (token: string) => Promise<JWTPayload>) {
   const received: Received[] = []
-  const server = createServer((req: IncomingMessage, res) => {
+  const server = createServer(async (req: IncomingMessage, res) => {
     const headers = new Map<string, string[]>()
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
       const name = req.rawHeaders[i]!.toLowerCase()
       headers.set(name, [...(headers.get(name) ?? []), req.rawHeaders[i + 1]!])
     }
-    received.push({ url: req.url ?? '', headers })
+    const r: Received = { url: req.url ?? '', headers }
+    const token = headers.get('x-gatehouse-assertion')
+    if (verify !== undefined && token !== undefined) {
+      r.assertion = await verify(token.join(',')).then(
+        (claims) => ({ ok: true as const, claims }),
+        (err: { code?: string }) => ({ ok: false as const, code: err.code ?? 'ERR_UNKNOWN' }),
+      )
+    }
+    received.push(r)
     req.resume()
     res.writeHead(200, { 'content-type': 'text/plain' })
     res.end('ok')
@@ -88,6 +105,8 @@ describe('claims as headers, and what a client cannot add to them', () => {
   let base: string
   let browser: CookieClient
   let apiToken: string
+  // The IdP signs on the real clock; the gateway's starts there and moves only when told.
+  const clock = createFrozenClock(Date.now())
 
   before(async () => {
     port = await freePort()
@@ -98,7 +117,19 @@ describe('claims as headers, and what a client cannot add to them', () => {
     idp.db
       .prepare('UPDATE idp_users SET name = ? WHERE username = ?')
       .run(`Alice\r\nX-Auth-Request-User: root\r\n${LONG_NAME}`, DEMO_USER.username)
-    upstream = await startUpstream()
+    const jwks = createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`))
+    upstream = await startUpstream(
+      async (token) =>
+        (
+          await jwtVerify(token, jwks, {
+            issuer: base,
+            audience: base,
+            typ: 'gatehouse-assertion+jwt',
+            algorithms: ['EdDSA'],
+            currentDate: new Date(clock.now()),
+          })
+        ).payload,
+    )
     const config = validateConfig(
       {
         public_url: base,
@@ -128,6 +159,7 @@ describe('claims as headers, and what a client cannot add to them', () => {
             'X-Token-Iat': 'iat',
             'X-Token-Id': 'jti',
           },
+          assertion: { enabled: true },
         },
         shedding: false,
         log: { level: 'error' },
@@ -140,6 +172,7 @@ describe('claims as headers, and what a client cannot add to them', () => {
       admin: false,
       listen: { host: '127.0.0.1', port },
       env: { S: SECRET, CS: idp.clientSecret },
+      clock,
     })
     ;({ browser } = await signInAt(`${base}/dashboard`, idp.issuer))
     apiToken = (await gateway.services.tokens.issue({ subject: 'ci-bot', scopes: ['deploy'] })).token
@@ -192,6 +225,8 @@ describe('claims as headers, and what a client cannot add to them', () => {
     'x-user_department: spoofed-mixed',
     'X-USER-NAME: spoofed-name',
     'X-Token-Iat: 1',
+    'X-Gatehouse-Assertion: spoofed.forged.assertion',
+    'X_Gatehouse_Assertion: spoofed-underscore',
   ]
 
   for (const [what, credential] of [
@@ -231,8 +266,133 @@ describe('claims as headers, and what a client cannot add to them', () => {
       if (credential === 'cookie') assert.equal(one(got, 'x-email-verified'), 'true')
       if (credential === 'none') assert.equal(got.headers.get('x-user-department'), undefined)
       assert.notEqual(one(got, 'x-token-iat'), '1')
+      if (credential === 'none') assert.equal(got.headers.get('x-gatehouse-assertion'), undefined)
+      else assert.equal(got.assertion?.ok, true, "one assertion, the gateway's own, and it verifies")
     })
   }
+
+  const assertionOf = (r: Received) => {
+    assert.ok(r.assertion?.ok, `the assertion verifies: ${JSON.stringify(r.assertion)}`)
+    return { token: one(r, 'x-gatehouse-assertion')!, claims: r.assertion.claims }
+  }
+
+  test("a browser session's assertion verifies against the gateway's JWKS and says who it is", async () => {
+    assert.equal((await browser.request(`${base}/page`)).status, 200)
+    const { token, claims } = assertionOf(upstream.last())
+    assert.deepEqual(
+      { ...claims, iat: undefined, exp: undefined },
+      {
+        iss: base,
+        aud: base,
+        sub: idp.users.find(DEMO_USER.username)!.sub,
+        email: DEMO_USER.email,
+        groups: [...DEMO_USER.groups],
+        preferred_username: DEMO_USER.username,
+        token_use: 'gatehouse-assertion',
+        iat: undefined,
+        exp: undefined,
+      },
+    )
+    assert.equal(claims.iat, Math.floor(clock.now() / 1000))
+    assert.equal(claims.exp! - claims.iat!, 60)
+    assert.equal(decodeJwt(token).jti, undefined)
+  })
+
+  test('the same assertion is reused while more than half its lifetime is left, then signed anew', async () => {
+    const seen = async () => {
+      assert.equal((await browser.request(`${base}/page`)).status, 200)
+      return assertionOf(upstream.last())
+    }
+    const first = await seen()
+    assert.equal((await seen()).token, first.token, 'the next request: the same assertion')
+    clock.advance(29_000)
+    assert.equal((await seen()).token, first.token, '29 s later: still the same')
+    clock.advance(2_000)
+    const renewed = await seen()
+    assert.notEqual(renewed.token, first.token, 'past half its lifetime: a new one')
+    assert.equal(renewed.claims.iat, Math.floor(clock.now() / 1000))
+    assert.equal((await seen()).token, renewed.token)
+    // The old one, sent by a client once it expired: dropped, the upstream gets a fresh one.
+    clock.advance(61_000)
+    const status = await raw(port, [
+      'GET /replayed HTTP/1.1',
+      `Host: 127.0.0.1:${port}`,
+      `Cookie: ${browser
+        .cookies(`${base}/`)
+        .map((c) => `${c.name}=${c.value}`)
+        .join('; ')}`,
+      `X-Gatehouse-Assertion: ${first.token}`,
+      'Connection: close',
+    ])
+    assert.equal(status, 'HTTP/1.1 200 OK')
+    const replayed = upstream.last()
+    assert.equal(replayed.url, '/replayed')
+    assert.notEqual(assertionOf(replayed).token, first.token)
+  })
+
+  test('a gth_ API token gets an assertion for its subject', async () => {
+    const r = await fetch(`${base}/api/x`, { headers: { authorization: `Bearer ${apiToken}` } })
+    assert.equal(r.status, 200)
+    const { claims } = assertionOf(upstream.last())
+    assert.equal(claims.sub, 'ci-bot')
+    assert.deepEqual(claims.groups, [])
+  })
+
+  test('forward-auth answers the assertion too (nginx: auth_request_set), empty when anonymous', async () => {
+    const cookie = browser
+      .cookies(`${base}/`)
+      .map((c) => `${c.name}=${c.value}`)
+      .join('; ')
+    const ok = await fetch(`${base}/oauth2/auth`, { headers: { cookie, 'x-forwarded-uri': '/page' } })
+    assert.equal(ok.status, 202)
+    const token = ok.headers.get('x-gatehouse-assertion')!
+    const { payload } = await jwtVerify(token, createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`)), {
+      issuer: base,
+      audience: base,
+      typ: 'gatehouse-assertion+jwt',
+      currentDate: new Date(clock.now()),
+    })
+    assert.equal(payload.sub, idp.users.find(DEMO_USER.username)!.sub)
+    const anonymous = await fetch(`${base}/oauth2/auth`, { headers: { 'x-forwarded-uri': '/public/x' } })
+    assert.equal(anonymous.status, 202)
+    assert.equal(anonymous.headers.get('x-gatehouse-assertion'), '')
+  })
+
+  test('an assertion is never accepted as an API token, nor as a provider token', async () => {
+    assert.equal((await browser.request(`${base}/page`)).status, 200)
+    const { token } = assertionOf(upstream.last())
+    for (const presented of [`gth_${token}`, token]) {
+      const r = await fetch(`${base}/api/x`, { headers: { authorization: `Bearer ${presented}` } })
+      assert.equal(r.status, 401)
+      assert.match(r.headers.get('www-authenticate')!, /error="invalid_token"/)
+    }
+    // Even signed by the same key with every claim an API token has, a JWT typed otherwise is refused.
+    const key = gateway.services.keyRing.signingKey()
+    const now = Math.floor(clock.now() / 1000)
+    const lookalike = await new SignJWT({ scope: '', jti: 'abcdefghijklmnopqrstuv' })
+      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'gatehouse-assertion+jwt' })
+      .setIssuer(base)
+      .setAudience(base)
+      .setSubject('ci-bot')
+      .setIssuedAt(now)
+      .setExpirationTime(now + 60)
+      .sign(key.key)
+    const verdict = await gateway.services.tokens.verify(`gth_${lookalike}`)
+    assert.equal(verdict.ok, false)
+    assert.match(!verdict.ok ? verdict.reason : '', /typ/)
+  })
+
+  test('an API token never passes the verification docs/identity-assertion.md gives', async () => {
+    const jwt = apiToken.slice('gth_'.length)
+    const jwks = createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`))
+    const at = { issuer: base, audience: base, currentDate: new Date(clock.now()) }
+    // Same keys, same issuer and (by default) audience: the typ check is what tells them apart.
+    await jwtVerify(jwt, jwks, at)
+    await assert.rejects(jwtVerify(jwt, jwks, { ...at, typ: 'gatehouse-assertion+jwt' }), {
+      code: 'ERR_JWT_CLAIM_VALIDATION_FAILED',
+    })
+    assert.notEqual(decodeJwt(jwt)['token_use'], 'gatehouse-assertion')
+  })
 })
 
 describe('claim headers a client sends, in the fetch and edge adapters', () => {
@@ -296,5 +456,76 @@ describe('claim headers a client sends, in the fetch and edge adapters', () => {
       await idp.close()
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+})
+
+describe('the assertion signer', () => {
+  test('one signature for concurrent requests of one identity; a hit is the string itself; per audience', async () => {
+    const clock = createFrozenClock(Date.UTC(2026, 0, 1))
+    const { privateKey, publicKey } = await generateKeyPair('EdDSA')
+    let signatures = 0
+    const assertionFor = createAssertionSigner({
+      issuer: 'https://app.example.com',
+      ttlSeconds: 60,
+      clock,
+      signingKey: () => {
+        signatures++
+        return { kid: 'k1', alg: 'EdDSA', key: privateKey }
+      },
+    })
+    const identity = { sub: 'u1', user: 'u1', groups: ['g'] }
+    const first = assertionFor(identity, 'https://a.example')
+    assert.ok(first instanceof Promise)
+    assert.equal(assertionFor(identity, 'https://a.example'), first, 'the signature in flight is shared')
+    const token = await first
+    assert.equal(signatures, 1)
+    assert.equal(assertionFor(identity, 'https://a.example'), token)
+    const other = await assertionFor(identity, 'https://b.example')
+    const { payload, protectedHeader } = await jwtVerify(other, publicKey, {
+      audience: 'https://b.example',
+      issuer: 'https://app.example.com',
+      typ: 'gatehouse-assertion+jwt',
+      currentDate: new Date(clock.now()),
+    })
+    assert.equal(payload.sub, 'u1')
+    assert.equal(protectedHeader.kid, 'k1')
+    await assertionFor({ ...identity }, 'https://a.example')
+    assert.equal(signatures, 3, 'another identity object is signed for on its own')
+  })
+
+  test('the fetch handler, which holds no signing keys, refuses identity.assertion', async () => {
+    const config = validateConfig({
+      public_url: 'http://localhost:8787',
+      upstream: 'http://127.0.0.1:9',
+      provider: { issuer: 'http://127.0.0.1:9/idp', client_id: 'c', client_secret: { env: 'C' } },
+      session: { secrets: [{ env: 'S' }] },
+      lifetimes: DEV_LIFETIMES,
+      identity: { assertion: { enabled: true } },
+    })
+    await assert.rejects(createFetchHandler(config, { env: { C: 'unused', S: SECRET } }), (err: Error) => {
+      assert.equal((err as { code?: string }).code, 'ERR_CONFIG')
+      assert.match(err.message, /identity\.assertion\.enabled: needs Gatehouse's signing keys/)
+      return true
+    })
+  })
+
+  test('identity.assertion in the config: off by default, 60 s, ttl between 10 s and 1 h', () => {
+    const base = {
+      public_url: 'https://app.example.com',
+      upstream: 'http://127.0.0.1:3000',
+      provider: { issuer: 'https://idp.example.com', client_id: 'c' },
+      session: { secrets: [{ env: 'S' }] },
+      lifetimes: DEV_LIFETIMES,
+    }
+    assert.deepEqual(validateConfig(base).identity.assertion, { enabled: false, ttl: 60 })
+    assert.deepEqual(
+      validateConfig({ ...base, identity: { assertion: { enabled: true, ttl: '2m', audience: 'api' } } })
+        .identity.assertion,
+      { enabled: true, ttl: 120, audience: 'api' },
+    )
+    assert.throws(
+      () => validateConfig({ ...base, identity: { assertion: { enabled: true, ttl: '2h' } } }),
+      /identity\.assertion\.ttl: expected a duration from 10s to 1h/,
+    )
   })
 })

@@ -106,7 +106,7 @@ async function forge(
     exp: t + 600,
     ...claims,
   })
-    .setProtectedHeader({ alg: k.alg, kid: k.kid, ...header })
+    .setProtectedHeader({ alg: k.alg, kid: k.kid, typ: 'JWT', ...header })
     .sign(k.key)
   return TOKEN_PREFIX + jwt
 }
