@@ -266,21 +266,23 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       bodyTimeoutMs: config.upstream_timeouts.body * 1000,
     })
   // Config `apps`: a core per app sharing the long-lived parts, a pool per upstream (docs/apps.md).
-  const apps =
+  const openAppsOf = (
+    config: Config,
+    resolved: ReturnType<typeof resolveCoreSecrets>,
+    keep: Parameters<typeof buildCore>[2],
+  ) =>
     config.apps === undefined
       ? undefined
-      : await openApps(config, {
-          core: async (c) =>
-            (
-              await buildCore(
-                c,
-                { session: secrets, clientSecret, clientKey },
-                { limiter, provider: { cache: providerCache, guard } },
-              )
-            ).gatehouse,
+      : openApps(config, {
+          core: async (c) => (await buildCore(c, resolved, keep)).gatehouse,
           upstream: openUpstream,
           log,
         })
+  let apps = await openAppsOf(
+    config,
+    { session: secrets, clientSecret, clientKey },
+    { limiter, provider: { cache: providerCache, guard } },
+  )
   let upstream = apps === undefined ? openUpstream(config) : apps.apps[0]!.upstream
   const offenders = createOffenders(() => clock.now())
   const webhook = config.alerts.webhook
@@ -342,7 +344,9 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     allowedHosts: [...config.server.allowed_hosts, ...(apps?.hosts ?? [])],
     upstreamHost: config.server.upstream_host,
     tracing,
-    apps: apps?.route,
+    get apps() {
+      return apps?.route
+    },
   })
   const generations = trackGenerations(gateway.server)
   // Upstream pools a reload replaced, closing once the last request that started on them has ended.
@@ -365,10 +369,17 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
         limiter: nextLimiter,
         provider: sameProvider ? { cache: providerCache, guard } : undefined,
       })
+      // Apps are built again on every reload (their cores depend on top-level keys too), pools included.
+      const nextApps = await openAppsOf(next, resolved, {
+        limiter: nextLimiter,
+        provider: { cache: core.providerCache, guard: core.providerGuard },
+      })
       const sameUpstream =
+        nextApps === undefined &&
         next.upstream === running.upstream &&
         isDeepStrictEqual(next.upstream_timeouts, running.upstream_timeouts)
-      const nextUpstream = sameUpstream ? upstream : openUpstream(next)
+      const nextUpstream =
+        nextApps !== undefined ? nextApps.apps[0]!.upstream : sameUpstream ? upstream : openUpstream(next)
       return () => {
         ;({ gatehouse, oidc, providerCache, providerGuard: guard, securityHeaders } = core)
         limiter = nextLimiter
@@ -384,8 +395,9 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
             .catch((err) => log.warn({ err: (err as Error).message }, 'provider not reached after reload'))
         }
         if (!sameUpstream) {
-          const old = upstream
+          const old = apps ?? upstream
           upstream = nextUpstream
+          apps = nextApps
           const closing = generations
             .next()
             .then(() => old.close())

@@ -28,8 +28,6 @@ import type { Logger } from './core/ports.ts'
  */
 export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze([
   'public_url',
-  // One core and pool per app, built at start (src/apps.ts).
-  'apps',
   'listen',
   'admin',
   'server',
@@ -50,6 +48,8 @@ export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze([
   'alerts',
   'expiry_cliff',
   'audit',
+  // The tracer provider and its exporter are set up once (src/trace/).
+  'telemetry',
 ])
 
 type Obj = Readonly<Record<string, unknown>>
@@ -69,12 +69,22 @@ function setIn(obj: Obj, keys: readonly string[], value: unknown): Obj {
   return Object.freeze(copy)
 }
 
-/** The restart-only keys whose value in `next` differs from the running one. */
+/** Config `apps`: its host names join the data port's Host allow-list, which is set at start. */
+function appHosts(config: Config): string[] | undefined {
+  return config.apps === undefined ? undefined : [...new Set(config.apps.map((a) => a.host))].sort()
+}
+
+/**
+ * The restart-only keys whose value in `next` differs from the running one; `apps` as a whole when the
+ * host names it serves change (or apps are turned on or off), since the Host check is built at start.
+ */
 export function restartOnlyChanges(running: Config, next: Config): string[] {
-  return RESTART_ONLY_KEYS.filter((path) => {
+  const changed = RESTART_ONLY_KEYS.filter((path) => {
     const keys = path.split('.')
     return !isDeepStrictEqual(getIn(running, keys), getIn(next, keys))
   })
+  if (!isDeepStrictEqual(appHosts(running), appHosts(next))) changed.push('apps')
+  return changed
 }
 
 /** `next` with the running value of every restart-only key: what a reload applies. */

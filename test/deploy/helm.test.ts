@@ -300,4 +300,22 @@ describe('Helm chart', { skip }, () => {
     assert.equal(byKind(existing.objects, 'PersistentVolumeClaim').length, 0)
     assert.deepEqual(data(existing.objects).persistentVolumeClaim, { claimName: 'mine' })
   })
+
+  test('configChange: restart rolls the pods on a new config (checksum), reload leaves that to the pods', async () => {
+    const annotations = (o: Manifest[]) => one(o, 'Deployment').spec.template.metadata.annotations
+    const restart = await template()
+    assert.match(annotations(restart.objects)['checksum/config'], /^[0-9a-f]{64}$/)
+    const reload = await template('--set', 'configChange=reload')
+    assert.equal(reload.status, 0, reload.stderr)
+    validateAll(reload.objects)
+    assert.equal(annotations(reload.objects)['checksum/config'], undefined)
+    // The config is mounted as a directory (no subPath), so kubelet's updates reach the pod.
+    const mount = one(reload.objects, 'Deployment').spec.template.spec.containers[0].volumeMounts.find(
+      (m: Manifest) => m.name === 'config',
+    )
+    assert.deepEqual([mount.mountPath, mount.subPath], ['/etc/gatehouse', undefined])
+    const wrong = await template('--set', 'configChange=sometimes')
+    assert.notEqual(wrong.status, 0)
+    assert.match(wrong.stderr, /configChange must be restart or reload/)
+  })
 })

@@ -16,11 +16,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { type Gateway, startGateway } from '../../src/app.ts'
+import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
+import { validateConfig } from '../../src/config/load.ts'
 import type { Logger } from '../../src/core/ports.ts'
 import { loadConfigForReload } from '../../src/reload.ts'
 import { browserFetch } from '../helpers/browser-fetch.ts'
 import { CLI_MAIN } from '../helpers/cli.ts'
 import { createCookieClient } from '../helpers/cookie-client.ts'
+import { installTestHosts } from '../helpers/localhost-names.ts'
 import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
 import { DEMO_USER, signIn, startTestIdP, type TestIdP } from '../helpers/test-idp.ts'
 
@@ -526,6 +529,82 @@ test('gatehouse start: SIGHUP reloads the file (with --no-watch, only SIGHUP doe
   } finally {
     child.kill('SIGKILL')
     await upstream.close()
+    await idp.close()
+  }
+})
+
+test('config apps: an app’s routes and upstream reload live under traffic; a new app host waits for a restart', async () => {
+  installTestHosts()
+  const port = await freePort()
+  const idp = await startTestIdP({ redirectUris: [`http://wiki.localhost:${port}/oauth2/callback`] })
+  const [first, second] = await Promise.all([startRecordingUpstream(), startRecordingUpstream()])
+  const dataDir = mkdtempSync(join(tmpdir(), 'gh-reload-apps-'))
+  const withApps = (wiki: { upstream: string; reports: 'anonymous' | 'admins'; host?: string }) =>
+    validateConfig({
+      public_url: `http://localhost:${port}`,
+      data_dir: dataDir,
+      listen: { host: '127.0.0.1', port },
+      provider: { issuer: idp.issuer, client_id: idp.clientId, client_secret: { env: 'GH_CLIENT_SECRET' } },
+      session: { secrets: [{ env: 'GH_SESSION_OLD' }] },
+      lifetimes: DEV_LIFETIMES,
+      apps: [
+        {
+          name: 'wiki',
+          host: wiki.host ?? 'wiki.localhost',
+          upstream: wiki.upstream,
+          routes: [
+            {
+              path: '/reports/*',
+              allow: wiki.reports === 'anonymous' ? 'anonymous' : { groups: ['admins'] },
+            },
+          ],
+        },
+      ],
+      shutdown: { drain: '1s' },
+    })
+  const lines: Logged[] = []
+  const gateway = await startGateway(withApps({ upstream: first.url, reports: 'anonymous' }), {
+    baseDir: process.cwd(),
+    log: recordingLogger(lines),
+    admin: false,
+    env: { GH_CLIENT_SECRET: idp.clientSecret, GH_SESSION_OLD: SESSION_OLD },
+  })
+  try {
+    const reports = `http://wiki.localhost:${port}/reports/q`
+    assert.equal((await fetch(reports, { headers: { accept: 'application/json' } })).status, 200)
+    const phase = { current: 'before' }
+    const traffic = trafficLoop(reports, {}, phase)
+    await until(() => traffic.outcomes.length >= 100, 'traffic before the reload')
+    const result = await gateway.reload(withApps({ upstream: second.url, reports: 'admins' }))
+    phase.current = 'after'
+    assert.equal(result.result, 'ok', JSON.stringify(result.problems))
+    assert.deepEqual(result.changed, ['apps'])
+    assert.deepEqual(result.restartPending, [])
+    const outcomes = await traffic.done
+    assertNoFailure(outcomes)
+    const after = outcomes.filter((o) => o.phase === 'after')
+    assert.ok(after.length > 0)
+    assert.deepEqual([...new Set(after.map((o) => o.status))], [401], "the app's new route applies")
+    const anonymousRoute = withApps({ upstream: second.url, reports: 'anonymous' })
+    assert.equal((await gateway.reload(anonymousRoute)).result, 'ok')
+    const before = second.requests.length
+    assert.equal((await fetch(reports, { headers: { accept: 'application/json' } })).status, 200)
+    assert.equal(second.requests.length, before + 1, "the app's new upstream is reached")
+
+    const moved = await gateway.reload(
+      withApps({ upstream: second.url, reports: 'anonymous', host: 'docs.localhost' }),
+    )
+    assert.equal(moved.result, 'ok')
+    assert.deepEqual(moved.restartPending, ['apps'], 'a new host name needs the Host check rebuilt')
+    assert.equal(
+      (await fetch(reports, { headers: { accept: 'application/json' } })).status,
+      200,
+      'the running apps are kept',
+    )
+  } finally {
+    await gateway.close()
+    await first.close()
+    await second.close()
     await idp.close()
   }
 })
