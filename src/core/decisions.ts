@@ -26,7 +26,7 @@ export interface Allow {
   upstreamHeaders: Readonly<Record<string, string>>
   /**
    * Further header names (lower case) the adapter removes from the client's request, in any spelling
-   * ({@link upstreamHeaderName}), besides those Gatehouse always owns: `identity.headers_from_claims`.
+   * (`_` read as `-`), besides those Gatehouse always owns: `identity.headers_from_claims`.
    */
   dropFromClient?: ReadonlySet<string> | undefined
   /** The Cookie header for the upstream, with Gatehouse's cookies removed. */

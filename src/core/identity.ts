@@ -91,9 +91,10 @@ export function claimsForHeaders(
   log?: Logger,
 ): Record<string, string> | undefined {
   if (claimHeaders === undefined || claimHeaders.length === 0) return undefined
-  let out: Record<string, string> | undefined
+  const out = new Map<string, string>()
   for (const [, claim] of claimHeaders) {
-    if (out?.[claim] !== undefined) continue
+    // Own properties only: a claim named `constructor` is not Object.prototype's.
+    if (out.has(claim) || !Object.hasOwn(claims, claim)) continue
     const raw = claims[claim]
     if (raw === undefined || raw === null) continue
     const list = Array.isArray(raw) ? raw : [raw]
@@ -105,11 +106,10 @@ export function claimsForHeaders(
       continue
     }
     const text = headerBytes(list.map(String).join(','))
-    if (text === '') continue
-    out ??= {}
-    out[claim] = text
+    if (text !== '') out.set(claim, text)
   }
-  return out
+  // fromEntries defines own properties: `__proto__` is a claim name like any other.
+  return out.size === 0 ? undefined : Object.fromEntries(out)
 }
 
 function isScalar(v: unknown): v is string | number | boolean {
@@ -170,8 +170,7 @@ export function createIdentityHeaders(
       const claims = identity.claims
       if (claims !== undefined) {
         for (const [header, claim] of claimHeaders) {
-          const value = claims[claim]
-          if (value !== undefined) built[header] = value
+          if (Object.hasOwn(claims, claim)) built[header] = claims[claim]!
         }
       }
       h = Object.freeze(built)

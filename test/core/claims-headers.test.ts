@@ -89,6 +89,26 @@ describe('claims as header text', () => {
     assert.equal(new TextDecoder().decode(bytes), 'Forschung & Entwicklung, Zürich 山')
   })
 
+  test("claim names that are Object.prototype's (constructor, __proto__) are plain claims", () => {
+    const pairs: Array<[string, string]> = [
+      ['x-a', 'constructor'],
+      ['x-b', '__proto__'],
+      ['x-c', 'toString'],
+    ]
+    assert.equal(claimsForHeaders({}, pairs), undefined, 'absent, not the prototype property')
+    const out = claimsForHeaders(JSON.parse('{"constructor":"c","__proto__":"p"}'), pairs)!
+    const own = JSON.parse('{"constructor":"c","__proto__":"p"}')
+    assert.deepEqual(out, own)
+    assert.deepEqual(JSON.parse(JSON.stringify(out)), own, 'and so in the session cookie')
+    const headersOf = createIdentityHeaders(pairs)
+    // As read back from a session cookie: a plain object without them.
+    const h = headersOf({ sub: 'u', user: 'u', groups: [], claims: JSON.parse('{"other":"x"}') })
+    assert.deepEqual(h, { 'x-auth-request-user': 'u' })
+    const withThem = headersOf({ sub: 'u', user: 'u', groups: [], claims: out })
+    assert.equal(withThem['x-a'], 'c')
+    assert.equal(withThem['x-b'], 'p')
+  })
+
   test('identityFromClaims keeps only the configured claims; none configured, none kept', () => {
     const claims = { sub: 'u1', department: 'R&D', secret_stuff: 'x', teams: ['a'] }
     const mapping = { userClaim: 'sub', groupsClaim: 'groups' }
