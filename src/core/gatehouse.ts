@@ -266,11 +266,11 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   // A client's copy of a claim header never reaches the upstream, whether or not the claim is there.
   const dropFromClient =
     claimHeaders.length === 0 ? undefined : new Set(claimHeaders.map(([header]) => header))
-  // Forward-auth answers every identity header, empty when unknown (see the auth endpoint).
   const assertionAudience = options.assertion?.audience
   const assertionSigner = deps.assertionSigner
   if (assertionAudience !== undefined && assertionSigner === undefined)
     throw new TypeError('assertion: deps.assertionSigner is required')
+  // Forward-auth answers every identity header, empty when unknown (see the auth endpoint).
   const emptyIdentity: Readonly<Record<string, string>> = Object.freeze({
     ...EMPTY_IDENTITY,
     ...Object.fromEntries(claimHeaders.map(([header]) => [header, ''])),
