@@ -119,16 +119,19 @@ export function configHash(text: string): string {
   return createHash('sha256').update(text).digest('hex')
 }
 
-/** Reads, parses and validates the config file; the hash is of the exact text validated. */
-export function loadConfigForReload(file: string): { config: Config; baseDir: string; hash: string } {
-  let text: string
+function readConfigText(file: string): string {
   try {
-    text = readFileSync(file, 'utf8')
+    return readFileSync(file, 'utf8')
   } catch (err) {
     throw new ConfigError(file, [
       { path: '(file)', message: `cannot read: ${(err as NodeJS.ErrnoException).code ?? 'error'}` },
     ])
   }
+}
+
+/** Reads, parses and validates the config file; the hash is of the exact text validated. */
+export function loadConfigForReload(file: string): { config: Config; baseDir: string; hash: string } {
+  const text = readConfigText(file)
   return { ...parseConfigText(text, file), hash: configHash(text) }
 }
 
@@ -182,6 +185,7 @@ export interface ConfigReloader {
    * not reloaded again.
    */
   watch(debounceMs?: number): void
+  /** Stop watching; reloads from now on are refused. */
   close(): void
 }
 
@@ -247,7 +251,9 @@ export function createConfigReloader(options: ConfigReloaderOptions): ConfigRelo
 
   function refused(err: unknown, hash: string): ReloadResult {
     const problems: ConfigProblem[] =
-      err instanceof ConfigError ? err.problems : [{ path: '(apply)', message: (err as Error)?.message }]
+      err instanceof ConfigError
+        ? err.problems
+        : [{ path: '(apply)', message: err instanceof Error ? err.message : String(err) }]
     reloads.inc({ result: 'error' })
     // One line: where and why. ConfigError never carries a secret's value (validate.ts, resolveSecret).
     log.error(
@@ -257,8 +263,11 @@ export function createConfigReloader(options: ConfigReloaderOptions): ConfigRelo
     return { result: 'error', hash, changed: [], restartPending: loaded.restartPending, problems }
   }
 
+  let closed = false
   async function apply(next: Config, hash: string): Promise<ReloadResult> {
     try {
+      // A SIGHUP while draining must not open pools the shutdown would not close.
+      if (closed) throw new Error('the gateway is shutting down')
       const restartPending = restartOnlyChanges(running, next)
       const effective = withRunningRestartOnly(running, next)
       const swap = await options.prepare(effective, running)
@@ -284,10 +293,9 @@ export function createConfigReloader(options: ConfigReloaderOptions): ConfigRelo
     if (file === undefined) throw new TypeError('reloadFromFile: the gateway was not started from a file')
     let text: string
     try {
-      text = readFileSync(file, 'utf8')
+      text = readConfigText(file)
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? 'error'
-      return refused(new ConfigError(file, [{ path: '(file)', message: `cannot read: ${code}` }]), '')
+      return refused(err, '')
     }
     const hash = configHash(text)
     lastTried = hash
@@ -346,6 +354,7 @@ export function createConfigReloader(options: ConfigReloaderOptions): ConfigRelo
       })
     },
     close() {
+      closed = true
       clearTimeout(timer)
       watcher?.close()
       watcher = undefined

@@ -92,6 +92,11 @@ test('a prepare that throws refuses the reload: nothing is swapped, the error is
   assert.match(text, /gatehouse_config_reloads_total\{result="ok"\} 1/)
   assert.match(text, /gatehouse_config_reloads_total\{result="error"\} 1/)
   assert.match(text, /gatehouse_config_last_reload_success_timestamp_seconds 1000\n/)
+  // Once the gateway is closing (a SIGHUP during the drain), nothing new is built.
+  reloader.close()
+  const late = await reloader.reload(config({ log: { level: 'warn' } }), 'h3')
+  assert.equal(late.result, 'error')
+  assert.equal(swapped, 1)
 })
 
 test('request generations: the previous generation ends when its last request has ended, not before', async () => {
