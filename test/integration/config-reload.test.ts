@@ -469,13 +469,13 @@ test('file watch: a Kubernetes ConfigMap update (the ..data symlink swapped to a
   }
 })
 
-test('gatehouse start: SIGHUP reloads the file (with --no-watch, only SIGHUP does); a bad file is refused and logged', async () => {
+test('gatehouse start: SIGHUP reloads the file (with --no-watch, only SIGHUP does); a bad file is refused and logged; log.level applies', async () => {
   const port = await freePort()
   const idp = await startTestIdP({ redirectUris: [`http://127.0.0.1:${port}/oauth2/callback`] })
   const upstream = await startRecordingUpstream()
   const dir = mkdtempSync(join(tmpdir(), 'gh-reload-hup-'))
   const file = join(dir, 'gatehouse.yaml')
-  const text = (reports: 'anonymous' | 'admins') =>
+  const text = (reports: 'anonymous' | 'admins', logLevel = 'info') =>
     configText({
       port,
       upstream: upstream.url,
@@ -483,7 +483,7 @@ test('gatehouse start: SIGHUP reloads the file (with --no-watch, only SIGHUP doe
       clientId: idp.clientId,
       dataDir: join(dir, 'data'),
       reports,
-      logLevel: 'info',
+      logLevel,
     })
   writeFileSync(file, text('anonymous'))
   const child = spawn(process.execPath, [CLI_MAIN, 'start', '--config', file, '--no-watch'], {
@@ -523,6 +523,16 @@ test('gatehouse start: SIGHUP reloads the file (with --no-watch, only SIGHUP doe
     assert.match(String(failed['msg']), /\(yaml\)/)
     assert.equal(await status(), 401, 'the running config kept')
     assert.equal(child.exitCode, null, 'still running')
+
+    // log.level applies live: the next reload's info line is no longer written.
+    writeFileSync(file, text('anonymous', 'warn'))
+    process.kill(child.pid!, 'SIGHUP')
+    await until(async () => (await status()) === 200, 'the anonymous route applied after SIGHUP')
+    // A line written after it: once that is read, the info line would have been read before it.
+    writeFileSync(file, 'routes: [')
+    process.kill(child.pid!, 'SIGHUP')
+    await until(() => logged('config_reload_failed').length === 2, 'the second refusal logged')
+    assert.equal(logged('config_reloaded').length, 1, 'info lines are off at level warn')
     child.kill('SIGTERM')
     const [code] = await once(child, 'exit')
     assert.equal(code, 0)
