@@ -50,6 +50,24 @@ test('restart-only keys: the running value is kept, the rest of the new config a
   assert.deepEqual(withRunningRestartOnly(running, config()), running)
 })
 
+test("the provider's issuer and client id wait for a restart (sessions belong to them); its other keys apply", () => {
+  const running = config()
+  const next = config({
+    provider: {
+      issuer: 'http://127.0.0.1:10/other',
+      client_id: 'other',
+      client_secret: { env: 'S2' },
+      timeout: 9,
+    },
+  })
+  assert.deepEqual(restartOnlyChanges(running, next), ['provider.issuer', 'provider.client_id'])
+  const effective = withRunningRestartOnly(running, next)
+  assert.equal(effective.provider.issuer, running.provider.issuer)
+  assert.equal(effective.provider.client_id, 'c')
+  assert.deepEqual(effective.provider.client_secret, { env: 'S2' })
+  assert.equal(effective.provider.timeout, 9)
+})
+
 test('a session ttl above the running max_ttl (a new max_ttl waits for a restart) is refused', () => {
   const running = config({ lifetimes: { ...DEV_LIFETIMES, session: { ttl: '1h', max_ttl: '1d' } } })
   const next = config({ lifetimes: { ...DEV_LIFETIMES, session: { ttl: '2d', max_ttl: '7d' } } })
