@@ -116,16 +116,10 @@ function isScalar(v: unknown): v is string | number | boolean {
   return typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v))
 }
 
-// Header values are bytes (RFC 9110 §5.5): a character past ASCII goes as its UTF-8 bytes, one latin1
-// character each, which every adapter's HTTP stack writes as they are (a character past U+00FF would be
-// refused by them). Cut at CLAIM_HEADER_MAX_BYTES, never inside a character.
+// A claim header's value: as every identity header's, trimmed, and cut at CLAIM_HEADER_MAX_BYTES, never
+// inside a character.
 function headerBytes(value: string): string {
-  let text = headerSafe(value).trim()
-  if (NON_ASCII.test(text)) {
-    let bytes = ''
-    for (const b of new TextEncoder().encode(text)) bytes += String.fromCharCode(b)
-    text = bytes
-  }
+  const text = headerSafe(value, true)
   if (text.length <= CLAIM_HEADER_MAX_BYTES) return text
   let end = CLAIM_HEADER_MAX_BYTES
   // A UTF-8 continuation byte (10xxxxxx) cannot start a character.
@@ -149,10 +143,22 @@ export function scopesFromClaims(claims: Record<string, unknown>): readonly stri
 /** RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
 export const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
 
-// Header values must not carry control characters (CR/LF would split headers).
-function headerSafe(value: string): string {
+/**
+ * An identity value as a header value: without control characters (CR/LF would split headers), and as
+ * bytes (RFC 9110 §5.5): a character past ASCII goes as its UTF-8 bytes, one latin1 character each, which
+ * every adapter's HTTP stack writes as they are (a character past U+00FF would make them refuse the whole
+ * request: a user named 王小明 got 502 on every request). Upstreams read them as UTF-8, as behind
+ * oauth2-proxy or Pomerium.
+ */
+function headerSafe(value: string, trim = false): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping control characters is the point
-  return value.replace(/[\u0000-\u001f\u007f]/g, '')
+  let text = value.replace(/[\u0000-\u001f\u007f]/g, '')
+  // Before encoding: trim() also takes U+00A0, which is a byte of many encoded characters.
+  if (trim) text = text.trim()
+  if (!NON_ASCII.test(text)) return text
+  let bytes = ''
+  for (const b of new TextEncoder().encode(text)) bytes += String.fromCharCode(b)
+  return bytes
 }
 
 /**

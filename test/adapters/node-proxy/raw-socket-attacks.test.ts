@@ -398,3 +398,31 @@ describe('two Authorization headers', () => {
     )
   })
 })
+
+describe('identity values past ASCII', () => {
+  test('names in any script reach the upstream as UTF-8 bytes; the request is served', async () => {
+    const cookie = await sessionCookie(SECRET, {
+      sid: 'intl-1',
+      identity: {
+        sub: 'u-intl',
+        user: 'José',
+        email: 'zoë@example.com',
+        groups: ['équipe', '開発'],
+        preferredUsername: '王小明',
+      },
+    })
+    const from = upstream.received.length
+    const reply = await raw(gateway, ['GET /page HTTP/1.1', 'Host: localhost', `Cookie: ${cookie}`])
+    assert.equal(reply.status, 200)
+    const got = upstream.received[from]!
+    const header = (name: string) => {
+      const i = got.rawHeaders.findIndex((n, k) => k % 2 === 0 && n.toLowerCase() === name)
+      // Node reads header bytes as latin1: turn them back into bytes, then read those as UTF-8.
+      return i === -1 ? undefined : Buffer.from(got.rawHeaders[i + 1]!, 'latin1').toString('utf8')
+    }
+    assert.equal(header('x-auth-request-user'), 'José')
+    assert.equal(header('x-auth-request-email'), 'zoë@example.com')
+    assert.equal(header('x-auth-request-groups'), 'équipe,開発')
+    assert.equal(header('x-auth-request-preferred-username'), '王小明')
+  })
+})
