@@ -104,6 +104,8 @@ export function createAppSelector<T>(entries: readonly AppEntry<T>[]): AppSelect
   }
 }
 
+const JWKS_PATH = '/.well-known/jwks.json'
+
 export interface AppRouterOptions {
   /** Prefix of Gatehouse's own endpoints (`/oauth2`); `<prefix>/auth` is forward-auth. */
   prefix: string
@@ -167,7 +169,8 @@ export function createAppRouter<T>(
         error_description: 'No app is configured at the X-Forwarded-Host and URI',
       })
     }
-    if (pathname.startsWith(ownPrefix)) return selector.ownerOf(host) ?? misdirected(facts, host)
+    if (pathname.startsWith(ownPrefix) || pathname === JWKS_PATH)
+      return selector.ownerOf(host) ?? misdirected(facts, host)
     // Chosen on the form rules match (`/ops;x/y` and `/ops./y` are `/ops/y`), so a path an upstream
     // reads as under a prefix is judged by that prefix's app.
     const app = selector.select(host, matchingPath(pathname))

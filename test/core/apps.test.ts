@@ -161,6 +161,9 @@ test('the router: Host and the normalised path; forward-auth by X-Forwarded-Host
     log: silentLogger,
   })
   assert.equal(code(only(facts('/other', { host: 'a.test' }))), '404 no_app')
+  // Gatehouse's own endpoints and keys exist on every app host, whatever its prefixes.
+  assert.equal(code(only(facts('/.well-known/jwks.json', { host: 'a.test' }))), 'docs')
+  assert.equal(code(only(facts('/oauth2/callback', { host: 'a.test' }))), 'docs')
 })
 
 test('config: apps validate, and the old single-upstream config is unchanged', () => {
