@@ -18,9 +18,24 @@ if (originUrl === undefined) {
   process.stderr.write('usage: node bench/gatehouse-child.ts <origin-url>\n')
   process.exit(2)
 }
+// BENCH_APPS=1: the same origin as three apps (config `apps`); the load is sent to the second, b.localhost.
+const apps = process.env['BENCH_APPS'] === '1'
 const config = validateConfig({
   public_url: 'http://localhost:8080',
-  upstream: originUrl,
+  ...(apps
+    ? {
+        apps: [
+          {
+            name: 'a',
+            host: 'a.localhost',
+            upstream: originUrl,
+            routes: [{ path: '/*', allow: { groups: ['ops'] } }],
+          },
+          { name: 'b', host: 'b.localhost', upstream: originUrl },
+          { name: 'c', host: 'b.localhost', path_prefix: '/c', upstream: originUrl },
+        ],
+      }
+    : { upstream: originUrl }),
   data_dir: mkdtempSync(join(tmpdir(), 'gh-bench-')),
   listen: { host: '127.0.0.1', port: 0 },
   // Nothing listens on port 9: discovery fails in the background, which a valid session never needs.

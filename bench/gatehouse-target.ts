@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readFileSync } from 'node:fs'
+import { get } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -64,4 +65,33 @@ export const apiTokenTarget: BenchTarget = {
   },
 }
 
-export const targets: BenchTarget[] = [target, apiTokenTarget]
+/** The session target with config `apps`: three apps, the load on the second (Host b.localhost). */
+export const appsTarget: BenchTarget = {
+  name: 'gatehouse-apps',
+  async start(ctx) {
+    const secret = randomBytes(32).toString('base64url')
+    const child = await startChild(`${here}gatehouse-child.ts`, [ctx.originUrl], {
+      GATEHOUSE_BENCH_SECRET: secret,
+      BENCH_APPS: '1',
+    })
+    const cookie = await sessionCookie(secret, {
+      sid: 'bench-session',
+      identity: { sub: 'bench-user', user: 'bench-user', email: 'bench@example.com', groups: ['staff'] },
+      accessToken: randomBytes(600).toString('base64url'),
+      refreshToken: randomBytes(32).toString('base64url'),
+      idToken: randomBytes(500).toString('base64url'),
+    })
+    // `Host` as written: wrk replaces its own Host only for that exact spelling (a second one is a 400).
+    const headers = { cookie, Host: 'b.localhost' }
+    const status = await new Promise<number | undefined>((resolve, reject) => {
+      get(`${child.url}/`, { headers }, (res) => {
+        res.resume()
+        resolve(res.statusCode)
+      }).on('error', reject)
+    })
+    if (status !== 200) throw new Error(`gatehouse-apps target refused the bench session: ${status}`)
+    return { url: `${child.url}/`, headers, pid: child.pid, stop: child.stop }
+  },
+}
+
+export const targets: BenchTarget[] = [target, apiTokenTarget, appsTarget]
