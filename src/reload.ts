@@ -179,10 +179,10 @@ export interface ConfigReloader {
   readonly config: Config
   status(): LoadedConfigStatus
   /**
-   * Reload when the file's text changes. Watches its directory, not the file: editors replace the file
-   * (a rename), and Kubernetes swaps the `..data` symlink of a mounted ConfigMap, which a watch on the
-   * old file never reports. Events are debounced by `debounceMs`; text already loaded (or refused) is
-   * not reloaded again.
+   * Reload when the file's text changes. Watches its directory: editors replace the file (a rename),
+   * and Kubernetes swaps the `..data` symlink of a mounted ConfigMap, which a watch on the old file never
+   * reports; and the file, for writes in place through another path (a single-file bind mount). Events
+   * are debounced by `debounceMs`; text already loaded (or refused) is not reloaded again.
    */
   watch(debounceMs?: number): void
   /** Stop watching; reloads from now on are refused. */
@@ -309,8 +309,30 @@ export function createConfigReloader(options: ConfigReloaderOptions): ConfigRelo
   }
 
   let watcher: FSWatcher | undefined
+  // The file itself too: a write in place through another path to the same file (a container's
+  // single-file bind mount, a hard link) reaches a watch on the file, not one on this directory.
+  let fileWatcher: FSWatcher | undefined
   let timer: NodeJS.Timeout | undefined
+  let debounce = 200
+  const schedule = () => {
+    clearTimeout(timer)
+    timer = setTimeout(onChange, debounce)
+    timer.unref()
+  }
+  // Again after every change: a rename or a symlink swap puts another file behind the name.
+  const watchFile = () => {
+    fileWatcher?.close()
+    fileWatcher = undefined
+    if (closed) return
+    try {
+      fileWatcher = watch(resolve(file!), { persistent: false }, schedule)
+      fileWatcher.on('error', () => fileWatcher?.close())
+    } catch {
+      // Not there at this moment (between an unlink and a rename): the directory's watch sees it come.
+    }
+  }
   const onChange = () => {
+    watchFile()
     let hash: string
     try {
       hash = configHash(readFileSync(file!, 'utf8'))
@@ -319,6 +341,8 @@ export function createConfigReloader(options: ConfigReloaderOptions): ConfigRelo
       return
     }
     if (hash === loaded.hash || hash === lastTried) return
+    // Set now, not when the queued reload runs: a second event meanwhile must not queue another.
+    lastTried = hash
     void serial(fromFile)
   }
 
@@ -330,14 +354,10 @@ export function createConfigReloader(options: ConfigReloaderOptions): ConfigRelo
     },
     status: () => loaded,
     watch(debounceMs = 200) {
-      if (file === undefined || watcher !== undefined) return
-      const abs = resolve(file)
+      if (file === undefined || watcher !== undefined || closed) return
+      debounce = debounceMs
       try {
-        watcher = watch(dirname(abs), { persistent: false }, () => {
-          clearTimeout(timer)
-          timer = setTimeout(onChange, debounceMs)
-          timer.unref()
-        })
+        watcher = watch(dirname(resolve(file)), { persistent: false }, schedule)
       } catch (err) {
         log.warn(
           { event: 'config_watch_failed', file, err: (err as Error).message },
@@ -352,12 +372,15 @@ export function createConfigReloader(options: ConfigReloaderOptions): ConfigRelo
         )
         watcher?.close()
       })
+      watchFile()
     },
     close() {
       closed = true
       clearTimeout(timer)
       watcher?.close()
       watcher = undefined
+      fileWatcher?.close()
+      fileWatcher = undefined
     },
   }
 }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
-import { mkdirSync, mkdtempSync, renameSync, symlinkSync, writeFileSync } from 'node:fs'
+import { linkSync, mkdirSync, mkdtempSync, renameSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -459,6 +459,28 @@ test('file watch: a Kubernetes ConfigMap update (the ..data symlink swapped to a
     symlinkSync(target, join(dir, '..data_tmp'))
     renameSync(join(dir, '..data_tmp'), join(dir, '..data'))
     if (version === 1) symlinkSync(join('..data', 'gatehouse.yaml'), file)
+  })
+  try {
+    assert.equal(await g.status(), 200)
+    g.write('admins')
+    await until(async () => (await g.status()) === 401, 'the restricted route applied')
+  } finally {
+    await g.close()
+  }
+})
+
+test('file watch: a write in place through another path to the same file (a bind-mounted file, a hard link) triggers a reload', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gh-reload-link-'))
+  const elsewhere = mkdtempSync(join(tmpdir(), 'gh-reload-host-'))
+  const file = join(dir, 'gatehouse.yaml')
+  const other = join(elsewhere, 'gatehouse.yaml')
+  let linked = false
+  const g = await watchedGateway(file, (text) => {
+    if (!linked) {
+      writeFileSync(file, text)
+      linkSync(file, other)
+      linked = true
+    } else writeFileSync(other, text) // same inode, changed through a directory nobody watches
   })
   try {
     assert.equal(await g.status(), 200)
