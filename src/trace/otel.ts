@@ -242,7 +242,8 @@ export function createTracing(options: TracingOptions): Tracing {
               [ATTR_HTTP_REQUEST_METHOD]: upstreamMethod,
               [ATTR_SERVER_ADDRESS]: url.hostname,
               [ATTR_SERVER_PORT]: portOf(url),
-              [ATTR_URL_PATH]: pathOnly(path),
+              // The upstream URL's own path (`/app`) comes first, as createUpstream sends it.
+              [ATTR_URL_PATH]: url.pathname.replace(/\/+$/, '') + pathOnly(path),
             },
           },
           context,

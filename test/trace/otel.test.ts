@@ -118,13 +118,16 @@ describe('OpenTelemetry traces', () => {
    * A gateway with the `telemetry` section made from a fresh receiver's URL (`undefined`: none); the
    * provider calls it makes are recorded with their headers.
    */
-  async function gatewayWith(telemetryFor: (receiverUrl: string) => Record<string, unknown> | undefined) {
+  async function gatewayWith(
+    telemetryFor: (receiverUrl: string) => Record<string, unknown> | undefined,
+    upstreamUrl = upstream.url,
+  ) {
     receiver = await startReceiver()
     const telemetry = telemetryFor(receiver.url)
     const providerRequests: Array<{ url: string; traceparent: string | null }> = []
     const config = validateConfig({
       public_url: base,
-      upstream: upstream.url,
+      upstream: upstreamUrl,
       data_dir: mkdtempSync(join(tmpdir(), 'gh-trace-')),
       listen: { host: '127.0.0.1', port },
       provider: {
@@ -279,7 +282,7 @@ describe('OpenTelemetry traces', () => {
       try {
         return await gatewayWith((url) => {
           process.env['OTEL_EXPORTER_OTLP_ENDPOINT'] = url
-          return { traces: { sample_ratio: 1 } }
+          return { traces: { sample_ratio: 1, record_client_address: true } }
         })
       } finally {
         delete process.env['OTEL_EXPORTER_OTLP_ENDPOINT']
@@ -305,6 +308,7 @@ describe('OpenTelemetry traces', () => {
     const request = one(receiver.spans(), (s) => s.name === 'gatehouse.request', 'request span')
     assert.equal(request.traceId, forwarded.traceId)
     assert.equal(request.parentSpanId ?? '', '', 'a root span')
+    assert.equal(attr(request, 'client.address'), '127.0.0.1', 'record_client_address')
     assert.deepEqual(
       request.links?.map((l) => [l.traceId, l.spanId]),
       [[clientTrace, clientSpan]],
@@ -331,6 +335,31 @@ describe('OpenTelemetry traces', () => {
       await receiver.close()
     }
     assert.deepEqual(receiver.spans(), [])
+  })
+
+  test('an upstream that cannot be reached: the upstream span says why, the request span has the 502', async () => {
+    const closed = await freePort()
+    const { gateway } = await gatewayWith(
+      (url) => ({ traces: { otlp_endpoint: url, sample_ratio: 1 } }),
+      `http://127.0.0.1:${closed}/app`,
+    )
+    try {
+      const res = await fetch(`${base}/public/page?x=1`)
+      assert.equal(res.status, 502)
+      await res.text()
+    } finally {
+      await gateway.close()
+      await receiver.close()
+    }
+    const spans = receiver.spans()
+    const up = one(spans, (s) => s.name === 'gatehouse.upstream', 'upstream span')
+    assert.equal(attr(up, 'error.type'), 'ECONNREFUSED')
+    assert.equal(attr(up, 'url.path'), '/app/public/page', "the upstream URL's path first, no query")
+    assert.equal(attr(up, 'server.port'), closed)
+    assert.equal(attr(up, 'http.response.status_code'), undefined)
+    const request = one(spans, (s) => s.name === 'gatehouse.request', 'request span')
+    assert.equal(attr(request, 'http.response.status_code'), 502)
+    assert.equal(up.parentSpanId, request.spanId)
   })
 
   test('tracing off: the client trace reaches the upstream unchanged and nothing is exported', async () => {
