@@ -115,7 +115,7 @@ function pathOnly(target: string): string {
  * carry a `grant_type`, revocations a `token`, discovery its well-known path; the only other call
  * Gatehouse makes is the JWKS fetch.
  */
-function providerCall(url: URL, init: RequestInit | undefined): string {
+export function providerCall(url: URL, init: RequestInit | undefined): string {
   const body = init?.body
   if (body instanceof URLSearchParams) {
     const grant = body.get('grant_type')

@@ -13,6 +13,7 @@ import { type Gateway, startGateway } from '../../src/app.ts'
 import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
 import { validateConfig } from '../../src/config/load.ts'
 import { silentLogger } from '../../src/core/ports.ts'
+import { providerCall } from '../../src/trace/otel.ts'
 import { browserFetch } from '../helpers/browser-fetch.ts'
 import { createCookieClient } from '../helpers/cookie-client.ts'
 import { freePort, type RecordingUpstream, startRecordingUpstream } from '../helpers/net.ts'
@@ -168,6 +169,8 @@ describe('OpenTelemetry traces', () => {
     const signInParent = '00f067aa0ba902b7'
     const appTrace = '0af7651916cd43dd8448eb211c80319c'
     const appParent = 'b7ad6b7169203331'
+    const quietTrace = '9af7651916cd43dd8448eb211c80319d'
+    let appSpanAtUpstream = ''
     try {
       const browser = createCookieClient({ fetch: browserFetch })
       const first = await browser.request(`${base}/dashboard`, { headers: { accept: 'text/html' } })
@@ -205,7 +208,18 @@ describe('OpenTelemetry traces', () => {
       assert.equal(forwarded.traceId, appTrace, 'the upstream continues the client trace')
       assert.notEqual(forwarded.spanId, appParent, "the upstream's parent is Gatehouse's span")
       assert.equal(forwarded.sampled, true)
+      appSpanAtUpstream = forwarded.spanId
       assert.equal(seen.headers.tracestate, 'vendor=client-state', 'tracestate carried along')
+
+      // A trusted client's "not sampled" is followed too: passed on, nothing recorded.
+      const unsampled = await browser.request(`${base}/dashboard`, {
+        headers: { accept: 'text/html', traceparent: `00-${quietTrace}-${appParent}-00` },
+      })
+      assert.equal(unsampled.status, 200)
+      await unsampled.text()
+      const quiet = parseTraceparent(upstream.requests.at(-1)!.headers.traceparent)
+      assert.equal(quiet.traceId, quietTrace)
+      assert.equal(quiet.sampled, false)
 
       // The token exchange went to the provider with the callback's trace.
       const exchange = providerRequests.find((r) => r.url.includes('/token'))
@@ -218,6 +232,17 @@ describe('OpenTelemetry traces', () => {
 
     const spans = receiver.spans()
     // The proxied request: request (server) → check, request → upstream (client), under the client's span.
+    assert.deepEqual(
+      spans.filter((s) => s.traceId === quietTrace),
+      [],
+    )
+    // Discovery and keys, fetched at start outside any request, are traces of their own.
+    for (const call of ['discovery', 'jwks']) {
+      const span = spans.find((s) => s.name === `gatehouse.provider.${call}`)
+      assert.ok(span, `a ${call} span`)
+      assert.equal(span.parentSpanId ?? '', '')
+      assert.match(String(attr(span, 'url.full')), /^http:\/\/127\.0\.0\.1:\d+\/_idp\//)
+    }
     const inApp = spans.filter((s) => s.traceId === appTrace)
     const request = one(inApp, (s) => s.name === 'gatehouse.request', 'request span')
     assert.equal(request.parentSpanId, appParent)
@@ -234,8 +259,7 @@ describe('OpenTelemetry traces', () => {
     const up = one(inApp, (s) => s.name === 'gatehouse.upstream', 'upstream span')
     assert.equal(up.parentSpanId, request.spanId)
     assert.equal(up.kind, 3, 'CLIENT')
-    const seen = upstream.requests.at(-1)!
-    assert.equal(parseTraceparent(seen.headers.traceparent).spanId, up.spanId)
+    assert.equal(appSpanAtUpstream, up.spanId)
     assert.equal(attr(up, 'http.response.status_code'), 200)
     assert.equal(attr(up, 'server.address'), '127.0.0.1')
 
@@ -384,4 +408,17 @@ describe('OpenTelemetry traces', () => {
     }
     assert.deepEqual(receiver.bodies, [])
   })
+})
+
+test('provider calls are named from what oauth4webapi and the provider cache send', () => {
+  const token = new URL('https://login.example.com/token')
+  const form = (fields: Record<string, string>) => ({ method: 'POST', body: new URLSearchParams(fields) })
+  assert.equal(providerCall(token, form({ grant_type: 'authorization_code', code: 'c' })), 'token_exchange')
+  assert.equal(providerCall(token, form({ grant_type: 'refresh_token', refresh_token: 'r' })), 'refresh')
+  assert.equal(providerCall(token, form({ grant_type: 'client_credentials' })), 'token')
+  const revoke = new URL('https://login.example.com/revoke')
+  assert.equal(providerCall(revoke, form({ token: 't', token_type_hint: 'refresh_token' })), 'revoke')
+  const discovery = new URL('https://login.example.com/realms/main/.well-known/openid-configuration')
+  assert.equal(providerCall(discovery, { method: 'GET' }), 'discovery')
+  assert.equal(providerCall(new URL('https://login.example.com/certs'), undefined), 'jwks')
 })
