@@ -4,11 +4,13 @@
  * drain ends every request span, and the shutdown flushes the exporter (no sleeping).
  */
 import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { promisify } from 'node:util'
 import { type Gateway, startGateway } from '../../src/app.ts'
 import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
 import { validateConfig } from '../../src/config/load.ts'
@@ -421,4 +423,31 @@ test('provider calls are named from what oauth4webapi and the provider cache sen
   const discovery = new URL('https://login.example.com/realms/main/.well-known/openid-configuration')
   assert.equal(providerCall(discovery, { method: 'GET' }), 'discovery')
   assert.equal(providerCall(new URL('https://login.example.com/certs'), undefined), 'jwks')
+})
+
+test('with tracing off no part of the OpenTelemetry SDK is loaded; configured, it is', async () => {
+  const src = new URL('../../src/', import.meta.url)
+  // Records every module resolved, then imports the gateway and asks for tracing without and with config.
+  const script = `
+    import { registerHooks } from 'node:module'
+    const seen = new Set()
+    registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); seen.add(r.url); return r } })
+    const sdk = () => [...seen].filter((u) => /@opentelemetry\\/(sdk-trace|exporter-|core|resources)|\\/trace\\/otel\\.ts$/.test(u))
+    await import(${JSON.stringify(new URL('app.ts', src).href)})
+    const { startTracing } = await import(${JSON.stringify(new URL('trace/start.ts', src).href)})
+    const { silentLogger } = await import(${JSON.stringify(new URL('core/ports.ts', src).href)})
+    const url = new URL('http://localhost')
+    const off = await startTracing(undefined, url, silentLogger)
+    const withoutConfig = sdk()
+    const traces = { sample_ratio: 0, service_name: 'gatehouse', trust_incoming_trace: false, record_client_address: false }
+    await (await startTracing(traces, url, silentLogger)).shutdown()
+    console.log(JSON.stringify({ off: off === undefined, withoutConfig, withConfig: sdk().length }))
+  `
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
+    timeout: 60_000,
+  })
+  const result = JSON.parse(stdout.trim().split('\n').at(-1)!)
+  assert.equal(result.off, true)
+  assert.deepEqual(result.withoutConfig, [])
+  assert.ok(result.withConfig > 0, 'configured, the SDK is loaded (the probe sees it)')
 })
