@@ -130,6 +130,16 @@ export async function prepareEdgeBundles(config: Config, options: PrepareOptions
       },
     ])
   }
+  if (config.apps !== undefined) {
+    // One CloudFront distribution fronts one origin: its functions judge one app's routes.
+    throw new ConfigError('config', [
+      {
+        path: 'apps',
+        message:
+          'is not supported at the edge: build one set of functions per distribution, each with its upstream and routes',
+      },
+    ])
+  }
   const auth = config.provider.client_auth
   if (config.provider.client_secret === undefined || auth === 'private_key_jwt' || auth === 'none') {
     // The parse-auth, refresh-auth and sign-out functions carry the client secret baked in; a private key

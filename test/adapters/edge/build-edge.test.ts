@@ -182,6 +182,23 @@ describe('gatehouse build-edge', () => {
     )
   })
 
+  test('apps are refused: one distribution fronts one app', async () => {
+    const { config, baseDir } = loadConfigFile(join(dir, 'gatehouse.yaml'))
+    const app = {
+      name: 'wiki',
+      host: 'wiki.example.com',
+      path_prefix: '/',
+      upstream: 'https://wiki.internal',
+    }
+    await assert.rejects(
+      prepareEdgeBundles({ ...config, upstream: undefined, apps: [app] } as unknown as typeof config, {
+        baseDir,
+        env,
+      }),
+      { name: 'ConfigError', message: /apps/ },
+    )
+  })
+
   test('the zips are deterministic: two builds of the same bundles give the same bytes, with a fixed timestamp', async () => {
     const { config, baseDir } = loadConfigFile(join(dir, 'gatehouse.yaml'))
     const prepared = await prepareEdgeBundles(config, { baseDir, env })
