@@ -4,8 +4,8 @@
  * adapter; uses no Node API, so the fetch adapter can use it at the edge. Secrets arrive resolved.
  */
 
+import { ConfigError } from './config/errors.ts'
 import type { Config } from './config/schema.ts'
-import { ConfigError } from './config/validate.ts'
 import { createAssertionSigner } from './core/assertion.ts'
 import { type BearerVerifier, createBearerVerifier } from './core/bearer.ts'
 import type { Clock } from './core/clock.ts'

@@ -1,26 +1,10 @@
 /** Config validation without any Node API, so the edge adapters can validate a config too. */
 import type { z } from 'zod'
-import { GatehouseError } from '../core/errors.ts'
 import { formatDuration } from './duration.ts'
+import { ConfigError, type ConfigProblem } from './errors.ts'
 import { type Config, configSchema } from './schema.ts'
 
-/** One problem in a config file: where, what was expected, what was found. */
-export interface ConfigProblem {
-  path: string
-  message: string
-}
-
-export class ConfigError extends GatehouseError {
-  override readonly name = 'ConfigError'
-  readonly problems: ConfigProblem[]
-  constructor(file: string, problems: ConfigProblem[]) {
-    super(
-      'ERR_CONFIG',
-      `${file}: ${problems.length} problem(s)\n${problems.map((p) => `  ${p.path}: ${p.message}`).join('\n')}`,
-    )
-    this.problems = problems
-  }
-}
+export { ConfigError, type ConfigProblem } from './errors.ts'
 
 function pathOf(path: PropertyKey[]): string {
   let out = ''

@@ -1,5 +1,5 @@
 import { formatDuration } from '../config/duration.ts'
-import { ConfigError } from '../config/validate.ts'
+import { ConfigError } from '../config/errors.ts'
 import type { Logger } from '../core/ports.ts'
 import type { AlertRecord, AlertStore } from '../store/ports.ts'
 import { assess, type ExpiryEntry, formatRemaining, iso } from './inventory.ts'

@@ -10,7 +10,7 @@ import {
   type TLSSocket,
 } from 'node:tls'
 import { buildConnector } from 'undici'
-import { ConfigError } from '../config/validate.ts'
+import { ConfigError } from '../config/errors.ts'
 
 /** A TLS certificate as a peer presented it in a handshake. Times in seconds since the epoch. */
 export interface ObservedCertificate {

@@ -5,8 +5,8 @@
  */
 
 import { assembleCore } from '../../assemble.ts'
+import { ConfigError } from '../../config/errors.ts'
 import type { Config } from '../../config/schema.ts'
-import { ConfigError } from '../../config/validate.ts'
 import { type Clock, systemClock } from '../../core/clock.ts'
 import type { RequestFacts } from '../../core/decisions.ts'
 import { type Logger, silentLogger } from '../../core/ports.ts'
