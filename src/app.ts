@@ -558,7 +558,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   every(options.refreshRevocationsMs ?? 5_000, 'revocation refresh', () =>
     services.tokens.refreshRevocations(),
   )
-  every(options.refreshRevocationsMs ?? 5_000, 'session revocation reload', () => services.sessions.reload())
+  every(options.refreshRevocationsMs ?? 5_000, 'session revocation reload', () => services.sessions.refresh())
   // Entries no session can outlive any more leave the store (any instance may do it; it is idempotent).
   every(3_600_000, 'session revocation prune', () =>
     services.store.pruneSessionRevocations(Math.floor(clock.now() / 1000)),

@@ -9,8 +9,8 @@ import type {
   CacheStore,
   KeyRecord,
   KeyStore,
-  SessionRevocation,
   SessionRevocationStore,
+  StoredSessionRevocation,
   TokenStore,
 } from '../store/ports.ts'
 
@@ -21,8 +21,8 @@ interface Copy {
   savedAt: number
   keys: KeyRecord[]
   revoked: Array<{ jti: string; expiresAt: number }>
-  /** Session revocations (Gatehouse 8); absent in copies written before. */
-  sessions?: SessionRevocation[]
+  /** Session revocations (Gatehouse 8); absent in copies written before, and so is `storedAt`. */
+  sessions?: Array<Omit<StoredSessionRevocation, 'storedAt'> & { storedAt?: number }>
   cached: Record<string, { value: string; fetchedAt: number }>
 }
 
@@ -111,6 +111,16 @@ export function withLocalCopy<S extends Store>(
       save()
       return sessions
     },
+    async listSessionRevocationsSince(now: number, sinceStoredAt: number) {
+      const changed = await store.listSessionRevocationsSince(now, sinceStoredAt)
+      if (changed.length > 0) {
+        const byKey = new Map((copy.sessions ?? []).map((r) => [`${r.kind}\u0000${r.value}`, r]))
+        for (const r of changed) byKey.set(`${r.kind}\u0000${r.value}`, r)
+        copy.sessions = [...byKey.values()].filter((r) => r.expiresAt > now)
+        save()
+      }
+      return changed
+    },
     async getCached(key: string) {
       const hit = await store.getCached(key)
       if (hit !== undefined) {
@@ -165,6 +175,11 @@ export function createReconnectingStore<S extends Store & AuditStore & AlertStor
     if (opening !== undefined) await opening
     return primary
   }
+  // A copy written before storedAt was kept: its revocations count as stored when it was saved.
+  const copiedSessions = (now: number, since: number): StoredSessionRevocation[] =>
+    (copy.sessions ?? [])
+      .map((r) => ({ ...r, storedAt: r.storedAt ?? copy.savedAt }))
+      .filter((r) => r.expiresAt > now && r.storedAt >= since)
   const refuse = (): never => {
     throw new StoreUnavailableError(
       'PostgreSQL',
@@ -184,7 +199,12 @@ export function createReconnectingStore<S extends Store & AuditStore & AlertStor
     async listSessionRevocations(now) {
       const s = await ready()
       if (s) return s.listSessionRevocations(now)
-      return (copy.sessions ?? []).filter((r) => r.expiresAt > now).map((r) => ({ ...r }))
+      return copiedSessions(now, Number.MIN_SAFE_INTEGER)
+    },
+    async listSessionRevocationsSince(now, sinceStoredAt) {
+      const s = await ready()
+      if (s) return s.listSessionRevocationsSince(now, sinceStoredAt)
+      return copiedSessions(now, sinceStoredAt)
     },
     async getSessionRevocation(kind, value) {
       const s = await ready()

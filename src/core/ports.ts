@@ -77,6 +77,11 @@ export interface SessionRevocation {
   expiresAt: number
 }
 
+/** A revocation as listed by the store: `storedAt` is the store's clock (seconds) when it was last written. */
+export interface StoredSessionRevocation extends SessionRevocation {
+  storedAt: number
+}
+
 /**
  * Browser sessions signed out (Gatehouse 8): by session id, by user (`sub`) or by provider session
  * (`psid`). Instances keep the list in memory and reload it from here; entries go once no session they
@@ -89,7 +94,12 @@ export interface SessionRevocationStore {
    */
   revokeSessions(entries: readonly SessionRevocation[]): Promise<void>
   /** Every revocation still in force at `now` (`expiresAt > now`), by expiresAt, then kind and value. */
-  listSessionRevocations(now: number): Promise<SessionRevocation[]>
+  listSessionRevocations(now: number): Promise<StoredSessionRevocation[]>
+  /**
+   * The revocations in force at `now` stored (or raised) at or after `sinceStoredAt`, in the same order:
+   * what a periodic refresh reads instead of the whole list.
+   */
+  listSessionRevocationsSince(now: number, sinceStoredAt: number): Promise<StoredSessionRevocation[]>
   /** One revocation, to confirm one another instance says it made; undefined when there is none. */
   getSessionRevocation(kind: SessionRevocationKind, value: string): Promise<SessionRevocation | undefined>
   /** Forgets revocations no longer in force at `now`; returns how many. */

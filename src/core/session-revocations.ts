@@ -5,6 +5,7 @@ import type {
   SessionRevocationKind,
   SessionRevocationStore,
   SessionRevocations,
+  StoredSessionRevocation,
 } from './ports.ts'
 
 export interface SessionRevocationListOptions {
@@ -26,6 +27,13 @@ export interface SessionRevocationList extends SessionRevocations {
    */
   reload(): Promise<void>
   /**
+   * What the timer calls: merges the revocations stored since the last one seen (less
+   * {@link REFRESH_OVERLAP_SECONDS}), after storing any the store could not take before; a full
+   * {@link reload} instead when none was seen yet or the last full one is {@link FULL_RELOAD_MS} old.
+   * Rejects when the store is unreachable.
+   */
+  refresh(): Promise<void>
+  /**
    * Revocations another instance says it made (a Redis message, which anyone able to publish can send):
    * each is looked up in the store and taken only as the store has it. More than `maxHints` at once, or a
    * backlog, reloads the whole list instead. Never rejects.
@@ -42,6 +50,14 @@ const HINT_LOOKUPS = 4
 const MAX_UNSHARED = 10_000
 const KINDS: ReadonlySet<string> = new Set(['sid', 'sub', 'psid'])
 const VALUE = /^[\x21-\x7e]{1,255}$/
+
+/** A refresh reads the whole list again this often (ms), which also forgets expired entries. */
+export const FULL_RELOAD_MS = 300_000
+/**
+ * A refresh rereads this far behind the latest `storedAt` it saw: a write dated earlier may commit later,
+ * and instances' clocks differ from the store's.
+ */
+export const REFRESH_OVERLAP_SECONDS = 60
 
 const keyOf = (kind: SessionRevocationKind, value: string) => `${kind}\u0000${value}`
 
@@ -71,6 +87,9 @@ export function createSessionRevocationList(options: SessionRevocationListOption
   const writing = new Map<string, SessionRevocation>()
   // Revoked here while the store was unreachable: held here, and stored by the next reload that can.
   const unstored = new Map<string, SessionRevocation>()
+  // The latest storedAt read (the store's clock), and when (this clock) the last full reload read.
+  let lastStoredAt: number | undefined
+  let fullAt = Number.NEGATIVE_INFINITY
 
   function hold(e: SessionRevocation) {
     if (e.kind === 'sid') {
@@ -102,8 +121,7 @@ export function createSessionRevocationList(options: SessionRevocationListOption
     for (const [k, e] of byProviderSid) if (e.expiresAt <= now) byProviderSid.delete(k)
   }
 
-  async function reload(): Promise<void> {
-    const now = nowSeconds()
+  async function storeUnstored(now: number): Promise<void> {
     if (store !== undefined && unstored.size > 0) {
       const late = [...unstored.values()].filter((e) => e.expiresAt > now)
       try {
@@ -115,12 +133,18 @@ export function createSessionRevocationList(options: SessionRevocationListOption
           'session revocations stored late',
         )
       } catch {
-        // Still unreachable: kept, and tried again at the next reload.
+        // Still unreachable: kept, and tried again at the next refresh or reload.
       }
     }
+  }
+
+  async function reload(): Promise<void> {
+    const now = nowSeconds()
+    const startedAt = clock.now()
+    await storeUnstored(now)
     const before = recent
     recent = new Map()
-    let list: SessionRevocation[]
+    let list: StoredSessionRevocation[]
     try {
       list = store === undefined ? [] : await store.listSessionRevocations(now)
     } catch (err) {
@@ -131,7 +155,12 @@ export function createSessionRevocationList(options: SessionRevocationListOption
     bySid = new Map()
     bySub = new Map()
     byProviderSid = new Map()
-    for (const e of list) hold(e)
+    lastStoredAt = undefined
+    for (const e of list) {
+      hold(e)
+      lastStoredAt = Math.max(e.storedAt, lastStoredAt ?? e.storedAt)
+    }
+    fullAt = startedAt
     if (store === undefined) {
       // Nothing to read back: what this process revoked is the list, less what expired.
       for (const [sid, exp] of prior.bySid) if (exp > now) bySid.set(sid, exp)
@@ -141,6 +170,19 @@ export function createSessionRevocationList(options: SessionRevocationListOption
     for (const e of recent.values()) if (e.expiresAt > now) hold(e)
     for (const e of writing.values()) if (e.expiresAt > now) hold(e)
     for (const e of unstored.values()) if (e.expiresAt > now) hold(e)
+  }
+
+  async function refresh(): Promise<void> {
+    if (store === undefined || lastStoredAt === undefined || clock.now() - fullAt >= FULL_RELOAD_MS)
+      return reload()
+    const now = nowSeconds()
+    await storeUnstored(now)
+    const since = lastStoredAt - REFRESH_OVERLAP_SECONDS
+    // Only adds or extends entries; as taken (into `recent`), a full reload reading meanwhile keeps them.
+    for (const e of await store.listSessionRevocationsSince(now, since)) {
+      take(e)
+      lastStoredAt = Math.max(e.storedAt, lastStoredAt ?? e.storedAt)
+    }
   }
 
   const revoke: SessionRevocationList['revoke'] = async (entries) => {
@@ -250,6 +292,7 @@ export function createSessionRevocationList(options: SessionRevocationListOption
     },
     revoke,
     reload,
+    refresh,
     markRevoked,
     get size() {
       return bySid.size + bySub.size + byProviderSid.size

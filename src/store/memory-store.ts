@@ -8,8 +8,8 @@ import type {
   CacheStore,
   KeyRecord,
   KeyStore,
-  SessionRevocation,
   SessionRevocationStore,
+  StoredSessionRevocation,
   TokenRecord,
   TokenStore,
 } from './ports.ts'
@@ -23,7 +23,7 @@ import {
 } from './validate.ts'
 
 export interface MemoryStoreOptions {
-  /** Default `systemClock`. Used only when `listTokens` is called without `now`. */
+  /** Default `systemClock`. Used when `listTokens` is called without `now`, and as session revocations' `storedAt`. */
   clock?: Clock
 }
 
@@ -48,7 +48,16 @@ export function createMemoryStore(
   const alerts = new Map<string, AlertRecord>()
   const seen = new Map<string, number>()
   const audit: AuditEvent[] = []
-  const sessionRevocations = new Map<string, SessionRevocation>()
+  const sessionRevocations = new Map<string, StoredSessionRevocation>()
+  const listSessionRevocations = (now: number, since: number) => {
+    checkTime(now, 'now')
+    return [...sessionRevocations.values()]
+      .filter((r) => r.expiresAt > now && r.storedAt >= since)
+      .sort(
+        (a, b) => a.expiresAt - b.expiresAt || compareText(a.kind, b.kind) || compareText(a.value, b.value),
+      )
+      .map((r) => ({ ...r }))
+  }
 
   return {
     async listKeys() {
@@ -131,6 +140,7 @@ export function createMemoryStore(
 
     async revokeSessions(entries) {
       for (const e of entries) checkSessionRevocation(e)
+      const storedAt = Math.floor(clock.now() / 1000)
       for (const e of entries) {
         const k = `${e.kind}\u0000${e.value}`
         const prior = sessionRevocations.get(k)
@@ -139,23 +149,25 @@ export function createMemoryStore(
           value: e.value,
           revokedAt: Math.max(e.revokedAt, prior?.revokedAt ?? e.revokedAt),
           expiresAt: Math.max(e.expiresAt, prior?.expiresAt ?? e.expiresAt),
+          storedAt,
         })
       }
     },
 
     async listSessionRevocations(now) {
-      checkTime(now, 'now')
-      return [...sessionRevocations.values()]
-        .filter((r) => r.expiresAt > now)
-        .sort(
-          (a, b) => a.expiresAt - b.expiresAt || compareText(a.kind, b.kind) || compareText(a.value, b.value),
-        )
-        .map((r) => ({ ...r }))
+      return listSessionRevocations(now, Number.NEGATIVE_INFINITY)
+    },
+
+    async listSessionRevocationsSince(now, sinceStoredAt) {
+      checkTime(sinceStoredAt, 'sinceStoredAt')
+      return listSessionRevocations(now, sinceStoredAt)
     },
 
     async getSessionRevocation(kind, value) {
       const hit = sessionRevocations.get(`${kind}\u0000${value}`)
-      return hit === undefined ? undefined : { ...hit }
+      if (hit === undefined) return undefined
+      const { storedAt: _, ...revocation } = hit
+      return revocation
     },
 
     async pruneSessionRevocations(now) {

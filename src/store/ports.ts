@@ -1,7 +1,12 @@
-import type { SessionRevocation, SessionRevocationKind, SessionRevocationStore } from '../core/ports.ts'
+import type {
+  SessionRevocation,
+  SessionRevocationKind,
+  SessionRevocationStore,
+  StoredSessionRevocation,
+} from '../core/ports.ts'
 
 // The session revocation port is the core's (its revocation list reads it); the stores implement it.
-export type { SessionRevocation, SessionRevocationKind, SessionRevocationStore }
+export type { SessionRevocation, SessionRevocationKind, SessionRevocationStore, StoredSessionRevocation }
 
 /**
  * Storage ports. The memory implementation serves tests and single-process use; SQLite is the

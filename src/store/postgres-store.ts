@@ -12,6 +12,7 @@ import type {
   KeyStore,
   SessionRevocation,
   SessionRevocationStore,
+  StoredSessionRevocation,
   TokenRecord,
   TokenStore,
 } from './ports.ts'
@@ -128,6 +129,14 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       PRIMARY KEY (kind, value)
     );
     CREATE INDEX gh_session_revocations_expires_at ON gh_session_revocations (expires_at);`,
+  },
+  {
+    // When each revocation was last written (the database's clock), so a refresh reads only what changed.
+    // Rows already there count as written now; the default serves an instance of the version before.
+    version: 4,
+    sql: `ALTER TABLE gh_session_revocations
+      ADD COLUMN stored_at BIGINT NOT NULL DEFAULT floor(extract(epoch from now()))::bigint;
+    CREATE INDEX gh_session_revocations_stored_at ON gh_session_revocations (stored_at);`,
   },
 ]
 
@@ -336,11 +345,13 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       }
       const list = [...merged.values()]
       await query(
-        `INSERT INTO ${s}.gh_session_revocations (kind, value, revoked_at, expires_at)
-          SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+        `INSERT INTO ${s}.gh_session_revocations (kind, value, revoked_at, expires_at, stored_at)
+          SELECT *, floor(extract(epoch from clock_timestamp()))::bigint
+          FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
           ON CONFLICT (kind, value) DO UPDATE SET
           revoked_at = GREATEST(gh_session_revocations.revoked_at, excluded.revoked_at),
-          expires_at = GREATEST(gh_session_revocations.expires_at, excluded.expires_at)`,
+          expires_at = GREATEST(gh_session_revocations.expires_at, excluded.expires_at),
+          stored_at = excluded.stored_at`,
         [
           list.map((e) => e.kind),
           list.map((e) => e.value),
@@ -356,7 +367,18 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         `SELECT * FROM ${s}.gh_session_revocations WHERE expires_at > $1 ORDER BY expires_at, kind, value`,
         [now],
       )
-      return rows.map(toSessionRevocation)
+      return rows.map(toStoredSessionRevocation)
+    },
+
+    async listSessionRevocationsSince(now, sinceStoredAt) {
+      checkTime(now, 'now')
+      checkTime(sinceStoredAt, 'sinceStoredAt')
+      const { rows } = await query<SessionRevocationRow>(
+        `SELECT * FROM ${s}.gh_session_revocations WHERE expires_at > $1 AND stored_at >= $2
+          ORDER BY expires_at, kind, value`,
+        [now, sinceStoredAt],
+      )
+      return rows.map(toStoredSessionRevocation)
     },
 
     async getSessionRevocation(kind, value) {
@@ -483,6 +505,11 @@ interface SessionRevocationRow {
   value: string
   revoked_at: string
   expires_at: string
+  stored_at: string
+}
+
+function toStoredSessionRevocation(row: SessionRevocationRow): StoredSessionRevocation {
+  return { ...toSessionRevocation(row), storedAt: Number(row.stored_at) }
 }
 
 function toSessionRevocation(row: SessionRevocationRow): SessionRevocation {

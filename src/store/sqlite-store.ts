@@ -12,6 +12,7 @@ import type {
   KeyStore,
   SessionRevocation,
   SessionRevocationStore,
+  StoredSessionRevocation,
   TokenRecord,
   TokenStore,
 } from './ports.ts'
@@ -25,7 +26,8 @@ import {
 } from './validate.ts'
 
 export interface SQLiteStoreOptions {
-  /** Default `systemClock`. Used when `listTokens` is called without `now`, and to date applied migrations. */
+  /** Default `systemClock`. Used when `listTokens` is called without `now`, to date applied migrations
+   * and as session revocations' `storedAt`. */
   clock?: Clock
 }
 
@@ -34,8 +36,9 @@ const COMPONENT = 'store'
 
 /**
  * Applied in order, each once, inside one transaction. Never edit a shipped entry: append a new version.
+ * An `sql` function is given the store's clock (whole seconds) at migration.
  */
-const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
+const MIGRATIONS: ReadonlyArray<{ version: number; sql: string | ((now: number) => string) }> = [
   {
     version: 1,
     sql: `CREATE TABLE gh_keys (
@@ -109,6 +112,14 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       PRIMARY KEY (kind, value)
     ) STRICT;
     CREATE INDEX gh_session_revocations_expires_at ON gh_session_revocations (expires_at);`,
+  },
+  {
+    // When each revocation was last written, so a refresh reads only what changed (rows already there
+    // count as written now). The default 0 is for a process of the version before, still writing.
+    version: 6,
+    sql: (now) => `ALTER TABLE gh_session_revocations ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE gh_session_revocations SET stored_at = ${now};
+    CREATE INDEX gh_session_revocations_stored_at ON gh_session_revocations (stored_at);`,
   },
 ]
 
@@ -208,10 +219,11 @@ export function createSQLiteStore(
 
   // A revocation never shrinks: the later revocation time and the later expiry are kept.
   const upsertSessionRevocation = db.prepare(`INSERT INTO gh_session_revocations
-    (kind, value, revoked_at, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET
-    revoked_at = max(revoked_at, excluded.revoked_at), expires_at = max(expires_at, excluded.expires_at)`)
-  const selectSessionRevocations = db.prepare(`SELECT * FROM gh_session_revocations WHERE expires_at > ?
-    ORDER BY expires_at, kind, value`)
+    (kind, value, revoked_at, expires_at, stored_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET
+    revoked_at = max(revoked_at, excluded.revoked_at), expires_at = max(expires_at, excluded.expires_at),
+    stored_at = excluded.stored_at`)
+  const selectSessionRevocations = db.prepare(`SELECT * FROM gh_session_revocations
+    WHERE expires_at > ? AND stored_at >= ? ORDER BY expires_at, kind, value`)
   const selectSessionRevocation = db.prepare(
     'SELECT * FROM gh_session_revocations WHERE kind = ? AND value = ?',
   )
@@ -301,9 +313,11 @@ export function createSQLiteStore(
     async revokeSessions(entries) {
       for (const e of entries) checkSessionRevocation(e)
       if (entries.length === 0) return
+      const storedAt = Math.floor(clock.now() / 1000)
       begin.run()
       try {
-        for (const e of entries) upsertSessionRevocation.run(e.kind, e.value, e.revokedAt, e.expiresAt)
+        for (const e of entries)
+          upsertSessionRevocation.run(e.kind, e.value, e.revokedAt, e.expiresAt, storedAt)
         commit.run()
       } catch (error) {
         if (db.isTransaction) rollback.run()
@@ -313,7 +327,17 @@ export function createSQLiteStore(
 
     async listSessionRevocations(now) {
       checkTime(now, 'now')
-      return (selectSessionRevocations.all(now) as unknown as SessionRevocationRow[]).map(toSessionRevocation)
+      return (
+        selectSessionRevocations.all(now, Number.MIN_SAFE_INTEGER) as unknown as SessionRevocationRow[]
+      ).map(toStoredSessionRevocation)
+    },
+
+    async listSessionRevocationsSince(now, sinceStoredAt) {
+      checkTime(now, 'now')
+      checkTime(sinceStoredAt, 'sinceStoredAt')
+      return (selectSessionRevocations.all(now, sinceStoredAt) as unknown as SessionRevocationRow[]).map(
+        toStoredSessionRevocation,
+      )
     },
 
     async getSessionRevocation(kind, value) {
@@ -395,10 +419,15 @@ interface SessionRevocationRow {
   value: string
   revoked_at: number
   expires_at: number
+  stored_at: number
 }
 
 function toSessionRevocation(row: SessionRevocationRow): SessionRevocation {
   return { kind: row.kind, value: row.value, revokedAt: row.revoked_at, expiresAt: row.expires_at }
+}
+
+function toStoredSessionRevocation(row: SessionRevocationRow): StoredSessionRevocation {
+  return { ...toSessionRevocation(row), storedAt: row.stored_at }
 }
 
 interface AuditRow {
@@ -459,8 +488,9 @@ function migrate(db: DatabaseSync, clock: Clock): void {
     )
     for (const migration of MIGRATIONS) {
       if (applied.has(migration.version)) continue
-      db.exec(migration.sql)
-      record.run(COMPONENT, migration.version, Math.floor(clock.now() / 1000))
+      const now = Math.floor(clock.now() / 1000)
+      db.exec(typeof migration.sql === 'string' ? migration.sql : migration.sql(now))
+      record.run(COMPONENT, migration.version, now)
     }
     db.exec('COMMIT')
   } catch (error) {

@@ -39,7 +39,26 @@ if (skip !== undefined) {
   cacheContract('PostgreSQL store', openPostgres)
   alertContract('PostgreSQL store', openPostgres)
   auditContract('PostgreSQL store', openPostgres)
-  sessionRevocationContract('PostgreSQL store', openPostgres)
+  sessionRevocationContract('PostgreSQL store', async () => {
+    const schema = freshSchema()
+    const store = await openPostgresStore({ connection: POSTGRES_URL, schema })
+    return {
+      store,
+      close: () => store.close(),
+      // The database's clock cannot be moved: what was stored so far is dated back instead.
+      later: async (seconds: number) => {
+        const client = new pg.Client({ connectionString: POSTGRES_URL })
+        await client.connect()
+        try {
+          await client.query(`UPDATE "${schema}".gh_session_revocations SET stored_at = stored_at - $1`, [
+            seconds,
+          ])
+        } finally {
+          await client.end()
+        }
+      },
+    }
+  })
 
   describe('PostgreSQL store on its own', () => {
     const T = 1_767_225_600

@@ -44,7 +44,17 @@ storeContract('SQLite store', openSQLite)
 cacheContract('SQLite store', openSQLite)
 alertContract('SQLite store', openSQLite)
 auditContract('SQLite store', openSQLite)
-sessionRevocationContract('SQLite store', openSQLite)
+sessionRevocationContract('SQLite store', async () => {
+  let now = Date.UTC(2026, 0, 1)
+  const db = new DatabaseSync(freshFile())
+  return {
+    store: createSQLiteStore(db, { clock: { now: () => now } }),
+    close: async () => db.close(),
+    later: async (seconds: number) => {
+      now += seconds * 1000
+    },
+  }
+})
 
 describe('SQLite store on its own', () => {
   const T = 1_767_225_600
@@ -82,12 +92,13 @@ describe('SQLite store on its own', () => {
       'table gh_keys',
       'table gh_session_revocations',
       'index gh_session_revocations_expires_at',
+      'index gh_session_revocations_stored_at',
       'table gh_tokens',
       'index gh_tokens_parent_jti',
       'index gh_tokens_revoked_at',
       'table idp_users',
     ])
-    assert.deepEqual(schemaRows(db), ['store 1', 'store 2', 'store 3', 'store 4', 'store 5'])
+    assert.deepEqual(schemaRows(db), ['store 1', 'store 2', 'store 3', 'store 4', 'store 5', 'store 6'])
     assert.deepEqual(
       db
         .prepare('SELECT sub FROM idp_users')
@@ -107,7 +118,7 @@ describe('SQLite store on its own', () => {
 
     const second = createSQLiteStore(db)
     assert.deepEqual(objects(db), before)
-    assert.deepEqual(schemaRows(db), ['store 1', 'store 2', 'store 3', 'store 4', 'store 5'])
+    assert.deepEqual(schemaRows(db), ['store 1', 'store 2', 'store 3', 'store 4', 'store 5', 'store 6'])
     assert.deepEqual(await second.listKeys(), [key('k-1')])
     assert.deepEqual(await second.getToken('t-1'), token('t-1'))
     db.close()
@@ -130,7 +141,7 @@ describe('SQLite store on its own', () => {
       token('t-2', { parentJti: 't-1', revokedAt: T + 5 }),
     ])
     assert.deepEqual(await again.listRevoked(T), [{ jti: 't-2', expiresAt: T + 86_400 }])
-    assert.deepEqual(schemaRows(reopened), ['store 1', 'store 2', 'store 3', 'store 4', 'store 5'])
+    assert.deepEqual(schemaRows(reopened), ['store 1', 'store 2', 'store 3', 'store 4', 'store 5', 'store 6'])
     reopened.close()
   })
 

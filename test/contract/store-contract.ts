@@ -10,6 +10,7 @@ import type {
   KeyRecord,
   KeyStore,
   SessionRevocationStore,
+  StoredSessionRevocation,
   TokenRecord,
   TokenStore,
 } from '../../src/store/ports.ts'
@@ -507,11 +508,20 @@ export function auditContract(
 }
 
 /** Session revocations (Gatehouse 8): a list that never shrinks before its entries expire. */
+/**
+ * `later(seconds)`: what is written from now on is stored at least that much later than what was before
+ * (a clock moved on, or the rows stored so far dated back).
+ */
 export function sessionRevocationContract(
   name: string,
-  open: () => Promise<{ store: SessionRevocationStore; close(): Promise<void> }>,
+  open: () => Promise<{
+    store: SessionRevocationStore
+    close(): Promise<void>
+    later(seconds: number): Promise<void>
+  }>,
 ): void {
   const T = 1_767_225_600
+  const unstamped = (list: StoredSessionRevocation[]) => list.map(({ storedAt: _, ...r }) => r)
   describe(`${name}: session revocations`, () => {
     it('stores revocations by session, user and provider session, lists those in force in order', async () => {
       const { store, close } = await open()
@@ -525,7 +535,7 @@ export function sessionRevocationContract(
         await store.revokeSessions([
           { kind: 'psid', value: 'op-sid-1', revokedAt: T + 1, expiresAt: T + 300 },
         ])
-        assert.deepEqual(await store.listSessionRevocations(T), [
+        assert.deepEqual(unstamped(await store.listSessionRevocations(T)), [
           { kind: 'psid', value: 'op-sid-1', revokedAt: T + 1, expiresAt: T + 300 },
           { kind: 'sub', value: 'alice', revokedAt: T, expiresAt: T + 300 },
           { kind: 'sid', value: 's-2', revokedAt: T, expiresAt: T + 600 },
@@ -590,6 +600,53 @@ export function sessionRevocationContract(
         assert.deepEqual(
           (await store.listSessionRevocations(0)).map((r) => r.value),
           ['b'],
+        )
+      } finally {
+        await close()
+      }
+    })
+
+    it('lists what was stored since a storedAt: an upsert moves it forward, expired ones are left out', async () => {
+      const { store, close, later } = await open()
+      try {
+        await store.revokeSessions([
+          { kind: 'sid', value: 'old', revokedAt: T, expiresAt: T + 600 },
+          { kind: 'sub', value: 'alice', revokedAt: T, expiresAt: T + 600 },
+        ])
+        const first = await store.listSessionRevocations(T)
+        const stamp = first[0]!.storedAt
+        assert.ok(Number.isSafeInteger(stamp))
+        assert.deepEqual(
+          first.map((r) => r.storedAt),
+          [stamp, stamp],
+        )
+        assert.deepEqual(
+          (await store.listSessionRevocationsSince(T, stamp)).map((r) => r.value),
+          ['old', 'alice'],
+        )
+        await later(100)
+        await store.revokeSessions([
+          { kind: 'sub', value: 'alice', revokedAt: T + 5, expiresAt: T + 600 },
+          { kind: 'sid', value: 'new', revokedAt: T, expiresAt: T + 700 },
+          { kind: 'sid', value: 'gone', revokedAt: T, expiresAt: T + 10 },
+        ])
+        const oldAt = (await store.listSessionRevocations(T)).find((r) => r.value === 'old')!.storedAt
+        const since = await store.listSessionRevocationsSince(T + 10, oldAt + 100)
+        assert.deepEqual(unstamped(since), [
+          { kind: 'sub', value: 'alice', revokedAt: T + 5, expiresAt: T + 600 },
+          { kind: 'sid', value: 'new', revokedAt: T, expiresAt: T + 700 },
+        ])
+        const stamps = since.map((r) => r.storedAt)
+        assert.ok(stamps.every((at) => at >= oldAt + 100))
+        // `since` is inclusive; a row is listed only while in force (expiresAt > now).
+        assert.deepEqual(
+          (await store.listSessionRevocationsSince(T + 600, Math.min(...stamps))).map((r) => r.value),
+          ['new'],
+        )
+        assert.deepEqual(await store.listSessionRevocationsSince(T, Math.max(...stamps) + 1), [])
+        assert.deepEqual(
+          (await store.listSessionRevocations(T + 10)).map((r) => r.value),
+          ['old', 'alice', 'new'],
         )
       } finally {
         await close()

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test'
 import type { Decision } from '../../src/core/decisions.ts'
 import { ProviderRejectedError } from '../../src/core/errors.ts'
 import type { SessionRevocationStore } from '../../src/core/ports.ts'
-import { createSessionRevocationList } from '../../src/core/session-revocations.ts'
+import { createSessionRevocationList, FULL_RELOAD_MS } from '../../src/core/session-revocations.ts'
 import { StoreUnavailableError } from '../../src/store/errors.ts'
 import { createMemoryStore } from '../../src/store/memory-store.ts'
 import { API, facts, NAV, setup, signIn } from './fixtures.ts'
@@ -171,6 +171,10 @@ describe('sign-out is server-side', () => {
         down
           ? Promise.reject(new StoreUnavailableError('PostgreSQL', 'down'))
           : memory.listSessionRevocations(n),
+      listSessionRevocationsSince: (n, since) =>
+        down
+          ? Promise.reject(new StoreUnavailableError('PostgreSQL', 'down'))
+          : memory.listSessionRevocationsSince(n, since),
       getSessionRevocation: (k, v) => memory.getSessionRevocation(k, v),
       pruneSessionRevocations: (n) => memory.pruneSessionRevocations(n),
     }
@@ -210,6 +214,7 @@ describe('the revocation list', () => {
         await memory.revokeSessions(e)
       },
       listSessionRevocations: (n) => memory.listSessionRevocations(n),
+      listSessionRevocationsSince: (n, since) => memory.listSessionRevocationsSince(n, since),
       getSessionRevocation: (k, v) => memory.getSessionRevocation(k, v),
       pruneSessionRevocations: (n) => memory.pruneSessionRevocations(n),
     }
@@ -224,6 +229,102 @@ describe('the revocation list', () => {
     await writing
     await list.reload()
     assert.equal(list.isRevoked(session), true)
+  })
+})
+
+describe('the periodic refresh', () => {
+  /** Two instances on one store, a frozen clock, and the store calls instance B makes. */
+  function twoInstances() {
+    let now = Date.UTC(2026, 0, 1)
+    const clock = { now: () => now }
+    const memory = createMemoryStore({ clock })
+    const calls: string[] = []
+    const rows: number[] = []
+    const counted: SessionRevocationStore = {
+      ...memory,
+      listSessionRevocations: async (n) => {
+        const list = await memory.listSessionRevocations(n)
+        calls.push('full')
+        rows.push(list.length)
+        return list
+      },
+      listSessionRevocationsSince: async (n, since) => {
+        const list = await memory.listSessionRevocationsSince(n, since)
+        calls.push('since')
+        rows.push(list.length)
+        return list
+      },
+    }
+    const options = { clock, log: silent, maxTtlSeconds: MAX_TTL }
+    const a = createSessionRevocationList({ ...options, store: memory })
+    const b = createSessionRevocationList({ ...options, store: counted })
+    const advance = (ms: number) => {
+      now += ms
+    }
+    return { a, b, calls, rows, advance }
+  }
+  const session = (sid: string) => ({ sid, identity: { sub: 'alice' }, signedInAt: 0 })
+
+  test("a tick after another instance's revocation picks it up by reading only what was stored since", async () => {
+    const { a, b, calls, rows, advance } = twoInstances()
+    await a.revoke(Array.from({ length: 50 }, (_, i) => ({ kind: 'sid' as const, value: `old-${i}` })))
+    advance(600_000)
+    await a.revoke([{ kind: 'sid', value: 's-latest' }])
+    await b.reload()
+    assert.deepEqual(calls, ['full'])
+    advance(5_000)
+    await a.revoke([{ kind: 'sid', value: 's-new' }])
+    assert.equal(b.isRevoked(session('s-new')), false)
+    advance(5_000)
+    await b.refresh()
+    assert.equal(b.isRevoked(session('s-new')), true)
+    assert.equal(b.isRevoked(session('old-7')), true)
+    assert.deepEqual(calls, ['full', 'since'], 'the whole list is not read again')
+    // The tick rereads REFRESH_OVERLAP_SECONDS behind the latest storedAt seen: s-latest, and s-new.
+    assert.deepEqual(rows, [51, 2], 'rows read: the whole list, then only those stored since')
+    assert.equal(b.size, 52)
+  })
+
+  test('every 5 minutes the tick reloads the whole list, which forgets what expired', async () => {
+    const { a, b, calls, advance } = twoInstances()
+    const t = Math.floor(Date.UTC(2026, 0, 1) / 1000)
+    await a.revoke([{ kind: 'sid', value: 's-short', expiresAt: t + 60 }])
+    await b.reload()
+    assert.equal(b.isRevoked(session('s-short')), true)
+    advance(120_000)
+    await b.refresh()
+    assert.deepEqual(calls, ['full', 'since'])
+    assert.equal(b.size, 1, 'an incremental tick does not drop entries')
+    advance(FULL_RELOAD_MS - 120_000)
+    await b.refresh()
+    assert.deepEqual(calls, ['full', 'since', 'full'])
+    assert.equal(b.isRevoked(session('s-short')), false)
+    assert.equal(b.size, 0)
+  })
+
+  test('a revocation the store could not take is stored by the next incremental tick', async () => {
+    let now = Date.UTC(2026, 0, 1)
+    const clock = { now: () => now }
+    const memory = createMemoryStore({ clock })
+    let down = false
+    const flaky: SessionRevocationStore = {
+      ...memory,
+      revokeSessions: (e) =>
+        down ? Promise.reject(new StoreUnavailableError('PostgreSQL', 'down')) : memory.revokeSessions(e),
+    }
+    const list = createSessionRevocationList({ store: flaky, clock, log: silent, maxTtlSeconds: MAX_TTL })
+    await list.revoke([{ kind: 'sid', value: 's-1' }])
+    await list.reload()
+    down = true
+    await assert.rejects(list.revoke([{ kind: 'sid', value: 's-2' }]), StoreUnavailableError)
+    down = false
+    now += 5_000
+    await list.refresh()
+    assert.deepEqual(
+      (await memory.listSessionRevocations(0)).map((r) => r.value),
+      ['s-1', 's-2'],
+    )
+    assert.equal(list.isRevoked(session('s-2')), true)
   })
 })
 
