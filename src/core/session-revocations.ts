@@ -1,4 +1,5 @@
 import type { Clock } from './clock.ts'
+import { lookUpEach } from './look-up-each.ts'
 import type {
   Logger,
   SessionRevocation,
@@ -252,23 +253,15 @@ export function createSessionRevocationList(options: SessionRevocationListOption
     if (confirming.size + todo.size > MAX_PENDING_HINTS)
       return reloadInstead('session_revocation_hint_backlog', todo.size)
     for (const k of todo.keys()) confirming.add(k)
-    const queue = [...todo]
-    let unreachable: Error | undefined
-    const worker = async () => {
-      for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
-        const [k, h] = next
-        try {
-          if (unreachable !== undefined) continue
-          const found = await store.getSessionRevocation(h.kind, h.value)
-          if (found !== undefined && found.expiresAt > nowSeconds()) take(found)
-        } catch (err) {
-          unreachable = err as Error
-        } finally {
-          confirming.delete(k)
-        }
-      }
-    }
-    await Promise.all(Array.from({ length: Math.min(HINT_LOOKUPS, queue.length) }, worker))
+    const unreachable = await lookUpEach(
+      [...todo],
+      HINT_LOOKUPS,
+      async ([, h]) => {
+        const found = await store.getSessionRevocation(h.kind, h.value)
+        if (found !== undefined && found.expiresAt > nowSeconds()) take(found)
+      },
+      ([k]) => confirming.delete(k),
+    )
     if (unreachable !== undefined) {
       log.warn(
         { event: 'session_revocation_hint_unconfirmed', count: todo.size, err: unreachable.message },

@@ -4,6 +4,7 @@ import type { Clock } from '../core/clock.ts'
 import { isCanonicalCompact, randomToken } from '../core/encoding.ts'
 import { GatehouseError } from '../core/errors.ts'
 import { claimsForHeaders, type Identity, type IdentityMapping, scopesFromClaims } from '../core/identity.ts'
+import { lookUpEach } from '../core/look-up-each.ts'
 import type { Logger } from '../core/ports.ts'
 import { createTokenCache } from '../core/token-cache.ts'
 import type { KeyRing } from '../keys/key-ring.ts'
@@ -173,26 +174,19 @@ export function createTokenService(options: TokenServiceOptions) {
       return refreshSoon()
     }
     for (const jti of todo) confirming.add(jti)
-    const ids = [...todo]
-    let unreachable: Error | undefined
-    const worker = async () => {
-      for (let jti = ids.shift(); jti !== undefined; jti = ids.shift()) {
-        try {
-          if (unreachable !== undefined) continue
-          const token = await store.getToken(jti)
-          if (token?.revokedAt !== undefined) {
-            revoked.set(jti, token.expiresAt)
-            // Kept across a reload running meanwhile, which may have read before the revocation.
-            pushed.set(jti, token.expiresAt)
-          }
-        } catch (err) {
-          unreachable = err as Error
-        } finally {
-          confirming.delete(jti)
+    const unreachable = await lookUpEach(
+      [...todo],
+      HINT_LOOKUPS,
+      async (jti) => {
+        const token = await store.getToken(jti)
+        if (token?.revokedAt !== undefined) {
+          revoked.set(jti, token.expiresAt)
+          // Kept across a reload running meanwhile, which may have read before the revocation.
+          pushed.set(jti, token.expiresAt)
         }
-      }
-    }
-    await Promise.all(Array.from({ length: Math.min(HINT_LOOKUPS, ids.length) }, worker))
+      },
+      (jti) => confirming.delete(jti),
+    )
     if (unreachable !== undefined) {
       log.warn(
         { event: 'revocation_hint_unconfirmed', count: todo.size, err: unreachable.message },
