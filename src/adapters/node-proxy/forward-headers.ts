@@ -28,6 +28,8 @@ const REQUEST_DROPPED: ReadonlySet<string> = new Set([
   'cookie',
   // Node's server has already answered `100 Continue` by the time we forward, and undici refuses `Expect`.
   'expect',
+  // Connection-specific (RFC 9113 §3.1): it only goes with an h2c Upgrade, which is never passed on.
+  'http2-settings',
 ])
 
 // Fields in the client's Connection header that must not be honoured as hop-by-hop names:

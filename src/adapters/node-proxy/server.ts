@@ -336,8 +336,6 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     }
     if (draining) res.setHeader('connection', 'close')
     const headers = headersFor(req, decision, false, app?.publicHost)
-    // Connection-specific (RFC 9113 §3.1), meaningless without the Upgrade that was dropped.
-    delete headers['http2-settings']
     upstream.forward(req, res, {
       path: decision.path,
       headers,

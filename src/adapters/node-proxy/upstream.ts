@@ -509,8 +509,7 @@ export function createUpstream(options: CreateUpstreamOptions): Upstream {
       // undici writes `Connection: upgrade` and `Upgrade` itself and refuses them among the headers.
       const headers: UpstreamHeaders = Object.create(null)
       for (const name in opts.headers) {
-        if (name !== 'upgrade' && name !== 'connection' && name !== 'http2-settings')
-          headers[name] = opts.headers[name]!
+        if (name !== 'upgrade' && name !== 'connection') headers[name] = opts.headers[name]!
       }
       try {
         pool.dispatch(
