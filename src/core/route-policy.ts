@@ -193,6 +193,9 @@ export function normalizePath(rawPath: string): { pathname: string; search: stri
   if (rawPath.includes('#') || RAW_CONTROL.test(rawPath)) return undefined
   const q0 = rawPath.indexOf('?')
   const rawPathname = q0 === -1 ? rawPath : rawPath.slice(0, q0)
+  // A `%` without two hex digits is refused before decoding: decoding its neighbours could complete it
+  // (`%2%61` would become `%2a`, an escape the client never sent).
+  if (BROKEN_ESCAPE.test(rawPathname)) return undefined
   // RFC 3986 §6.2.2: percent-encoded unreserved characters mean the same as the characters, so they are
   // decoded (and other escapes upper-cased) before matching: `/%61pi/x` is `/api/x` to the policy and to
   // the upstream alike, never a way around a rule.
@@ -209,7 +212,7 @@ export function normalizePath(rawPath: string): { pathname: string; search: stri
     return unreserved ? String.fromCharCode(c) : encoded.toUpperCase()
   })
   // Checked after decoding: `%25%32%46` has become `%252F`, a double encoding. Decoding creates no other
-  // escape (a `%` only comes from a `%25`, which stays encoded).
+  // escape: a `%` only comes from a `%25`, which stays encoded, and no bare `%` was left to complete.
   if (REFUSED_ESCAPE.test(pathname)) return undefined
   try {
     decodeURIComponent(pathname)
@@ -236,6 +239,7 @@ export function normalizePath(rawPath: string): { pathname: string; search: stri
 const SLOW_PATH = /[^\w\-/?=&+,:@!$'()*;~]|\/\//
 // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
 const RAW_CONTROL = /[\u0000-\u0020\u007f]/
+const BROKEN_ESCAPE = /%(?![0-9A-Fa-f]{2})/
 // An encoded `/`, `\`, `;`, control character or double-encoded escape; or a `%` without two hex digits.
 const REFUSED_ESCAPE = /%(?:2F|5C|3B|[01][0-9A-F]|7F|25[0-9A-Fa-f]{2})|%(?![0-9A-F]{2})/i
 // A segment of dots and encoded spaces, bare or with parameters, that the URL parser did not resolve.

@@ -49,6 +49,8 @@ describe('normalizePath refuses what upstreams disagree on', () => {
       '/a%zz',
       '/a%',
       '/a%4',
+      '/%2%61', // a bare % that decoding its neighbour would complete into %2a (found by the property below)
+      '/%%34%31',
       '/%C0%AE%C0%AE/admin',
       '/public/%C0%AE%C0%AE/admin',
       '/%E0%80%AE',
