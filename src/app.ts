@@ -14,9 +14,10 @@ import { createMetrics, type Metrics } from './admin/metrics.ts'
 import { createOffenders } from './admin/offenders.ts'
 import { renderStatusPage, type StoreState } from './admin/status-page.ts'
 import { openApps } from './apps.ts'
-import { assembleCore } from './assemble.ts'
+import { type AssembledProvider, assembleCore, type KeptProvider } from './assemble.ts'
 import { detectExpiryCliff, effectiveLifetimes } from './config/lifetimes.ts'
 import { resolveCoreSecrets, resolveSecret } from './config/load.ts'
+import { providerList } from './config/providers.ts'
 import type { Config } from './config/schema.ts'
 import { createSharedRefresh } from './coord/shared-refresh.ts'
 import { type Clock, systemClock } from './core/clock.ts'
@@ -24,7 +25,7 @@ import type { Gatehouse } from './core/gatehouse.ts'
 import { createMemoryOneTimeStore } from './core/one-time-store.ts'
 import type { Logger, RateLimiter } from './core/ports.ts'
 import { createExpiryMonitor, type ExpiryMonitor } from './expiry/monitor.ts'
-import { createObservingConnector, createTLSObserver, readCAFile } from './expiry/tls.ts'
+import { createObservingConnector, createTLSObserver, providerCAs } from './expiry/tls.ts'
 import type { ProviderCache } from './keys/provider-cache.ts'
 import { createLogger } from './log.ts'
 import type { OIDCClient } from './oidc/client.ts'
@@ -79,6 +80,8 @@ export interface Gateway {
   oidc: OIDCClient
   providerCache: ProviderCache
   providerGuard: GuardedFetch
+  /** Every provider (a lone `provider` is `default`): its client, copies and breaker. */
+  providers: readonly AssembledProvider[]
   services: TokenServices
   metrics: Metrics
   server: Server
@@ -151,8 +154,8 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   const publicUrl = new URL(config.public_url)
   const tlsObserver = createTLSObserver()
   const nowSeconds = () => Math.floor(clock.now() / 1000)
-  // Discovery, JWKS, token and revocation calls trust Node's roots, plus `provider.ca` when set.
-  const providerCA = readCAFile(config.provider.ca, options.baseDir, 'provider.ca')
+  // Discovery, JWKS, token and revocation calls trust Node's roots, plus each provider's `ca` when set.
+  const providerCA = providerCAs(config, options.baseDir)
   const providerAgent = new Agent({
     connect: createObservingConnector(tlsObserver, nowSeconds, { ca: providerCA }),
   })
@@ -163,7 +166,8 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
           resolvePath(options.baseDir, config.tls.cert),
           resolvePath(options.baseDir, config.tls.key),
         )
-  const { session: secrets, clientSecret, clientKey } = resolveCoreSecrets(config, options.baseDir, env)
+  const initialSecrets = resolveCoreSecrets(config, options.baseDir, env)
+  const secrets = initialSecrets.session
   const metrics = createMetrics()
   // Set at start only: `telemetry` changes need a restart.
   const tracing = await startTracing(config.telemetry.traces, publicUrl, log)
@@ -191,14 +195,16 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   const buildCore = (
     config: Config,
     resolved: ReturnType<typeof resolveCoreSecrets>,
-    keep: { limiter: RateLimiter; provider?: { cache: ProviderCache; guard: GuardedFetch } },
+    keep: { limiter: RateLimiter; providers?: ReadonlyMap<string, KeptProvider> },
+    acceptProviders?: readonly string[],
   ) =>
     assembleCore(config, {
       clock,
       // Sign-in and sign-out lines also go to the audit log.
       log: services.log,
       secrets: resolved,
-      keep: { oneTime, provider: keep.provider },
+      acceptProviders,
+      keep: { oneTime, providers: keep.providers },
       cacheStore: services.store,
       sessionRevocations: services.sessions,
       // Calls to the provider record the certificate of each TLS handshake for the expiry inventory.
@@ -232,26 +238,35 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     oidc,
     providerCache,
     providerGuard: guard,
+    providers,
     securityHeaders,
-  } = await buildCore(config, { session: secrets, clientSecret, clientKey }, { limiter })
-  // Read at scrape time: how old the provider copies in use are, and whether the breaker is open.
+  } = await buildCore(config, initialSecrets, { limiter })
+  /** Each provider's copies and breaker, by name: what apps and an unchanged provider share. */
+  const keptOf = (list: readonly AssembledProvider[]) =>
+    new Map(list.map((p) => [p.name, { cache: p.cache, guard: p.guard }]))
+  // Read at scrape time: how old each provider's copies in use are, and whether its breaker is open.
   new Gauge({
     name: 'gatehouse_provider_copy_age_seconds',
     help: "Age of the provider's discovery document and JWKS in use (-1 when there is none)",
-    labelNames: ['what'],
+    labelNames: ['provider', 'what'],
     registers: [metrics.registry],
     collect() {
-      const st = providerCache.status()
-      this.set({ what: 'discovery' }, st.metadata.ageSeconds ?? -1)
-      this.set({ what: 'jwks' }, st.jwks.ageSeconds ?? -1)
+      this.reset()
+      for (const p of providers) {
+        const st = p.cache.status()
+        this.set({ provider: p.name, what: 'discovery' }, st.metadata.ageSeconds ?? -1)
+        this.set({ provider: p.name, what: 'jwks' }, st.jwks.ageSeconds ?? -1)
+      }
     },
   })
   new Gauge({
     name: 'gatehouse_provider_breaker_open',
     help: '1 while calls to the provider are suspended by the circuit breaker',
+    labelNames: ['provider'],
     registers: [metrics.registry],
     collect() {
-      this.set(guard.status().state === 'open' ? 1 : 0)
+      this.reset()
+      for (const p of providers) this.set({ provider: p.name }, p.guard.status().state === 'open' ? 1 : 0)
     },
   })
   // A config with one upstream: the single-app one, or an app's own (src/apps.ts).
@@ -274,15 +289,11 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     config.apps === undefined
       ? undefined
       : openApps(config, {
-          core: async (c) => (await buildCore(c, resolved, keep)).gatehouse,
+          core: async (c, accept) => (await buildCore(c, resolved, keep, accept)).gatehouse,
           upstream: openUpstream,
           log,
         })
-  let apps = await openAppsOf(
-    config,
-    { session: secrets, clientSecret, clientKey },
-    { limiter, provider: { cache: providerCache, guard } },
-  )
+  let apps = await openAppsOf(config, initialSecrets, { limiter, providers: keptOf(providers) })
   let upstream = apps === undefined ? openUpstream(config) : apps.apps[0]!.upstream
   const offenders = createOffenders(() => clock.now())
   const webhook = config.alerts.webhook
@@ -351,7 +362,14 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   const generations = trackGenerations(gateway.server)
   // Upstream pools a reload replaced, closing once the last request that started on them has ended.
   const retiring = new Set<Promise<void>>()
-  const providerSettings = (c: Config) => [c.provider.timeout, c.provider.breaker, c.provider.cache]
+  // A provider keeps its copies and breaker across a reload unless its own settings for them changed.
+  const providerSettings = (c: Config) =>
+    new Map(
+      providerList(c).map((p) => [
+        p.name,
+        [p.config.issuer, p.config.timeout, p.config.breaker, p.config.cache],
+      ]),
+    )
   const reloader = createConfigReloader({
     initial: { config, hash: options.configHash ?? configHash(JSON.stringify(config)) },
     file: options.configFile,
@@ -364,15 +382,17 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       const nextLimiter = isDeepStrictEqual(next.rate_limits, running.rate_limits)
         ? limiter
         : limiterFor(next)
-      const sameProvider = isDeepStrictEqual(providerSettings(next), providerSettings(running))
-      const core = await buildCore(next, resolved, {
-        limiter: nextLimiter,
-        provider: sameProvider ? { cache: providerCache, guard } : undefined,
-      })
+      const before = providerSettings(running)
+      const kept = new Map(
+        [...providerSettings(next)]
+          .filter(([name, settings]) => isDeepStrictEqual(settings, before.get(name)))
+          .map(([name]) => [name, keptOf(providers).get(name)!]),
+      )
+      const core = await buildCore(next, resolved, { limiter: nextLimiter, providers: kept })
       // Apps are built again on every reload (their cores depend on top-level keys too), pools included.
       const nextApps = await openAppsOf(next, resolved, {
         limiter: nextLimiter,
-        provider: { cache: core.providerCache, guard: core.providerGuard },
+        providers: keptOf(core.providers),
       })
       const sameUpstream =
         nextApps === undefined &&
@@ -381,7 +401,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       const nextUpstream =
         nextApps !== undefined ? nextApps.apps[0]!.upstream : sameUpstream ? upstream : openUpstream(next)
       return () => {
-        ;({ gatehouse, oidc, providerCache, providerGuard: guard, securityHeaders } = core)
+        ;({ gatehouse, oidc, providerCache, providerGuard: guard, providers, securityHeaders } = core)
         limiter = nextLimiter
         if (options.log === undefined) (log as unknown as { level: string }).level = next.log.level
         if (next.shedding !== false)
@@ -389,10 +409,16 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
             maxDelayMs: next.shedding.max_event_loop_delay_ms,
             maxInFlight: next.shedding.max_in_flight,
           })
-        if (!sameProvider) {
-          core.providerCache
+        for (const p of core.providers) {
+          if (kept.has(p.name)) continue
+          p.cache
             .refreshNow()
-            .catch((err) => log.warn({ err: (err as Error).message }, 'provider not reached after reload'))
+            .catch((err) =>
+              log.warn(
+                { err: (err as Error).message, provider: p.name },
+                'provider not reached after reload',
+              ),
+            )
         }
         if (!sameUpstream) {
           const old = apps ?? upstream
@@ -419,6 +445,19 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
   }
   // What /status, /status.json and /readyz say about the shared state. Neither store being down makes
   // the instance unready: it keeps verifying (docs/operations.md), and says what it does instead.
+  /** What the status page and /status.json say of a provider. */
+  const providerState = (p: AssembledProvider) => {
+    const cache = p.cache.status()
+    return {
+      name: p.name,
+      issuer: p.issuer,
+      state: cache.stale ? 'degraded' : cache.metadata.source === 'none' ? 'unknown' : 'ok',
+      lastError: cache.lastError,
+      breaker: p.guard.status(),
+      discovery: cache.metadata,
+      jwks: cache.jwks,
+    }
+  }
   const storeState = (): StoreState => ({
     durable: config.store.postgres === undefined ? 'sqlite' : 'postgres',
     durableState: services.storeConnected()
@@ -445,20 +484,14 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       ],
       log,
       statusPage: async () => {
-        const cache = providerCache.status()
+        const states = providers.map(providerState)
         return renderStatusPage({
           now: nowSeconds(),
           inventory: expiry.last(),
           warnSeconds: Math.max(...config.alerts.thresholds),
           thresholdsSeconds: config.alerts.thresholds,
-          provider: {
-            issuer: config.provider.issuer,
-            state: cache.stale ? 'degraded' : cache.metadata.source === 'none' ? 'unknown' : 'ok',
-            lastError: cache.lastError,
-            breaker: guard.status(),
-            discovery: cache.metadata,
-            jwks: cache.jwks,
-          },
+          provider: states[0]!,
+          providers: reloader.config.providers === undefined ? undefined : states,
           keys: services.keyRing.list(),
           store: storeState(),
           offenders: offenders.top(10),
@@ -467,17 +500,18 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
         })
       },
       status: async () => {
-        const cache = providerCache.status()
+        const states = providers.map((p) => {
+          const { lastError, ...state } = providerState(p)
+          return {
+            ...state,
+            last_error: lastError ?? null,
+            unknown_kid_fetches: p.cache.status().unknownKidFetches,
+          }
+        })
         return {
-          provider: {
-            issuer: config.provider.issuer,
-            state: cache.stale ? 'degraded' : cache.metadata.source === 'none' ? 'unknown' : 'ok',
-            last_error: cache.lastError ?? null,
-            breaker: guard.status(),
-            discovery: cache.metadata,
-            jwks: cache.jwks,
-            unknown_kid_fetches: cache.unknownKidFetches,
-          },
+          // The first provider's (the only one's without a providers list), and with a list each by name.
+          provider: states[0]!,
+          ...(reloader.config.providers === undefined ? {} : { providers: states }),
           keys: services.keyRing.list(),
           store: storeState(),
           top_offenders: offenders.top(10),
@@ -493,7 +527,6 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       // Never calls the provider: a probe every few seconds must not become load on it. Existing
       // sessions and API tokens verify without the provider, so Gatehouse stays ready and says degraded.
       ready: async () => {
-        const st = providerCache.status()
         const store = storeState()
         const shared = {
           store: store.durableState === 'ok' ? 'ok' : `degraded: ${store.durableState}`,
@@ -502,13 +535,18 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
               ? `degraded: ${store.redis}`
               : store.redis,
         }
-        if (!st.stale && st.metadata.source !== 'none')
-          return { ready: true, checks: { provider: 'ok', ...shared } }
-        const copies = `discovery ${st.metadata.ageSeconds ?? 'none'} s old, keys ${st.jwks.ageSeconds ?? 'none'} s old`
-        return {
-          ready: true,
-          checks: { provider: `degraded: ${st.lastError ?? 'not reached yet'} (${copies})`, ...shared },
+        const checkOf = (p: AssembledProvider) => {
+          const st = p.cache.status()
+          if (!st.stale && st.metadata.source !== 'none') return 'ok'
+          const copies = `discovery ${st.metadata.ageSeconds ?? 'none'} s old, keys ${st.jwks.ageSeconds ?? 'none'} s old`
+          return `degraded: ${st.lastError ?? 'not reached yet'} (${copies})`
         }
+        // With a providers list, one check each (`provider:<name>`): one down leaves the others signing in.
+        const checks =
+          reloader.config.providers === undefined
+            ? { provider: checkOf(providers[0]!) }
+            : Object.fromEntries(providers.map((p) => [`provider:${p.name}`, checkOf(p)]))
+        return { ready: true, checks: { ...checks, ...shared } }
       },
     })
     const adminPort = await listen(admin, adminListen.host, adminListen.port)
@@ -524,9 +562,15 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     () => services.sessions.reload(),
   )
   // Warm (and persist) discovery and keys in the background; a failure leaves any persisted copy in use.
-  providerCache
-    .refreshNow()
-    .catch((err) => log.warn({ err: (err as Error).message }, 'provider not reached at start'))
+  for (const p of providers)
+    p.cache
+      .refreshNow()
+      .catch((err) =>
+        log.warn(
+          { err: (err as Error).message, ...(config.providers ? { provider: p.name } : {}) },
+          'provider not reached at start',
+        ),
+      )
   // Background work, none of it on the request path: revocations and keys from the store (another
   // process, such as `gatehouse tokens revoke`, may have changed them), and the expiry-cliff check.
   const timers: NodeJS.Timeout[] = []
@@ -546,14 +590,19 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     t.unref()
     timers.push(t)
   }
+  // Each provider on its own: one that is down delays nobody else's refresh.
   every(30_000, 'provider refresh', async () => {
-    await providerCache.refreshIfDue()
+    await Promise.all(providers.map((p) => p.cache.refreshIfDue().catch(() => {})))
   })
   // A failed refresh is retried on its backoff schedule (5 s, doubling, at most 5 min), read on the
   // clock; the refresh logs its own failure.
   every(1_000, 'provider retry', async () => {
-    const due = providerCache.nextRetryAt()
-    if (due !== undefined && due <= clock.now()) await providerCache.refreshIfDue().catch(() => {})
+    await Promise.all(
+      providers.map(async (p) => {
+        const due = p.cache.nextRetryAt()
+        if (due !== undefined && due <= clock.now()) await p.cache.refreshIfDue().catch(() => {})
+      }),
+    )
   })
   every(options.refreshRevocationsMs ?? 5_000, 'revocation refresh', () =>
     services.tokens.refreshRevocations(),
@@ -631,6 +680,9 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     },
     get providerGuard() {
       return guard
+    },
+    get providers() {
+      return providers
     },
     services,
     metrics,

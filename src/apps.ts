@@ -44,8 +44,11 @@ export function appConfigOf(config: Config, app: AppConfig): Config {
 }
 
 export interface OpenAppsOptions {
-  /** Builds an app's core from its config (`appConfigOf`), sharing the gateway's long-lived parts. */
-  core(config: Config): Promise<Gatehouse>
+  /**
+   * Builds an app's core from its config (`appConfigOf`), sharing the gateway's long-lived parts;
+   * `providers`: the app's own list of accepted providers, when it has one.
+   */
+  core(config: Config, providers: readonly string[] | undefined): Promise<Gatehouse>
   /** Opens a pool to an app's upstream; called once per distinct upstream URL and timeouts. */
   upstream(config: Config): Upstream
   log: Logger
@@ -77,7 +80,7 @@ export async function openApps(config: Config, options: OpenAppsOptions): Promis
     }
     const served: ProxyApp = {
       name: app.name,
-      gatehouse: await options.core(appConfig),
+      gatehouse: await options.core(appConfig, app.providers),
       upstream,
       publicHost: new URL(appConfig.public_url).host,
     }

@@ -5,9 +5,10 @@
  */
 
 import { ConfigError } from './config/errors.ts'
+import { providerList } from './config/providers.ts'
 import type { Config } from './config/schema.ts'
 import { createAssertionSigner } from './core/assertion.ts'
-import { type BearerVerifier, createBearerVerifier } from './core/bearer.ts'
+import { type BearerVerifier, createBearerByIssuer, createBearerVerifier } from './core/bearer.ts'
 import type { Clock } from './core/clock.ts'
 import { createGatehouse, type Gatehouse } from './core/gatehouse.ts'
 import { createSecurityHeaders, defaultSecurityHeaders } from './core/http-headers.ts'
@@ -28,6 +29,7 @@ export type AssembleConfig = Pick<
   Config,
   | 'public_url'
   | 'provider'
+  | 'providers'
   | 'session'
   | 'lifetimes'
   | 'sign_in'
@@ -41,8 +43,20 @@ export type AssembleConfig = Pick<
 export interface AssembleOptions {
   clock: Clock
   log: Logger
-  /** `clientKey`: private_key_jwt's key as read (PEM or JWK text); imported here, so a bad key stops the start. */
-  secrets: { session: string[]; clientSecret?: string | undefined; clientKey?: string | undefined }
+  /**
+   * `clientKey`: private_key_jwt's key as read (PEM or JWK text); imported here, so a bad key stops the
+   * start. `providers`: each provider's, in `providerList` order (`clientSecret`/`clientKey` are the first's).
+   */
+  secrets: {
+    session: string[]
+    clientSecret?: string | undefined
+    clientKey?: string | undefined
+    providers?:
+      | ReadonlyArray<{ clientSecret?: string | undefined; clientKey?: string | undefined }>
+      | undefined
+  }
+  /** With a providers list: the names this core (an app's) accepts and offers; default every one. */
+  acceptProviders?: readonly string[] | undefined
   /** Where the provider's copies are kept (SQLite in the Node gateway, memory at the edge). */
   cacheStore: CacheStore
   fetch: typeof fetch
@@ -71,15 +85,39 @@ export interface AssembleOptions {
    * Parts a config reload keeps (src/reload.ts): the used sign-in states, and the provider's copies and
    * breaker when no setting of theirs changed. Default: new ones.
    */
-  keep?: { oneTime?: OneTimeStore; provider?: { cache: ProviderCache; guard: GuardedFetch } } | undefined
+  keep?:
+    | {
+        oneTime?: OneTimeStore
+        /** By provider name (`default` for a lone provider). */
+        providers?: ReadonlyMap<string, KeptProvider> | undefined
+      }
+    | undefined
+}
+
+/** A provider's copies and breaker: what a config reload (or an app's core) can share. */
+export interface KeptProvider {
+  cache: ProviderCache
+  guard: GuardedFetch
+}
+
+/** One provider as assembled: its client, copies, breaker. */
+export interface AssembledProvider extends KeptProvider {
+  /** `default` for a lone provider. */
+  name: string
+  title: string
+  issuer: string
+  oidc: OIDCClient
 }
 
 export interface Assembled {
   gatehouse: Gatehouse
+  /** The first provider's (the only one's, without a providers list). */
   oidc: OIDCClient
   codec: SessionCodec
   providerCache: ProviderCache
   providerGuard: GuardedFetch
+  /** Every provider, in the config's order. */
+  providers: AssembledProvider[]
   /** `[lower-case name, value]` pairs added to every response that lacks them. */
   securityHeaders: ReadonlyArray<readonly [string, string]>
 }
@@ -95,11 +133,12 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
   const publicUrl = new URL(config.public_url)
   const secure = publicUrl.protocol === 'https:'
   const cognito = config.provider.preset === 'cognito'
-  const mapping = {
+  const mappingOf = (cognitoPreset: boolean) => ({
     userClaim: config.identity.user_claim,
-    groupsClaim: config.identity.groups_claim ?? (cognito ? 'cognito:groups' : 'groups'),
+    groupsClaim: config.identity.groups_claim ?? (cognitoPreset ? 'cognito:groups' : 'groups'),
     claimHeaders: claimHeadersOf(config.identity.headers_from_claims),
-  }
+  })
+  const mapping = mappingOf(cognito)
   const assertion = config.identity.assertion
   const signingKey = options.signingKey
   if (assertion.enabled && signingKey === undefined) {
@@ -117,71 +156,117 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
     secure,
     clock,
   })
-  // Every call to the provider goes through one breaker and bulkhead.
-  const kept = options.keep?.provider
-  const providerGuard =
-    kept?.guard ??
-    createGuardedFetch(options.fetch, {
+  // Each provider has its own breaker and bulkhead, copies, client and verifiers: one down leaves the
+  // others as they are (docs/providers.md).
+  const listed = config.providers !== undefined
+  const providers: Array<
+    AssembledProvider & {
+      bearer: BearerVerifier
+      logoutToken: ReturnType<typeof createLogoutTokenVerifier>
+      outageGraceSeconds: number
+      mapping: ReturnType<typeof mappingOf>
+    }
+  > = []
+  for (const [i, { name, title, config: p }] of providerList(config).entries()) {
+    const secrets =
+      i === 0 ? (options.secrets.providers?.[0] ?? options.secrets) : options.secrets.providers?.[i]
+    const kept = options.keep?.providers?.get(name)
+    const guard =
+      kept?.guard ??
+      createGuardedFetch(options.fetch, {
+        clock,
+        maxInFlight: p.breaker.max_in_flight,
+        maxQueued: p.breaker.max_queued,
+        queueTimeoutMs: p.breaker.queue_timeout * 1000,
+        callTimeoutMs: p.timeout * 1000,
+        failureThreshold: p.breaker.failures,
+        openSeconds: p.breaker.open_for,
+      })
+    const cache =
+      kept?.cache ??
+      createProviderCache({
+        issuer: p.issuer,
+        clock,
+        log,
+        store: options.cacheStore,
+        timeoutMs: p.timeout * 1000,
+        refreshAfterSeconds: p.cache.refresh_after,
+        staleIfErrorSeconds: p.cache.stale_if_error,
+        unknownKidCooldownSeconds: p.cache.unknown_kid_cooldown,
+        fetch: guard.fetch,
+      })
+    const cognito = p.preset === 'cognito'
+    const clientKey = p.client_key
+    const oidc = createOIDCClient({
+      issuer: p.issuer,
+      clientId: p.client_id,
+      clientSecret: secrets?.clientSecret,
+      clientAuth: p.client_auth,
+      clientKey:
+        clientKey === undefined || secrets?.clientKey === undefined
+          ? undefined
+          : await importClientKey(secrets.clientKey, clientKey.alg),
+      // With a providers list each has its own callback: an answer is only taken from the provider it is
+      // addressed to (RFC 9700 §4.4.2, mix-up).
+      redirectUri: new URL(listed ? `/oauth2/callback/${name}` : '/oauth2/callback', publicUrl).href,
+      scopes: p.scopes,
+      preset: p.preset,
+      endSessionUrl: p.end_session_url,
+      logoutIdTokenHint: p.logout_id_token_hint,
+      algorithms: p.algorithms,
+      timeoutMs: p.timeout * 1000,
       clock,
-      maxInFlight: config.provider.breaker.max_in_flight,
-      maxQueued: config.provider.breaker.max_queued,
-      queueTimeoutMs: config.provider.breaker.queue_timeout * 1000,
-      callTimeoutMs: config.provider.timeout * 1000,
-      failureThreshold: config.provider.breaker.failures,
-      openSeconds: config.provider.breaker.open_for,
+      fetch: guard.fetch,
+      cache,
     })
-  const providerCache =
-    kept?.cache ??
-    createProviderCache({
-      issuer: config.provider.issuer,
-      clock,
-      log,
-      store: options.cacheStore,
-      timeoutMs: config.provider.timeout * 1000,
-      refreshAfterSeconds: config.provider.cache.refresh_after,
-      staleIfErrorSeconds: config.provider.cache.stale_if_error,
-      unknownKidCooldownSeconds: config.provider.cache.unknown_kid_cooldown,
-      fetch: providerGuard.fetch,
+    const bearer = createBearerVerifier(
+      {
+        issuer: p.issuer,
+        audiences: p.audiences ?? [p.client_id],
+        audienceClaim: cognito ? 'client_id' : 'aud',
+        algorithms: p.algorithms,
+        leewaySeconds: p.leeway,
+        mapping: mappingOf(cognito),
+        clock,
+        requiredClaims: cognito ? { token_use: 'access' } : undefined,
+        accessTokenTyp: p.access_token_typ,
+        log,
+        // Cognito compares its client_id claim, which every Cognito access token carries.
+        idTokenAudience: p.audiences === undefined && !cognito ? p.client_id : undefined,
+      },
+      cache.getKey,
+    )
+    const logoutToken = createLogoutTokenVerifier(
+      {
+        issuer: p.issuer,
+        clientId: p.client_id,
+        algorithms: p.algorithms,
+        leewaySeconds: p.leeway,
+        clock,
+      },
+      cache.getKey,
+    )
+    providers.push({
+      name,
+      title,
+      issuer: p.issuer,
+      oidc: options.sharedRefresh ? { ...oidc, refresh: options.sharedRefresh(oidc.refresh) } : oidc,
+      cache,
+      guard,
+      bearer,
+      logoutToken,
+      outageGraceSeconds: p.outage_grace,
+      mapping: mappingOf(cognito),
     })
-  const clientKey = config.provider.client_key
-  const oidc = createOIDCClient({
-    issuer: config.provider.issuer,
-    clientId: config.provider.client_id,
-    clientSecret: options.secrets.clientSecret,
-    clientAuth: config.provider.client_auth,
-    clientKey:
-      clientKey === undefined || options.secrets.clientKey === undefined
-        ? undefined
-        : await importClientKey(options.secrets.clientKey, clientKey.alg),
-    redirectUri: new URL('/oauth2/callback', publicUrl).href,
-    scopes: config.provider.scopes,
-    preset: config.provider.preset,
-    endSessionUrl: config.provider.end_session_url,
-    logoutIdTokenHint: config.provider.logout_id_token_hint,
-    algorithms: config.provider.algorithms,
-    timeoutMs: config.provider.timeout * 1000,
-    clock,
-    fetch: providerGuard.fetch,
-    cache: providerCache,
-  })
-  const providerBearer = createBearerVerifier(
-    {
-      issuer: config.provider.issuer,
-      audiences: config.provider.audiences ?? [config.provider.client_id],
-      audienceClaim: cognito ? 'client_id' : 'aud',
-      algorithms: config.provider.algorithms,
-      leewaySeconds: config.provider.leeway,
-      mapping,
-      clock,
-      requiredClaims: cognito ? { token_use: 'access' } : undefined,
-      accessTokenTyp: config.provider.access_token_typ,
-      log,
-      // Cognito compares its client_id claim, which every Cognito access token carries.
-      idTokenAudience:
-        config.provider.audiences === undefined && !cognito ? config.provider.client_id : undefined,
-    },
-    providerCache.getKey,
-  )
+  }
+  const first = providers[0]!
+  const accepted = options.acceptProviders === undefined ? undefined : new Set(options.acceptProviders)
+  const providerBearer = listed
+    ? createBearerByIssuer(
+        providers.map((p) => ({ name: p.name, issuer: p.issuer, verifier: p.bearer })),
+        accepted,
+      )
+    : first.bearer
   const gatehouse = createGatehouse(
     {
       publicUrl: publicUrl.origin,
@@ -205,10 +290,22 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       repeatPenalty: options.repeatPenalty,
       providerIssuer: config.provider.issuer,
       assertion: assertion.enabled ? { audience: assertion.audience ?? publicUrl.origin } : undefined,
+      providers: listed ? options.acceptProviders : undefined,
     },
     {
       clock,
-      oidc: options.sharedRefresh ? { ...oidc, refresh: options.sharedRefresh(oidc.refresh) } : oidc,
+      oidc: first.oidc,
+      providers: listed
+        ? providers.map((p) => ({
+            name: p.name,
+            title: p.title,
+            oidc: p.oidc,
+            issuer: p.issuer,
+            outageGraceSeconds: p.outageGraceSeconds,
+            logoutToken: p.logoutToken,
+            mapping: p.mapping,
+          }))
+        : undefined,
       codec,
       oneTime: options.keep?.oneTime ?? createMemoryOneTimeStore(clock),
       bearer: options.bearer ? options.bearer(providerBearer) : providerBearer,
@@ -219,16 +316,7 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
           ? createAssertionSigner({ issuer: publicUrl.origin, ttlSeconds: assertion.ttl, clock, signingKey })
           : undefined,
       limiter: options.limiter,
-      logoutToken: createLogoutTokenVerifier(
-        {
-          issuer: config.provider.issuer,
-          clientId: config.provider.client_id,
-          algorithms: config.provider.algorithms,
-          leewaySeconds: config.provider.leeway,
-          clock,
-        },
-        providerCache.getKey,
-      ),
+      logoutToken: first.logoutToken,
       sessionRevocations:
         options.sessionRevocations ??
         createSessionRevocationList({ clock, log, maxTtlSeconds: config.lifetimes.session.max_ttl }),
@@ -256,5 +344,20 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
     },
     secure,
   )
-  return { gatehouse, oidc, codec, providerCache, providerGuard, securityHeaders }
+  return {
+    gatehouse,
+    oidc: first.oidc,
+    codec,
+    providerCache: first.cache,
+    providerGuard: first.guard,
+    providers: providers.map(({ name, title, issuer, oidc, cache, guard }) => ({
+      name,
+      title,
+      issuer,
+      oidc,
+      cache,
+      guard,
+    })),
+    securityHeaders,
+  }
 }

@@ -74,9 +74,16 @@ function appHosts(config: Config): string[] | undefined {
   return config.apps === undefined ? undefined : [...new Set(config.apps.map((a) => a.host))].sort()
 }
 
+/** Config `providers`: which there are and who they are (sessions are bound to these). */
+function providerIdentities(config: Config): unknown[] | undefined {
+  return config.providers?.map((p) => [p.name, p.issuer, p.client_id, p.ca, p.client_secret_expires])
+}
+
 /**
  * The restart-only keys whose value in `next` differs from the running one; `apps` as a whole when the
- * host names it serves change (or apps are turned on or off), since the Host check is built at start.
+ * host names it serves change (or apps are turned on or off), since the Host check is built at start;
+ * `providers` as a whole when a provider is added, removed, renamed or given another issuer, client or CA
+ * (or the list is turned on or off).
  */
 export function restartOnlyChanges(running: Config, next: Config): string[] {
   const changed = RESTART_ONLY_KEYS.filter((path) => {
@@ -84,6 +91,7 @@ export function restartOnlyChanges(running: Config, next: Config): string[] {
     return !isDeepStrictEqual(getIn(running, keys), getIn(next, keys))
   })
   if (!isDeepStrictEqual(appHosts(running), appHosts(next))) changed.push('apps')
+  if (!isDeepStrictEqual(providerIdentities(running), providerIdentities(next))) changed.push('providers')
   return changed
 }
 
@@ -94,7 +102,10 @@ export function withRunningRestartOnly(running: Config, next: Config): Config {
     const keys = path.split('.')
     out = setIn(out, keys, getIn(running, keys))
   }
-  const effective = out as unknown as Config
+  let effective = out as unknown as Config
+  // `provider` is the first of `providers` (src/config/schema.ts), also after a kept list.
+  if (effective.providers !== undefined && effective.provider !== effective.providers[0])
+    effective = Object.freeze({ ...effective, provider: effective.providers[0]! })
   // The one cross-key rule a kept value can break: a session may not be renewed past its cap.
   const { ttl, max_ttl: maxTtl } = effective.lifetimes.session
   if (ttl > maxTtl) {

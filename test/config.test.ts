@@ -114,7 +114,7 @@ routes:
 })
 
 test('the example configs in examples/ validate', () => {
-  for (const file of ['examples/gatehouse.yaml', 'examples/cognito.yaml']) {
+  for (const file of ['examples/gatehouse.yaml', 'examples/cognito.yaml', 'examples/providers.yaml']) {
     const r = spawnSync(process.execPath, ['src/cli/main.ts', 'check', '--config', file], {
       encoding: 'utf8',
     })

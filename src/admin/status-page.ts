@@ -30,6 +30,8 @@ export interface StatusPageData {
     discovery: CopyStatus
     jwks: CopyStatus
   }
+  /** With a config `providers` list: each one (`provider` is then the first), named. */
+  providers?: ReadonlyArray<StatusPageData['provider'] & { name: string }> | undefined
   keys: readonly KeyInfo[]
   /** Where the shared state lives and whether it answers (Gatehouse 6). */
   store?: StoreState | undefined
@@ -208,7 +210,21 @@ export function renderStatusPage(d: StatusPageData): string {
     c.ageSeconds === undefined
       ? 'none'
       : `${escapeHTML(formatRemaining(c.ageSeconds))} old (${escapeHTML(c.source)})`
-  const p = d.provider
+  const providerSection = (
+    p: StatusPageData['provider'],
+    name?: string,
+  ) => `<section id="${name === undefined ? 'provider' : `provider-${escapeHTML(name)}`}"><h2>Identity provider${name === undefined ? '' : ` ${escapeHTML(name)}`}</h2><dl>
+<dt>issuer</dt><dd>${escapeHTML(p.issuer)}</dd>
+<dt>state</dt><dd>${badge(p.state === 'ok' ? 'ok' : p.state === 'degraded' ? 'warning' : 'unknown').replace(/>[a-z]+</, `>${escapeHTML(p.state)}<`)}</dd>
+<dt>last error</dt><dd>${p.lastError === undefined ? 'none' : escapeHTML(p.lastError)}</dd>
+<dt>breaker</dt><dd>${escapeHTML(p.breaker.state)}, ${escapeHTML(p.breaker.inFlight)} in flight, ${escapeHTML(p.breaker.queued)} waiting, ${escapeHTML(p.breaker.consecutiveFailures)} failures in a row, ${escapeHTML(p.breaker.shortCircuited)} short-circuited</dd>
+<dt>discovery copy</dt><dd>${copy(p.discovery)}</dd>
+<dt>JWKS copy</dt><dd>${copy(p.jwks)}</dd>
+</dl></section>`
+  const providerSections =
+    d.providers === undefined
+      ? providerSection(d.provider)
+      : d.providers.map((p) => providerSection(p, p.name)).join('\n')
   const keyRows = d.keys.map((k) => [
     escapeHTML(k.kid),
     escapeHTML(k.alg),
@@ -241,14 +257,7 @@ export function renderStatusPage(d: StatusPageData): string {
 <main>
 <section id="expiry"><h2>Expiry timeline</h2>${renderTimeline(entries, d.now, d.warnSeconds, d.thresholdsSeconds)}</section>
 <section><h2>Credentials (soonest first; warning within ${escapeHTML(formatDuration(d.warnSeconds))})</h2>${entries.length === 0 ? '<p class="muted">No inventory yet.</p>' : table(['status', 'expires', 'in', 'kind', 'owner', 'name', 'detail'], inventoryRows, 'inventory')}</section>
-<section id="provider"><h2>Identity provider</h2><dl>
-<dt>issuer</dt><dd>${escapeHTML(p.issuer)}</dd>
-<dt>state</dt><dd>${badge(p.state === 'ok' ? 'ok' : p.state === 'degraded' ? 'warning' : 'unknown').replace(/>[a-z]+</, `>${escapeHTML(p.state)}<`)}</dd>
-<dt>last error</dt><dd>${p.lastError === undefined ? 'none' : escapeHTML(p.lastError)}</dd>
-<dt>breaker</dt><dd>${escapeHTML(p.breaker.state)}, ${escapeHTML(p.breaker.inFlight)} in flight, ${escapeHTML(p.breaker.queued)} waiting, ${escapeHTML(p.breaker.consecutiveFailures)} failures in a row, ${escapeHTML(p.breaker.shortCircuited)} short-circuited</dd>
-<dt>discovery copy</dt><dd>${copy(p.discovery)}</dd>
-<dt>JWKS copy</dt><dd>${copy(p.jwks)}</dd>
-</dl></section>
+${providerSections}
 ${
   d.store === undefined
     ? ''

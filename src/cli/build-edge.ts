@@ -140,6 +140,15 @@ export async function prepareEdgeBundles(config: Config, options: PrepareOptions
       },
     ])
   }
+  if (config.providers !== undefined) {
+    // The functions bake one provider's client and one callback path.
+    throw new ConfigError('config', [
+      {
+        path: 'providers',
+        message: 'is not supported at the edge: the functions take one provider (write it as provider)',
+      },
+    ])
+  }
   const auth = config.provider.client_auth
   if (config.provider.client_secret === undefined || auth === 'private_key_jwt' || auth === 'none') {
     // The parse-auth, refresh-auth and sign-out functions carry the client secret baked in; a private key

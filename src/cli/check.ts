@@ -5,6 +5,7 @@ import { appPublicUrl } from '../apps.ts'
 import { formatDuration } from '../config/duration.ts'
 import { detectExpiryCliff, effectiveLifetimes, formatLifetimeTable } from '../config/lifetimes.ts'
 import { ConfigError, loadConfigFile } from '../config/load.ts'
+import { providerList } from '../config/providers.ts'
 import type { Config } from '../config/schema.ts'
 import { keyRetentionSeconds, lifetimeConfig } from '../services.ts'
 import { openDatabase } from '../store/open-sqlite.ts'
@@ -16,23 +17,39 @@ export function describeConfig(config: Config): { text: string; warnings: string
   const warnings: string[] = []
   const publicUrl = new URL(config.public_url)
   const secure = publicUrl.protocol === 'https:'
+  const listed = config.providers !== undefined
+  // With a providers list, each provider has its own callback path (register each at its provider).
+  const callbacks = (origin: string, only?: readonly string[]) =>
+    listed
+      ? providerList(config)
+          .filter((p) => only === undefined || only.includes(p.name))
+          .map((p) => `${origin}/oauth2/callback/${p.name} (at ${p.name})`)
+      : [`${origin}/oauth2/callback`]
+  // Logout endpoints are served on every app host; public_url's own host serves none with apps.
+  const logoutOrigin =
+    config.apps === undefined ? publicUrl.origin : appPublicUrl(config, config.apps[0]!).origin
   if (config.apps === undefined) {
-    lines.push(`public URL     ${publicUrl.origin}  (callback ${publicUrl.origin}/oauth2/callback)`)
+    lines.push(`public URL     ${publicUrl.origin}  (callback ${callbacks(publicUrl.origin).join(', ')})`)
     lines.push(`upstream       ${config.upstream}`)
   } else {
     lines.push(`public URL     ${publicUrl.origin}  (serves no app unless one is at its host)`)
     lines.push(`apps           ${config.apps.length}; register every callback below at the provider`)
   }
-  lines.push(
-    `provider       ${config.provider.issuer}  (preset ${config.provider.preset}, client ${config.provider.client_id})`,
-  )
-  const p = config.provider
-  lines.push(
-    `client auth    ${p.client_auth ?? (p.client_secret === undefined ? 'none (public client, PKCE)' : 'client_secret_basic, else client_secret_post (from discovery)')}`,
-  )
-  lines.push(
-    `bearer tokens  aud ${p.preset === 'cognito' ? `client_id claim in [${(p.audiences ?? [p.client_id]).join(', ')}]` : p.audiences === undefined ? `${p.client_id} (only with other audiences, or typed at+jwt)` : `in [${p.audiences.join(', ')}]`}, typ ${p.access_token_typ}; ID tokens refused`,
-  )
+  for (const { name, config: p } of providerList(config)) {
+    const label = listed ? `${`provider ${name}`.padEnd(14)} ` : 'provider       '
+    lines.push(`${label}${p.issuer}  (preset ${p.preset}, client ${p.client_id})`)
+    const indent = listed ? '  ' : ''
+    lines.push(
+      `${indent}client auth    ${p.client_auth ?? (p.client_secret === undefined ? 'none (public client, PKCE)' : 'client_secret_basic, else client_secret_post (from discovery)')}`,
+    )
+    lines.push(
+      `${indent}bearer tokens  aud ${p.preset === 'cognito' ? `client_id claim in [${(p.audiences ?? [p.client_id]).join(', ')}]` : p.audiences === undefined ? `${p.client_id} (only with other audiences, or typed at+jwt)` : `in [${p.audiences.join(', ')}]`}, typ ${p.access_token_typ}; ID tokens refused`,
+    )
+    if (listed)
+      lines.push(
+        `  logout         back-channel ${logoutOrigin}/oauth2/backchannel_logout/${name}, front-channel ${logoutOrigin}/oauth2/frontchannel_logout/${name}`,
+      )
+  }
   lines.push(
     `listen         ${config.listen.host}:${config.listen.port}   admin ${config.admin.host}:${config.admin.port}`,
   )
@@ -69,7 +86,8 @@ export function describeConfig(config: Config): { text: string; warnings: string
     const url = appPublicUrl(config, app).origin
     lines.push('')
     lines.push(`App ${app.name}: ${url}${app.path_prefix === '/' ? '' : app.path_prefix} -> ${app.upstream}`)
-    lines.push(`  callback ${url}/oauth2/callback`)
+    for (const c of callbacks(url, app.providers)) lines.push(`  callback ${c}`)
+    if (app.providers !== undefined) lines.push(`  providers ${app.providers.join(', ')} (others refused)`)
     lines.push(
       `  identity: access token ${(app.identity.pass_access_token ?? config.identity.pass_access_token) ? 'passed' : 'not passed'}`,
     )

@@ -5,7 +5,7 @@ import { formatDuration, parseDurationSeconds } from '../config/duration.ts'
 import { loadConfigFile, resolveSecret } from '../config/load.ts'
 import { collectInventory, type Inventory } from '../expiry/collect.ts'
 import { assess, formatRemaining, iso, needsAttention } from '../expiry/inventory.ts'
-import { createTLSObserver, parsePEMChain, readCAFile } from '../expiry/tls.ts'
+import { createTLSObserver, parsePEMChain, providerCAs } from '../expiry/tls.ts'
 import { openState } from './state.ts'
 
 const USAGE = `Usage: gatehouse expiry [--config FILE | --data DIR] [--json] [--warn 30d] [--offline]
@@ -121,7 +121,7 @@ export async function run(argv: string[]): Promise<number> {
         maxAgeSeconds: 0,
         probeTimeoutMs: 3000,
         // The provider's endpoints are probed with the trust its connections use (provider.ca).
-        providerCA: values.offline ? undefined : readCAFile(config.provider.ca, baseDir, 'provider.ca'),
+        providerCA: values.offline ? undefined : providerCAs(config, baseDir),
       },
       ownTLS,
     })

@@ -5,6 +5,8 @@ import { openState } from './state.ts'
 const USAGE = `Usage:
   gatehouse sessions revoke SID          sign out one browser session (its id is in the sign-in log line)
   gatehouse sessions revoke --user SUB   sign a user out everywhere: every session signed in until now
+      [--provider NAME]                  with a providers list: only the user SUB of that provider
+                                         (without it, SUB at every provider)
   gatehouse sessions list-revoked [--json]
 Running gateways refuse a revoked session within seconds (at once with store.redis).
 Options: --config FILE, or --data DIR in dev (default .gatehouse)
@@ -14,7 +16,14 @@ const iso = (seconds: number) => new Date(seconds * 1000).toISOString().replace(
 
 export async function run(argv: string[]): Promise<number> {
   let parsed: {
-    values: { config?: string; data?: string; user?: string; json: boolean; help?: boolean }
+    values: {
+      config?: string
+      data?: string
+      user?: string
+      provider?: string
+      json: boolean
+      help?: boolean
+    }
     positionals: string[]
   }
   try {
@@ -25,6 +34,7 @@ export async function run(argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         data: { type: 'string' },
         user: { type: 'string' },
+        provider: { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h' },
       },
@@ -41,7 +51,8 @@ export async function run(argv: string[]): Promise<number> {
   const [action, sid, ...extra] = positionals
   const revokeArgsOk =
     action === 'revoke' && extra.length === 0 && (sid === undefined) !== (values.user === undefined)
-  if (!(revokeArgsOk || (action === 'list-revoked' && sid === undefined && values.user === undefined))) {
+  const listOk = action === 'list-revoked' && sid === undefined && values.user === undefined
+  if (!(revokeArgsOk || listOk) || (values.provider !== undefined && values.user === undefined)) {
     process.stderr.write(USAGE)
     return 1
   }
@@ -62,8 +73,23 @@ export async function run(argv: string[]): Promise<number> {
       if (list.length === 0) process.stdout.write('(no revoked sessions)\n')
       return 0
     }
+    // With a providers list, a user is a provider's (`<name>:<sub>`, as sessions are checked); a bare sub
+    // covers that sub at every provider.
+    const provider = values.provider
+    if (provider !== undefined && !state.config.providers?.some((p) => p.name === provider)) {
+      const names = state.config.providers?.map((p) => p.name).join(', ')
+      process.stderr.write(
+        `gatehouse sessions: --provider ${provider} is not in the config's providers${names ? ` (${names})` : ' (it has none)'}\n`,
+      )
+      return 1
+    }
     const entry =
-      sid !== undefined ? { kind: 'sid' as const, value: sid } : { kind: 'sub' as const, value: values.user! }
+      sid !== undefined
+        ? { kind: 'sid' as const, value: sid }
+        : {
+            kind: 'sub' as const,
+            value: provider === undefined ? values.user! : `${provider}:${values.user!}`,
+          }
     let stored: SessionRevocation[]
     try {
       stored = await state.sessions.revoke([entry])

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
+import { providerList } from './providers.ts'
 import type { Config } from './schema.ts'
 import { ConfigError, validateConfig } from './validate.ts'
 
@@ -30,26 +31,41 @@ export function parseConfigText(text: string, file: string): { config: Config; b
   return { config: validateConfig(input, file), baseDir: dirname(resolve(file)) }
 }
 
-/** The session secrets and the client secret or key, read from where the config says. */
+/** A provider's client secret or key, read from where the config says. */
+export interface ProviderSecrets {
+  clientSecret: string | undefined
+  clientKey: string | undefined
+}
+
+/**
+ * The session secrets and each provider's client secret or key (in `providerList` order), read from where
+ * the config says; `clientSecret` and `clientKey` are the first provider's.
+ */
 export function resolveCoreSecrets(
-  config: Pick<Config, 'session' | 'provider'>,
+  config: Pick<Config, 'session' | 'provider' | 'providers'>,
   baseDir: string,
   env = process.env,
-): { session: string[]; clientSecret: string | undefined; clientKey: string | undefined } {
-  const { client_secret: secret, client_key: key } = config.provider
+): { session: string[]; providers: ProviderSecrets[] } & ProviderSecrets {
+  const providers = providerList(config).map(({ path, config: p }): ProviderSecrets => {
+    const { client_secret: secret, client_key: key } = p
+    return {
+      clientSecret: secret && resolveSecret(secret, `${path}.client_secret`, baseDir, env),
+      clientKey:
+        key &&
+        resolveSecret(
+          'env' in key ? { env: key.env } : { file: key.file },
+          `${path}.client_key`,
+          baseDir,
+          env,
+        ),
+    }
+  })
   return {
     session: config.session.secrets.map((ref, i) =>
       resolveSecret(ref, `session.secrets[${i}]`, baseDir, env),
     ),
-    clientSecret: secret && resolveSecret(secret, 'provider.client_secret', baseDir, env),
-    clientKey:
-      key &&
-      resolveSecret(
-        'env' in key ? { env: key.env } : { file: key.file },
-        'provider.client_key',
-        baseDir,
-        env,
-      ),
+    ...providers[0]!,
+    providers,
   }
 }
 

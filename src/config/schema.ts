@@ -186,6 +186,11 @@ const app = z.strictObject({
       return n.prefix
     }),
   upstream: httpUrl,
+  /**
+   * Names from `providers` this app accepts sessions and tokens of, and offers for sign-in. Default: every
+   * provider.
+   */
+  providers: z.array(z.string().min(1)).min(1).optional(),
   routes: routeList,
   identity: z
     .strictObject({
@@ -197,6 +202,97 @@ const app = z.strictObject({
   upstream_timeouts: z
     .strictObject({ connect: duration.optional(), headers: duration.optional(), body: duration.optional() })
     .default({}),
+})
+
+/** One OpenID Connect provider: `provider`, or each entry of `providers`. */
+const providerObject = z.strictObject({
+  preset: z.enum(['generic', 'cognito']).default('generic'),
+  issuer: httpUrl,
+  client_id: z.string().min(1),
+  /** Required by client_secret_basic and client_secret_post; absent for a public client (`none`). */
+  client_secret: secretRef.optional(),
+  /**
+   * How Gatehouse authenticates at the token and revocation endpoints. Default: from discovery's
+   * `token_endpoint_auth_methods_supported`: client_secret_basic (else client_secret_post) with a
+   * secret, `none` (a public client, PKCE only) without one.
+   */
+  client_auth: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']).optional(),
+  /** private_key_jwt: the private key, PEM (PKCS #8) or a JWK, from a file or an environment variable. */
+  client_key: z
+    .union(
+      [
+        z.strictObject({ file: z.string().min(1), alg: clientKeyAlg }),
+        z.strictObject({ env: z.string().min(1), alg: clientKeyAlg }),
+      ],
+      { error: 'expected { file: PATH } or { env: NAME }, with alg when the key is PEM (default RS256)' },
+    )
+    .optional(),
+  /** When the client secret stops working, if the provider expires them (Entra ID does): watched by `gatehouse expiry`. */
+  client_secret_expires: instant.optional(),
+  /**
+   * A PEM file of CA certificates (relative to the config file) trusted for the provider's https
+   * endpoints besides Node's default roots: a provider on a private PKI, such as an internal Keycloak.
+   */
+  ca: z.string().min(1).optional(),
+  scopes: z.array(z.string()).default(['openid', 'email', 'profile', 'offline_access']),
+  /** Cognito: the hosted UI logout URL, e.g. https://auth.example.com/logout */
+  end_session_url: httpUrl.optional(),
+  /**
+   * Put the ID token in the sign-out URL (`id_token_hint`) for a provider that needs it; by default
+   * the URL carries `client_id` and `logout_hint` (the user's sub) and no token.
+   */
+  logout_id_token_hint: z.boolean().default(false),
+  algorithms: z
+    .array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']))
+    .min(1)
+    .default(['RS256', 'ES256', 'EdDSA', 'PS256']),
+  leeway: duration.default(30),
+  timeout: duration.default(5),
+  /**
+   * Accepted `aud` values of provider access tokens; default: the client id, but then a token whose only
+   * audience is the client id (an ID token's shape) passes only when typed `at+jwt`. Listing the client
+   * id here accepts such tokens (Entra ID v2 access tokens for the gateway's own app registration).
+   */
+  audiences: z.array(z.string().min(1)).min(1).optional(),
+  /** JOSE header `typ` of bearer access tokens: `lenient` accepts `at+jwt`, `JWT` or none; `strict` only `at+jwt` (RFC 9068). */
+  access_token_typ: z.enum(['lenient', 'strict']).default('lenient'),
+  /**
+   * A session whose access token expired while the provider could not be reached (not when it refused)
+   * stays valid this long, never past lifetimes.session.max_ttl; 0 turns it off.
+   */
+  outage_grace: duration.default(3600),
+  /**
+   * Calls to the provider: a breaker opens after `failures` in a row for `open_for`; at most
+   * `max_in_flight` at once, up to `max_queued` more wait at most `queue_timeout` for a slot, and the
+   * rest get 503 `idp_busy` with Retry-After at once.
+   */
+  breaker: z
+    .strictObject({
+      failures: z.number().int().min(1).default(5),
+      open_for: duration.default(30),
+      max_in_flight: z.number().int().min(1).default(16),
+      max_queued: z.number().int().min(0).default(64),
+      queue_timeout: duration.default(2),
+    })
+    .default({ failures: 5, open_for: 30, max_in_flight: 16, max_queued: 64, queue_timeout: 2 }),
+  /** The provider's discovery document and JWKS: kept, refreshed, persisted (seed 000). */
+  cache: z
+    .strictObject({
+      refresh_after: duration.default(600),
+      stale_if_error: duration.default(3 * 86_400),
+      unknown_kid_cooldown: duration.default(30),
+    })
+    .default({ refresh_after: 600, stale_if_error: 3 * 86_400, unknown_kid_cooldown: 30 }),
+})
+
+/** An entry of `providers` (docs/providers.md): a provider with the name sessions record and a title to show. */
+const providerEntry = providerObject.extend({
+  /** Recorded in sessions and in the callback path `/oauth2/callback/<name>`; a metric label. */
+  name: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'expected lower-case letters, digits, - and _ (at most 32)'),
+  /** What the sign-in chooser shows, e.g. "Company account". Default: the name. */
+  title: z.string().min(1).max(80).optional(),
 })
 
 const configObject = z.strictObject({
@@ -280,87 +376,13 @@ const configObject = z.strictObject({
       allowed_hosts: [],
       upstream_host: 'public',
     }),
-  provider: z.strictObject({
-    preset: z.enum(['generic', 'cognito']).default('generic'),
-    issuer: httpUrl,
-    client_id: z.string().min(1),
-    /** Required by client_secret_basic and client_secret_post; absent for a public client (`none`). */
-    client_secret: secretRef.optional(),
-    /**
-     * How Gatehouse authenticates at the token and revocation endpoints. Default: from discovery's
-     * `token_endpoint_auth_methods_supported`: client_secret_basic (else client_secret_post) with a
-     * secret, `none` (a public client, PKCE only) without one.
-     */
-    client_auth: z.enum(['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none']).optional(),
-    /** private_key_jwt: the private key, PEM (PKCS #8) or a JWK, from a file or an environment variable. */
-    client_key: z
-      .union(
-        [
-          z.strictObject({ file: z.string().min(1), alg: clientKeyAlg }),
-          z.strictObject({ env: z.string().min(1), alg: clientKeyAlg }),
-        ],
-        { error: 'expected { file: PATH } or { env: NAME }, with alg when the key is PEM (default RS256)' },
-      )
-      .optional(),
-    /** When the client secret stops working, if the provider expires them (Entra ID does): watched by `gatehouse expiry`. */
-    client_secret_expires: instant.optional(),
-    /**
-     * A PEM file of CA certificates (relative to the config file) trusted for the provider's https
-     * endpoints besides Node's default roots: a provider on a private PKI, such as an internal Keycloak.
-     */
-    ca: z.string().min(1).optional(),
-    scopes: z.array(z.string()).default(['openid', 'email', 'profile', 'offline_access']),
-    /** Cognito: the hosted UI logout URL, e.g. https://auth.example.com/logout */
-    end_session_url: httpUrl.optional(),
-    /**
-     * Put the ID token in the sign-out URL (`id_token_hint`) for a provider that needs it; by default
-     * the URL carries `client_id` and `logout_hint` (the user's sub) and no token.
-     */
-    logout_id_token_hint: z.boolean().default(false),
-    algorithms: z
-      .array(
-        z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']),
-      )
-      .min(1)
-      .default(['RS256', 'ES256', 'EdDSA', 'PS256']),
-    leeway: duration.default(30),
-    timeout: duration.default(5),
-    /**
-     * Accepted `aud` values of provider access tokens; default: the client id, but then a token whose only
-     * audience is the client id (an ID token's shape) passes only when typed `at+jwt`. Listing the client
-     * id here accepts such tokens (Entra ID v2 access tokens for the gateway's own app registration).
-     */
-    audiences: z.array(z.string().min(1)).min(1).optional(),
-    /** JOSE header `typ` of bearer access tokens: `lenient` accepts `at+jwt`, `JWT` or none; `strict` only `at+jwt` (RFC 9068). */
-    access_token_typ: z.enum(['lenient', 'strict']).default('lenient'),
-    /**
-     * A session whose access token expired while the provider could not be reached (not when it refused)
-     * stays valid this long, never past lifetimes.session.max_ttl; 0 turns it off.
-     */
-    outage_grace: duration.default(3600),
-    /**
-     * Calls to the provider: a breaker opens after `failures` in a row for `open_for`; at most
-     * `max_in_flight` at once, up to `max_queued` more wait at most `queue_timeout` for a slot, and the
-     * rest get 503 `idp_busy` with Retry-After at once.
-     */
-    breaker: z
-      .strictObject({
-        failures: z.number().int().min(1).default(5),
-        open_for: duration.default(30),
-        max_in_flight: z.number().int().min(1).default(16),
-        max_queued: z.number().int().min(0).default(64),
-        queue_timeout: duration.default(2),
-      })
-      .default({ failures: 5, open_for: 30, max_in_flight: 16, max_queued: 64, queue_timeout: 2 }),
-    /** The provider's discovery document and JWKS: kept, refreshed, persisted (seed 000). */
-    cache: z
-      .strictObject({
-        refresh_after: duration.default(600),
-        stale_if_error: duration.default(3 * 86_400),
-        unknown_kid_cooldown: duration.default(30),
-      })
-      .default({ refresh_after: 600, stale_if_error: 3 * 86_400, unknown_kid_cooldown: 30 }),
-  }),
+  /** The OpenID Connect provider people sign in with; or leave it out and list `providers`. */
+  provider: providerObject.optional(),
+  /** Several providers (docs/providers.md), offered on a chooser page or chosen per app. Not with `provider`. */
+  providers: z
+    .array(providerEntry)
+    .min(1, 'expected at least one provider (or leave providers out)')
+    .optional(),
   session: z.strictObject({
     secrets: z.array(secretRef).min(1),
     refresh_before: duration.default(600),
@@ -578,58 +600,115 @@ const configObject = z.strictObject({
 })
 
 /** The config file's schema: the keys above, and what only the whole can tell (an upstream, or apps). */
-export const configSchema = configObject.superRefine((c, ctx) => {
-  if (c.apps === undefined) {
-    if (c.upstream === undefined)
+export const configSchema = configObject
+  // Said with the other missing keys, not only once everything else is valid.
+  .refine(
+    (c: unknown) =>
+      typeof c !== 'object' ||
+      c === null ||
+      'provider' in c ||
+      ('providers' in c && (c as { providers: unknown }).providers !== undefined),
+    {
+      path: ['provider'],
+      message: 'required: expected object, got nothing (or a list of providers)',
+      when: () => true,
+    },
+  )
+  .superRefine((c, ctx) => {
+    if (c.provider !== undefined && c.providers !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['providers'],
+        message: 'expected either provider or providers, not both (give this provider a name in providers)',
+      })
+    const names = new Map<string, number>()
+    c.providers?.forEach((p, i) => {
+      const first = names.get(p.name)
+      if (first !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['providers', i, 'name'],
+          message: `expected a name of its own: providers[${first}] is already called ${p.name}`,
+        })
+      else names.set(p.name, i)
+    })
+    c.apps?.forEach((a, i) => {
+      if (a.providers === undefined) return
+      if (c.providers === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['apps', i, 'providers'],
+          message: 'expected a top-level providers list to choose from (with one provider, leave this out)',
+        })
+        return
+      }
+      a.providers.forEach((name, j) => {
+        if (!names.has(name))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['apps', i, 'providers', j],
+            message: `expected one of ${[...names.keys()].join(', ')}, got ${name}`,
+          })
+      })
+    })
+  })
+  .superRefine((c, ctx) => {
+    if (c.apps === undefined) {
+      if (c.upstream === undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['upstream'],
+          message: 'expected an upstream URL, or a list of apps',
+        })
+      return
+    }
+    // Every key at the top level keeps its single-app meaning; with apps it would be ambiguous.
+    if (c.upstream !== undefined)
       ctx.addIssue({
         code: 'custom',
         path: ['upstream'],
-        message: 'expected an upstream URL, or a list of apps',
+        message: 'expected either upstream or apps, not both (give this upstream its own app)',
       })
-    return
-  }
-  // Every key at the top level keeps its single-app meaning; with apps it would be ambiguous.
-  if (c.upstream !== undefined)
-    ctx.addIssue({
-      code: 'custom',
-      path: ['upstream'],
-      message: 'expected either upstream or apps, not both (give this upstream its own app)',
+    if (c.routes.length > 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['routes'],
+        message: 'expected no top-level routes with apps: each app has its own routes',
+      })
+    const seen = new Map<string, number>()
+    const names = new Map<string, number>()
+    c.apps.forEach((a, i) => {
+      const at = `${a.host}${a.path_prefix === '/' ? '' : a.path_prefix}`
+      const first = seen.get(at)
+      if (first !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['apps', i, 'path_prefix'],
+          message: `expected one app per host and path prefix: apps[${first}] is already at ${at}`,
+        })
+      else seen.set(at, i)
+      const named = names.get(a.name)
+      if (named !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['apps', i, 'name'],
+          message: `expected a name of its own: apps[${named}] is already called ${a.name}`,
+        })
+      else names.set(a.name, i)
+      // Gatehouse's own endpoints are under /oauth2 on every app host.
+      if (underPrefix('/oauth2', a.path_prefix) || underPrefix('/.well-known', a.path_prefix))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['apps', i, 'path_prefix'],
+          message: `expected a prefix outside /oauth2 and /.well-known (Gatehouse's own), got ${a.path_prefix}`,
+        })
     })
-  if (c.routes.length > 0)
-    ctx.addIssue({
-      code: 'custom',
-      path: ['routes'],
-      message: 'expected no top-level routes with apps: each app has its own routes',
-    })
-  const seen = new Map<string, number>()
-  const names = new Map<string, number>()
-  c.apps.forEach((a, i) => {
-    const at = `${a.host}${a.path_prefix === '/' ? '' : a.path_prefix}`
-    const first = seen.get(at)
-    if (first !== undefined)
-      ctx.addIssue({
-        code: 'custom',
-        path: ['apps', i, 'path_prefix'],
-        message: `expected one app per host and path prefix: apps[${first}] is already at ${at}`,
-      })
-    else seen.set(at, i)
-    const named = names.get(a.name)
-    if (named !== undefined)
-      ctx.addIssue({
-        code: 'custom',
-        path: ['apps', i, 'name'],
-        message: `expected a name of its own: apps[${named}] is already called ${a.name}`,
-      })
-    else names.set(a.name, i)
-    // Gatehouse's own endpoints are under /oauth2 on every app host.
-    if (underPrefix('/oauth2', a.path_prefix) || underPrefix('/.well-known', a.path_prefix))
-      ctx.addIssue({
-        code: 'custom',
-        path: ['apps', i, 'path_prefix'],
-        message: `expected a prefix outside /oauth2 and /.well-known (Gatehouse's own), got ${a.path_prefix}`,
-      })
   })
-})
+  // `provider` is always there after parsing: with `providers`, the first one (the default for sessions
+  // signed in before the list existed, and for every key read from `provider` alone).
+  .transform((c) => ({ ...c, provider: (c.provider ?? c.providers![0]!) as ProviderConfig }))
 
+export type ProviderConfig = z.output<typeof providerObject>
+export type ProviderEntry = z.output<typeof providerEntry>
 export type ConfigInput = z.input<typeof configSchema>
 export type Config = z.output<typeof configSchema>

@@ -2,7 +2,8 @@
 import type { z } from 'zod'
 import { formatDuration } from './duration.ts'
 import { ConfigError, type ConfigProblem } from './errors.ts'
-import { type Config, configSchema } from './schema.ts'
+import { providerList } from './providers.ts'
+import { type Config, configSchema, type ProviderConfig } from './schema.ts'
 
 export { ConfigError, type ConfigProblem } from './errors.ts'
 
@@ -49,23 +50,23 @@ function toProblems(input: unknown, issues: z.core.$ZodIssue[]): ConfigProblem[]
 }
 
 /** Each client authentication method has what it sends, and nothing it would not use. */
-function clientAuthProblems(p: Config['provider']): ConfigProblem[] {
+function clientAuthProblems(p: ProviderConfig, at: string): ConfigProblem[] {
   const out: ConfigProblem[] = []
   const auth = p.client_auth
   if ((auth === 'client_secret_basic' || auth === 'client_secret_post') && p.client_secret === undefined)
-    out.push({ path: 'provider.client_secret', message: `required by client_auth ${auth}, got nothing` })
+    out.push({ path: `${at}.client_secret`, message: `required by client_auth ${auth}, got nothing` })
   if (auth === 'private_key_jwt' && p.client_key === undefined)
-    out.push({ path: 'provider.client_key', message: 'required by client_auth private_key_jwt, got nothing' })
+    out.push({ path: `${at}.client_key`, message: 'required by client_auth private_key_jwt, got nothing' })
   if (auth === 'none' && p.client_secret !== undefined)
     out.push({
-      path: 'provider.client_secret',
+      path: `${at}.client_secret`,
       message: 'client_auth none is a public client: remove the secret, or choose a method that sends it',
     })
   if (p.client_key !== undefined && auth !== 'private_key_jwt')
-    out.push({ path: 'provider.client_key', message: 'used only with client_auth: private_key_jwt' })
+    out.push({ path: `${at}.client_key`, message: 'used only with client_auth: private_key_jwt' })
   if (auth === 'private_key_jwt' && p.client_secret !== undefined)
     out.push({
-      path: 'provider.client_secret',
+      path: `${at}.client_secret`,
       message: 'not used with client_auth private_key_jwt: remove it',
     })
   return out
@@ -118,19 +119,31 @@ export function validateConfig(input: unknown, file = 'config'): Config {
       message: `expected https (http only for localhost), got ${config.public_url}`,
     })
   }
-  const issuer = new URL(config.provider.issuer)
-  if (issuer.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(issuer.hostname)) {
-    problems.push({
-      path: 'provider.issuer',
-      message: `expected https (http only for loopback), got ${config.provider.issuer}`,
-    })
-  }
-  problems.push(...clientAuthProblems(config.provider))
-  if (config.provider.preset === 'cognito' && config.provider.end_session_url === undefined) {
-    problems.push({
-      path: 'provider.end_session_url',
-      message: 'expected the Cognito hosted UI logout URL (https://<domain>/logout), got nothing',
-    })
+  const issuers = new Map<string, string>()
+  for (const { path: at, config: p } of providerList(config)) {
+    const issuer = new URL(p.issuer)
+    if (issuer.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(issuer.hostname)) {
+      problems.push({
+        path: `${at}.issuer`,
+        message: `expected https (http only for loopback), got ${p.issuer}`,
+      })
+    }
+    // Bearer tokens and logout tokens are matched to their provider by `iss`.
+    const key = `${p.issuer} ${p.client_id}`
+    const same = issuers.get(key)
+    if (same !== undefined)
+      problems.push({
+        path: `${at}.issuer`,
+        message: `expected another issuer or client_id than ${same} (the same client twice cannot be told apart)`,
+      })
+    else issuers.set(key, at)
+    problems.push(...clientAuthProblems(p, at))
+    if (p.preset === 'cognito' && p.end_session_url === undefined) {
+      problems.push({
+        path: `${at}.end_session_url`,
+        message: 'expected the Cognito hosted UI logout URL (https://<domain>/logout), got nothing',
+      })
+    }
   }
   config.routes.forEach((r, i) => {
     if (

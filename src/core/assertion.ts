@@ -31,7 +31,7 @@ interface Signed {
 
 /**
  * Signs identity assertions, the JWT sent upstream as `X-Gatehouse-Assertion`: `iss`, `aud`, `sub`,
- * `email`, `groups`, `preferred_username`, `iat`, `exp` and `token_use`, typed
+ * `email`, `groups`, `preferred_username`, `idp` (with several providers), `iat`, `exp` and `token_use`, typed
  * {@link ASSERTION_TYP}. Signing costs a signature, so an assertion is kept per identity object (sessions
  * and tokens are cached, so their identity is too) and audience, and reused until less than half its
  * lifetime is left: a cache hit is returned as a string, without a promise.
@@ -54,6 +54,8 @@ export function createAssertionSigner(options: AssertionSignerOptions): Assertio
     if (identity.email !== undefined) claims['email'] = identity.email
     claims['groups'] = identity.groups
     if (identity.preferredUsername !== undefined) claims['preferred_username'] = identity.preferredUsername
+    // With several providers, `sub` is unique only together with the provider that issued it.
+    if (identity.provider !== undefined) claims['idp'] = identity.provider
     return new SignJWT(claims)
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ASSERTION_TYP })
       .setIssuer(issuer)

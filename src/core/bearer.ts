@@ -1,4 +1,4 @@
-import { type JWTVerifyGetKey, jwtVerify } from 'jose'
+import { decodeJwt, type JWTVerifyGetKey, jwtVerify } from 'jose'
 import type { Clock } from './clock.ts'
 import { isCanonicalCompact } from './encoding.ts'
 import { type Identity, type IdentityMapping, identityFromClaims, scopesFromClaims } from './identity.ts'
@@ -182,6 +182,57 @@ export function createBearerVerifier(
     },
     forget(token) {
       cache.delete(token)
+    },
+  }
+}
+
+/**
+ * Bearer tokens with a providers list (docs/providers.md): each token goes to the verifier of the
+ * provider its `iss` names (several with the same issuer are tried in order), among those `accepted`;
+ * the identity it yields names that provider. A token of any other issuer is refused before any crypto.
+ */
+export function createBearerByIssuer(
+  providers: ReadonlyArray<{ name: string; issuer: string; verifier: BearerVerifier }>,
+  accepted?: ReadonlySet<string> | undefined,
+): BearerVerifier {
+  const byIssuer = new Map<string, Array<{ name: string; verifier: BearerVerifier }>>()
+  for (const p of providers) {
+    if (accepted !== undefined && !accepted.has(p.name)) continue
+    const list = byIssuer.get(p.issuer) ?? []
+    list.push(p)
+    byIssuer.set(p.issuer, list)
+  }
+  // One identity object per verified one, so identity headers and assertions stay cached per token.
+  const named = new WeakMap<Identity, Identity>()
+  const withProvider = (identity: Identity, name: string): Identity => {
+    let out = named.get(identity)
+    if (out === undefined) {
+      out = { ...identity, provider: name }
+      named.set(identity, out)
+    }
+    return out
+  }
+  return {
+    async verify(token) {
+      let iss: unknown
+      try {
+        iss = decodeJwt(token).iss
+      } catch {
+        return { ok: false, code: 'invalid_token', reason: 'not a JWT' }
+      }
+      const candidates = typeof iss === 'string' ? byIssuer.get(iss) : undefined
+      if (candidates === undefined)
+        return { ok: false, code: 'invalid_token', reason: 'issuer is not a provider accepted here' }
+      let last: BearerResult | undefined
+      for (const { name, verifier } of candidates) {
+        const r = await verifier.verify(token)
+        if (r.ok) return { ...r, identity: withProvider(r.identity, name) }
+        last = r
+      }
+      return last!
+    },
+    forget(token) {
+      for (const list of byIssuer.values()) for (const { verifier } of list) verifier.forget(token)
     },
   }
 }

@@ -62,7 +62,7 @@ export function isNavigation(facts: RequestFacts): boolean {
   return (facts.header('accept') ?? '').includes('text/html')
 }
 
-function wantsHtml(facts: RequestFacts): boolean {
+export function wantsHtml(facts: RequestFacts): boolean {
   return (facts.header('accept') ?? '').includes('text/html')
 }
 
@@ -105,17 +105,26 @@ export function json(
   }
 }
 
+/** A link on an HTML page: a same-origin path (or the provider's URL) and what it says. */
+export interface PageLink {
+  href: string
+  text: string
+}
+
 /** A small self-contained HTML page (no scripts, no external resources). */
 export function page(
   status: number,
   code: string,
   title: string,
   message: string,
-  link?: { href: string; text: string },
+  link?: PageLink | readonly PageLink[],
   extraHeaders: Record<string, string> = {},
   setCookies: string[] = [],
 ): Respond {
-  const linkHtml = link ? `<p><a href="${escapeHtml(link.href)}">${escapeHtml(link.text)}</a></p>` : ''
+  const links: readonly PageLink[] = link === undefined ? [] : 'href' in link ? [link] : link
+  const linkHtml = links
+    .map((l) => `<p><a href="${escapeHtml(l.href)}">${escapeHtml(l.text)}</a></p>`)
+    .join('\n')
   const body = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${escapeHtml(title)}</title>
@@ -142,7 +151,7 @@ export function problem(
   title: string,
   message: string,
   options: {
-    link?: { href: string; text: string }
+    link?: PageLink | readonly PageLink[]
     headers?: Record<string, string>
     setCookies?: string[]
   } = {},

@@ -14,6 +14,7 @@ import {
   type Respond,
   redirect,
   unauthorized,
+  wantsHtml,
 } from './decisions.ts'
 import { base64url, randomToken, sha256, timingSafeEqualString } from './encoding.ts'
 import {
@@ -98,6 +99,27 @@ export interface GatehouseOptions {
    * this audience; needs `deps.assertionSigner`. Absent: none.
    */
   assertion?: { audience: string } | undefined
+  /**
+   * With `deps.providers`: the names of those this app accepts sessions of and offers for sign-in, in
+   * the chooser's order. Default: every one.
+   */
+  providers?: readonly string[] | undefined
+}
+
+/** One entry of a config `providers` list as the core uses it (built by src/assemble.ts). */
+export interface CoreProvider {
+  /** Recorded in sessions (and identities), and in its callback and logout paths: `<prefix>/callback/<name>`. */
+  name: string
+  /** What the sign-in chooser shows. */
+  title: string
+  oidc: OIDCPort
+  issuer: string
+  /** See GatehouseOptions.session.outageGraceSeconds: this provider's. */
+  outageGraceSeconds: number
+  /** Verifies this provider's back-channel logout tokens; absent: no back-channel endpoint for it. */
+  logoutToken?: ((token: string) => Promise<LogoutTokenResult>) | undefined
+  /** How its ID token claims become an identity; default `options.mapping`. */
+  mapping?: IdentityMapping | undefined
 }
 
 export interface GatehouseDeps {
@@ -119,6 +141,12 @@ export interface GatehouseDeps {
   logoutToken?: ((token: string) => Promise<LogoutTokenResult>) | undefined
   /** Signs the identity assertions of `options.assertion`. */
   assertionSigner?: AssertionSigner | undefined
+  /**
+   * A config `providers` list (docs/providers.md), in order: each session records which one signed it in
+   * (a session without one is the first's), sign-in offers a choice, and `oidc`, `logoutToken` and
+   * `options.providerIssuer` are not used. Absent: the one provider of those, recorded nowhere.
+   */
+  providers?: readonly CoreProvider[] | undefined
 }
 
 export interface Gatehouse {
@@ -137,6 +165,19 @@ export interface Gatehouse {
   /** The cookie name prefix Gatehouse owns (used by adapters to avoid forwarding them). */
   readonly cookieName: string
   readonly prefix: string
+}
+
+/** The provider a session or sign-in belongs to; `name` undefined for a lone provider. */
+interface ActiveProvider {
+  name: string | undefined
+  title: string
+  oidc: OIDCPort
+  issuer: string | undefined
+  outageGraceSeconds: number
+  logoutToken: ((token: string) => Promise<LogoutTokenResult>) | undefined
+  /** The CSP of its front-channel logout page: only the provider may frame it. */
+  frameAncestors: string
+  mapping: IdentityMapping
 }
 
 type RefreshOutcome =
@@ -218,8 +259,49 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     userinfo: `${prefix}/userinfo`,
   }
   const ownPrefix = `${prefix}/`
-  const frameAncestors =
-    options.providerIssuer === undefined ? '' : `frame-ancestors ${new URL(options.providerIssuer).origin}`
+  const frameAncestorsOf = (issuer: string | undefined) =>
+    issuer === undefined ? '' : `frame-ancestors ${new URL(issuer).origin}`
+  // Providers (docs/providers.md): a lone one, or a named list whose sessions record their provider.
+  const listed = deps.providers
+  if (listed !== undefined && listed.length === 0) throw new TypeError('providers: expected at least one')
+  const providers: ActiveProvider[] =
+    listed === undefined
+      ? [
+          {
+            name: undefined,
+            title: '',
+            oidc,
+            issuer: options.providerIssuer,
+            outageGraceSeconds,
+            logoutToken: deps.logoutToken,
+            frameAncestors: frameAncestorsOf(options.providerIssuer),
+            mapping: options.mapping,
+          },
+        ]
+      : listed.map((p) => ({
+          ...p,
+          logoutToken: p.logoutToken,
+          frameAncestors: frameAncestorsOf(p.issuer),
+          mapping: p.mapping ?? options.mapping,
+        }))
+  const providerByName = new Map(providers.map((p) => [p.name, p]))
+  for (const name of options.providers ?? [])
+    if (listed === undefined || !providerByName.has(name))
+      throw new TypeError(`providers: ${name} is not in deps.providers`)
+  const accepted = options.providers === undefined ? undefined : new Set(options.providers)
+  const offered =
+    options.providers === undefined ? providers : options.providers.map((n) => providerByName.get(n)!)
+  const accepts = (p: ActiveProvider) => accepted === undefined || accepted.has(p.name!)
+  /**
+   * A session's provider: its recorded one; undefined when it left the config. With a providers list, a
+   * session signed in before the list existed (none recorded) is the first's, and from here on says so
+   * (headers, revocations by provider): its decoded identity, cached per cookie value, is given the name.
+   */
+  const providerOf = (session: Session): ActiveProvider | undefined => {
+    if (listed === undefined) return providers[0]
+    if (session.identity.provider === undefined) session.identity.provider = providers[0]!.name
+    return providerByName.get(session.identity.provider)
+  }
   const inFlightRefresh = new Map<string, Promise<RefreshOutcome>>()
   const refreshRetry = new Map<string, number>()
   // Seed 003: a client retrying a bad token in a loop costs a lookup, no parsing and no crypto.
@@ -275,6 +357,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     ...EMPTY_IDENTITY,
     ...Object.fromEntries(claimHeaders.map(([header]) => [header, ''])),
     ...(assertionAudience === undefined ? {} : { [ASSERTION_HEADER]: '' }),
+    ...(deps.providers === undefined ? {} : { 'x-auth-request-provider': '' }),
   })
   function upstreamHeadersFor(
     identity: Identity | undefined,
@@ -321,7 +404,11 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     facts: RequestFacts,
     returnTo: string,
     setCookies: string[] = [],
+    chosen: ActiveProvider | undefined = offered.length === 1 ? offered[0] : undefined,
   ): Promise<Respond> {
+    // Several providers and none chosen: the chooser page, at the sign-in endpoint.
+    if (chosen === undefined)
+      return redirect(`${endpoints.signIn}?rd=${encodeURIComponent(returnTo)}`, setCookies, 'choose_provider')
     // Loop guard (seed 003): a browser that starts sign-in over and over (its session cookie never
     // sticks, or an app redirects back at once) gets a clear page instead of another round trip.
     const [countText, startText] = (readCookie(facts.header('cookie'), loopCookie) ?? '').split('.')
@@ -352,12 +439,15 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const codeChallenge = base64url(await sha256(codeVerifier))
     let location: string
     try {
-      location = await oidc.authorizationUrl({ state, nonce, codeChallenge })
+      location = await chosen.oidc.authorizationUrl({ state, nonce, codeChallenge })
     } catch (err) {
-      return providerDown(facts, err)
+      return providerDown(facts, err, chosen)
     }
     const expiresAt = nowSeconds() + options.signInTtlSeconds
-    const sealed = await codec.seal({ st: state, n: nonce, v: codeVerifier, r: returnTo }, expiresAt)
+    // `p`: the provider the attempt was started with; its callback must be that provider's (no mix-up).
+    const attempt: Record<string, unknown> = { st: state, n: nonce, v: codeVerifier, r: returnTo }
+    if (chosen.name !== undefined) attempt['p'] = chosen.name
+    const sealed = await codec.seal(attempt, expiresAt)
     const cookies = [...setCookies]
     // Each attempt has its own cookie, so parallel tabs do not clash; old attempts are capped.
     const existing = cookieNamesWithPrefix(facts.header('cookie'), stateCookiePrefix)
@@ -374,10 +464,11 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     return redirect(location, cookies, 'sign_in')
   }
 
-  function providerDown(facts: RequestFacts, err: unknown): Respond {
+  function providerDown(facts: RequestFacts, err: unknown, provider?: ActiveProvider): Respond {
+    const named = provider?.name === undefined ? {} : { provider: provider.name }
     if (err instanceof ProviderBusyError) {
       // Our own cap on provider calls is full: nothing reached the provider. A short, precise wait.
-      log.warn({ err: describe(err) }, 'provider calls capped')
+      log.warn({ err: describe(err), ...named }, 'provider calls capped')
       return problem(
         facts,
         503,
@@ -387,20 +478,49 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         { headers: { 'retry-after': String(err.retryAfterSeconds) } },
       )
     }
-    log.warn({ err: describe(err) }, 'identity provider unavailable')
+    log.warn({ err: describe(err), ...named }, 'identity provider unavailable')
+    // With a choice of providers, the way back to the chooser: another one may be up.
+    const choose = offered.length > 1 ? { link: { href: endpoints.signIn, text: 'Sign in another way' } } : {}
     return problem(
       facts,
       503,
       'idp_unavailable',
       'Sign-in is unavailable',
-      'The sign-in service is unavailable. Try again in a few minutes.',
-      { headers: { 'retry-after': '30' } },
+      offered.length > 1 && provider?.name !== undefined
+        ? `Signing in with ${provider.title} is unavailable. Try again in a few minutes, or sign in another way.`
+        : 'The sign-in service is unavailable. Try again in a few minutes.',
+      { headers: { 'retry-after': '30' }, ...choose },
+    )
+  }
+
+  /** The chooser page: a link per provider this app offers, each starting sign-in with it. */
+  function chooser(facts: RequestFacts, returnTo: string, status = 200, message?: string): Respond {
+    const rd = encodeURIComponent(returnTo)
+    const links = offered.map((p) => ({
+      href: `${endpoints.signIn}?provider=${encodeURIComponent(p.name!)}&rd=${rd}`,
+      text: p.title,
+    }))
+    const code = status === 200 ? 'choose_provider' : 'unknown_provider'
+    if (status !== 200) log.info({ code }, 'sign-in with a provider this app does not offer')
+    const text = message ?? 'Choose how to sign in.'
+    if (wantsHtml(facts)) return page(status, code, 'Sign in', text, links)
+    // A script is told the same in JSON: which providers there are, and where each sign-in starts.
+    const list = offered.map((p, i) => ({ name: p.name, title: p.title, sign_in: links[i]!.href }))
+    return json(
+      status,
+      code,
+      status === 200 ? { providers: list } : { error: code, error_description: text, providers: list },
+      { 'cache-control': 'no-store' },
     )
   }
 
   // ---- parse_auth: the callback ----------------------------------------------------------------------
 
-  async function callback(facts: RequestFacts, query: URLSearchParams): Promise<Respond> {
+  async function callback(
+    facts: RequestFacts,
+    query: URLSearchParams,
+    provider: ActiveProvider,
+  ): Promise<Respond> {
     const state = query.get('state')
     const retry = { href: endpoints.signIn, text: 'Sign in again' }
     const bad = (code: string, message: string, reason: string, setCookies: string[] = []) => {
@@ -431,6 +551,16 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         'invalid_state',
         'This sign-in attempt is not valid. Start again.',
         'state cookie invalid or foreign',
+        clearState,
+      )
+    }
+    // RFC 9700 §4.4 (mix-up): the answer reached the callback of another provider than the attempt was
+    // started with; its code is never sent to either.
+    if (data['p'] !== provider.name) {
+      return bad(
+        'invalid_state',
+        'This sign-in answer came from another sign-in service than the one it was started with. Start again.',
+        `provider mismatch: started with ${String(data['p'] ?? '(none)')}, answered at ${provider.name ?? '(none)'}`,
         clearState,
       )
     }
@@ -466,14 +596,14 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
 
     let tokens: TokenResult
     try {
-      tokens = await oidc.exchangeCode(query, {
+      tokens = await provider.oidc.exchangeCode(query, {
         state,
         nonce: String(data['n']),
         codeVerifier: String(data['v']),
       })
     } catch (err) {
       if (err instanceof ProviderUnavailableError) {
-        const r = providerDown(facts, err)
+        const r = providerDown(facts, err, provider)
         r.setCookies.push(...clearState)
         return r
       }
@@ -481,7 +611,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         // The provider refused the gateway's own credentials: nothing the user can fix by signing in
         // again. 500 (our configuration, not a bad answer), and an error line for the operator.
         log.error(
-          { code: 'client_misconfigured', oauthError: err.oauthError, reason: describe(err) },
+          {
+            code: 'client_misconfigured',
+            oauthError: err.oauthError,
+            reason: describe(err),
+            ...(provider.name === undefined ? {} : { provider: provider.name }),
+          },
           "the provider refused the gateway's client credentials: check provider.client_id, client_secret, client_key and client_auth",
         )
         return problem(
@@ -508,7 +643,9 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         clearState,
       )
     }
-    const identity = tokens.claims ? identityFromClaims(tokens.claims, options.mapping, log) : undefined
+    const claimed = tokens.claims ? identityFromClaims(tokens.claims, provider.mapping, log) : undefined
+    const identity =
+      claimed === undefined || provider.name === undefined ? claimed : { ...claimed, provider: provider.name }
     if (identity === undefined) {
       return bad(
         'id_token_invalid',
@@ -531,13 +668,25 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       providerSid: providerSidOf(tokens.claims),
     }
     const cookies = await codec.write(session, facts.header('cookie'))
-    log.info({ event: 'sign_in', sid: session.sid, sub: identity.sub }, 'signed in')
+    log.info(
+      {
+        event: 'sign_in',
+        sid: session.sid,
+        sub: identity.sub,
+        ...(provider.name ? { provider: provider.name } : {}),
+      },
+      'signed in',
+    )
     return redirect(returnTo, [...clearState, ...cookies], 'signed_in')
   }
 
   // ---- refresh_auth: once per session, even under concurrency ----------------------------------------
 
-  function refreshSession(session: Session, cookieHeader: string | undefined): Promise<RefreshOutcome> {
+  function refreshSession(
+    session: Session,
+    cookieHeader: string | undefined,
+    provider: ActiveProvider,
+  ): Promise<RefreshOutcome> {
     const rt = session.refreshToken!
     const recent = recentRefresh.get(session.sid)
     if (recent !== undefined && recent.untilMs > clock.now() && recent.oldRefreshToken === rt) {
@@ -548,7 +697,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const run = (async (): Promise<RefreshOutcome> => {
       let tokens: TokenResult
       try {
-        tokens = await oidc.refresh(rt)
+        tokens = await provider.oidc.refresh(rt)
       } catch (err) {
         const kind =
           err instanceof ProviderRejectedError || err instanceof ProviderResponseError
@@ -559,12 +708,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       }
       let identity = session.identity
       if (tokens.claims !== undefined) {
-        const next = identityFromClaims(tokens.claims, options.mapping, log)
+        const next = identityFromClaims(tokens.claims, provider.mapping, log)
         if (next === undefined || next.sub !== identity.sub) {
           log.warn({ event: 'refresh_failed', sid: session.sid }, 'refreshed ID token names another subject')
           return { ok: false, kind: 'rejected', reason: 'subject changed on refresh' }
         }
-        identity = next
+        identity = provider.name === undefined ? next : { ...next, provider: provider.name }
       }
       const refreshToken = tokens.refreshToken ?? rt
       const next: Session = {
@@ -636,7 +785,25 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     }
 
   const revocations = deps.sessionRevocations
-  const isRevoked = (session: Session) => revocations?.isRevoked(session) === true
+  /**
+   * Signed out by id, by user or by provider session. With a providers list, a user and a provider
+   * session are the provider's (`<name>:<sub>`, `<name>:<sid>`: the same sub at two providers is two
+   * people); a bare sub (`gatehouse sessions revoke --user` without `--provider`) covers every provider.
+   */
+  const isRevoked = (session: Session): boolean => {
+    if (revocations === undefined) return false
+    if (revocations.isRevoked(session)) return true
+    if (listed === undefined) return false
+    providerOf(session)
+    const name = session.identity.provider
+    if (name === undefined) return false
+    return revocations.isRevoked({
+      sid: session.sid,
+      identity: { sub: `${name}:${session.identity.sub}` },
+      providerSid: session.providerSid === undefined ? undefined : `${name}:${session.providerSid}`,
+      signedInAt: session.signedInAt,
+    })
+  }
 
   /** A signed-out session's cookie: cleared, a sign-in redirect for a navigation, else 401 `session_revoked`. */
   const sessionRevoked = (cookieHeader: string | undefined) =>
@@ -703,10 +870,32 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     }
     const { session } = read
     if (isRevoked(session)) return { ok: false, response: refuseRevoked(read.token, session, cookieHeader) }
+    const provider = providerOf(session)
+    if (provider === undefined) {
+      // Its provider left the config: the session ends with it (refused from now on: one log line).
+      log.info(
+        { code: 'invalid_session', reason: 'provider no longer configured', sid: session.sid },
+        'session cookie refused',
+      )
+      codec.refuse(read.token, 'expired')
+      const answer = notSignedIn('session_expired', 'The session ended', true, codec.clear(cookieHeader))
+      return { ok: false, response: answer }
+    }
+    if (!accepts(provider)) {
+      // Valid for other apps on this host: kept, and this app asks for a sign-in with one of its own.
+      log.info(
+        { code: 'provider_not_accepted', provider: provider.name, sid: session.sid },
+        'session of a provider this app does not accept',
+      )
+      return {
+        ok: false,
+        response: notSignedIn('provider_not_accepted', 'Sign in with a provider this app accepts', true),
+      }
+    }
     const now = nowSeconds()
     const ate = session.accessTokenExpiresAt ?? Number.POSITIVE_INFINITY
     if (mayRefresh && session.refreshToken !== undefined && ate - now <= refreshBeforeSeconds) {
-      const outcome = await refreshSession(session, cookieHeader)
+      const outcome = await refreshSession(session, cookieHeader, provider)
       if (outcome.ok) {
         return {
           ok: true,
@@ -728,7 +917,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       if (ate <= now) {
         // The provider is unreachable (not refusing): a bounded grace keeps the session, never past its
         // absolute end, and the upstream is told (seed 000).
-        const graceEnd = Math.min(ate + outageGraceSeconds, session.maxExpiresAt)
+        const graceEnd = Math.min(ate + provider.outageGraceSeconds, session.maxExpiresAt)
         if (now < graceEnd) {
           return {
             ok: true,
@@ -873,7 +1062,8 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       )
     }
     // The refresh endpoint found the provider unreachable a moment ago: the same bounded grace as inline.
-    if (now < Math.min(ate + outageGraceSeconds, session.maxExpiresAt)) return 'degraded'
+    const grace = providerOf(session)?.outageGraceSeconds ?? 0
+    if (now < Math.min(ate + grace, session.maxExpiresAt)) return 'degraded'
     log.info({ event: 'session_ended', sid: session.sid, reason: 'outage grace over' }, 'session ended')
     if (token !== undefined) codec.forget(token)
     return notSignedIn(
@@ -954,13 +1144,17 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         },
         'signed out',
       )
+      // The session's own provider (none when it left the config: then only Gatehouse's sign-out).
+      const provider = providerOf(read.session)
       const rt = read.session.refreshToken
-      if (rt !== undefined) {
+      if (rt !== undefined && provider !== undefined) {
         // Best effort; sign-out never waits on a slow provider for more than the revoke call's own timeout.
-        oidc.revoke(rt).catch((err) => log.info({ err: describe(err) }, 'refresh token revocation failed'))
+        provider.oidc
+          .revoke(rt)
+          .catch((err) => log.info({ err: describe(err) }, 'refresh token revocation failed'))
       }
       try {
-        const end = await oidc.endSessionUrl({
+        const end = await provider?.oidc.endSessionUrl({
           idTokenHint: read.session.idToken,
           logoutHint: read.session.identity.sub,
           postLogoutRedirectUri: origin + returnTo,
@@ -977,6 +1171,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
 
   async function backchannelLogout(
     facts: RequestFacts,
+    provider: ActiveProvider,
     verify: NonNullable<GatehouseDeps['logoutToken']>,
   ): Promise<Respond> {
     // §2.8: 400 on any failure (the reason goes to the log, never the token), 200 and no-store on success.
@@ -992,10 +1187,15 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const r = await verify(tokens[0]!)
     if (!r.ok) return refuse(r.reason)
     // §2.6 step 8: each logout token once.
-    if (!(await oneTime.consume(`logout:${r.jti}`, r.replayUntil * 1000))) return refuse('jti replayed')
-    // §2.7: a sid ends that provider session's sessions; a sub alone, every session of the user.
+    const scope = provider.name === undefined ? '' : `${provider.name}:`
+    if (!(await oneTime.consume(`logout:${scope}${r.jti}`, r.replayUntil * 1000)))
+      return refuse('jti replayed')
+    // §2.7: a sid ends that provider session's sessions; a sub alone, every session of the user. With a
+    // providers list, both are this provider's (see isRevoked).
     const entry =
-      r.sid !== undefined ? { kind: 'psid' as const, value: r.sid } : { kind: 'sub' as const, value: r.sub! }
+      r.sid !== undefined
+        ? { kind: 'psid' as const, value: scope + r.sid }
+        : { kind: 'sub' as const, value: scope + r.sub! }
     if (!REVOCABLE.test(entry.value)) return refuse(`${entry.kind} is not 1-255 visible ASCII characters`)
     await endProviderSession(entry, r.signedInBefore, 'backchannel_logout')
     return {
@@ -1033,11 +1233,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   async function frontchannelLogout(
     facts: RequestFacts,
     query: URLSearchParams,
+    provider: ActiveProvider,
     issuer: string,
   ): Promise<Respond> {
     // Front-Channel Logout 1.0 §3: rendered in an iframe of the provider's logout page, so only the
     // provider may frame it (HTML: X-Frame-Options is ignored once a CSP has frame-ancestors).
-    const headers = { 'content-security-policy': frameAncestors }
+    const headers = { 'content-security-policy': provider.frameAncestors }
     const iss = query.get('iss')
     const sid = query.get('sid')
     if (iss !== issuer || sid === null || !REVOCABLE.test(sid)) {
@@ -1052,12 +1253,14 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         headers,
       )
     }
-    await endProviderSession({ kind: 'psid', value: sid }, nowSeconds(), 'frontchannel_logout')
+    const scope = provider.name === undefined ? '' : `${provider.name}:`
+    await endProviderSession({ kind: 'psid', value: scope + sid }, nowSeconds(), 'frontchannel_logout')
     // This browser's cookie, if the browser sent it (SameSite=Lax cookies are not sent to a cross-site
     // iframe): cleared only when it is of the session ended, so a forged link cannot sign anyone out.
     const cookieHeader = facts.header('cookie')
     const read = await codec.read(cookieHeader)
-    const setCookies = read.ok && read.session.providerSid === sid ? codec.clear(cookieHeader) : []
+    const ended = read.ok && read.session.providerSid === sid && providerOf(read.session) === provider
+    const setCookies = ended ? codec.clear(cookieHeader) : []
     if (read.ok && setCookies.length > 0) codec.refuse(read.token, 'revoked')
     return page(
       200,
@@ -1076,29 +1279,54 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const query = new URLSearchParams(search)
     const method = facts.method
     const isGet = method === 'GET' || method === 'HEAD'
-    switch (pathname) {
-      case endpoints.signIn:
+    // The provider a callback or logout is for: the lone one, or with a providers list the one named in
+    // the path (`<endpoint>/<name>`; the bare endpoint is then no endpoint at all).
+    let endpoint = pathname
+    let provider = providers[0]!
+    if (listed !== undefined) {
+      const slash = pathname.lastIndexOf('/')
+      const base = pathname.slice(0, slash)
+      const named = providerByName.get(pathname.slice(slash + 1))
+      const perProvider = (p: string) =>
+        p === endpoints.callback || p === endpoints.backchannelLogout || p === endpoints.frontchannelLogout
+      if (perProvider(pathname)) endpoint = ''
+      else if (perProvider(base)) {
+        // A callback only for a provider this app offers; a logout (verified by the provider) for any.
+        if (named === undefined || (base === endpoints.callback && !accepts(named))) endpoint = ''
+        else {
+          endpoint = base
+          provider = named
+        }
+      }
+    }
+    switch (endpoint) {
+      case endpoints.signIn: {
         if (!isGet) break
         // Behind forward-auth, nginx can hand over the original request URI as a header instead of
         // an rd parameter it cannot URL-encode. Either way only a same-origin path is accepted.
-        return startSignIn(
-          facts,
-          safeReturnPath(
-            query.get('rd') ?? facts.header('x-forwarded-uri') ?? facts.header('x-original-uri'),
-          ),
+        const rd = safeReturnPath(
+          query.get('rd') ?? facts.header('x-forwarded-uri') ?? facts.header('x-original-uri'),
         )
+        const choice = query.get('provider')
+        if (listed === undefined) return startSignIn(facts, rd)
+        if (choice === null) return offered.length === 1 ? startSignIn(facts, rd) : chooser(facts, rd)
+        const chosen = providerByName.get(choice)
+        if (chosen === undefined || !accepts(chosen))
+          return chooser(facts, rd, 400, 'There is no such way to sign in here. Choose one of these.')
+        return startSignIn(facts, rd, [], chosen)
+      }
       case endpoints.callback:
         if (!isGet) break
-        return callback(facts, query)
+        return callback(facts, query, provider)
       case endpoints.signOut:
         if (!isGet && method !== 'POST') break
         return signOut(facts, query)
       case endpoints.backchannelLogout:
-        if (method !== 'POST' || deps.logoutToken === undefined || revocations === undefined) break
-        return backchannelLogout(facts, deps.logoutToken)
+        if (method !== 'POST' || provider.logoutToken === undefined || revocations === undefined) break
+        return backchannelLogout(facts, provider, provider.logoutToken)
       case endpoints.frontchannelLogout:
-        if (!isGet || options.providerIssuer === undefined || revocations === undefined) break
-        return frontchannelLogout(facts, query, options.providerIssuer)
+        if (!isGet || provider.issuer === undefined || revocations === undefined) break
+        return frontchannelLogout(facts, query, provider, provider.issuer)
       case endpoints.refresh: {
         if (!isGet && method !== 'POST') break
         // Redirect mode: a navigation here was bounced by check-auth; it gets redirects, never JSON.
@@ -1111,11 +1339,13 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
             : sessionRevoked(facts.header('cookie'))
           return answer(facts, rd, bounced)
         }
-        if (!read.ok || read.session.refreshToken === undefined) {
+        // A session of a provider gone from the config, or that this app does not accept: nothing to refresh.
+        const of = read.ok ? providerOf(read.session) : undefined
+        if (!read.ok || read.session.refreshToken === undefined || of === undefined || !accepts(of)) {
           if (bounced) return startSignIn(facts, rd, read.ok ? [] : codec.clear(facts.header('cookie')))
           return unauthorized(realm, 'missing_credentials', 'No session to refresh', false)
         }
-        const outcome = await refreshSession(read.session, facts.header('cookie'))
+        const outcome = await refreshSession(read.session, facts.header('cookie'), of)
         if (!outcome.ok) {
           if (outcome.kind === 'unavailable' && bounced) {
             const until = nowSeconds() + REFRESH_WAIT_SECONDS
@@ -1126,7 +1356,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
             return redirect(rd, [wait], 'refresh_deferred')
           }
           if (outcome.kind === 'unavailable')
-            return providerDown(facts, outcome.error ?? new Error(outcome.reason))
+            return providerDown(facts, outcome.error ?? new Error(outcome.reason), of)
           if (bounced) {
             // Two tabs bounced here with the same cookie can reach different instances (Lambda@Edge shares
             // no single-flight): with refresh-token rotation the loser gets invalid_grant while the winner's
@@ -1188,6 +1418,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
             groups: id.groups,
             preferred_username: id.preferredUsername,
             name: id.name,
+            ...(id.provider === undefined ? {} : { provider: id.provider }),
           },
           {},
           auth.setCookies,
@@ -1290,6 +1521,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         if (
           pathname === endpoints.signIn ||
           pathname === endpoints.callback ||
+          pathname.startsWith(`${endpoints.callback}/`) ||
           pathname === endpoints.refresh
         ) {
           const byEndpoint = await limit(facts, 'auth_endpoint', facts.clientAddress)

@@ -20,6 +20,12 @@ export interface Identity {
    * {@link claimsForHeaders}). Only those: a session keeps them in its cookie.
    */
   claims?: Readonly<Record<string, string>> | undefined
+  /**
+   * The name of the provider that signed the user in, with a config `providers` list (docs/providers.md);
+   * undefined with a lone `provider`. Sent as X-Auth-Request-Provider: the same `sub` at two providers is
+   * two people.
+   */
+  provider?: string | undefined
 }
 
 export interface IdentityMapping {
@@ -206,5 +212,6 @@ function buildIdentityHeaders(identity: Identity): Record<string, string> {
   if (identity.scopes !== undefined && identity.scopes.length > 0) {
     h['x-auth-request-scopes'] = headerSafe(identity.scopes.join(' '))
   }
+  if (identity.provider !== undefined) h['x-auth-request-provider'] = identity.provider
   return h
 }

@@ -122,6 +122,7 @@ function toSession(p: Record<string, unknown>): Session | undefined {
       preferredUsername: str('pun'),
       name: str('nm'),
       ...(clm === undefined ? {} : { claims: clm }),
+      ...(typeof p['idp'] === 'string' ? { provider: p['idp'] } : {}),
     },
     signedInAt: sia,
     expiresAt: exp,
@@ -249,6 +250,7 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
       if (id.name !== undefined) claims['nm'] = id.name
       // identity.headers_from_claims: only the configured claims, each at most 1 KB (docs/configuration.md).
       if (id.claims !== undefined) claims['clm'] = id.claims
+      if (id.provider !== undefined) claims['idp'] = id.provider
       claims['sia'] = session.signedInAt
       claims['mx'] = session.maxExpiresAt
       if (session.accessToken !== undefined) claims['at'] = session.accessToken

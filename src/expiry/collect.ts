@@ -1,4 +1,5 @@
 import { createHmac, randomBytes, type X509Certificate } from 'node:crypto'
+import { providerList } from '../config/providers.ts'
 import type { Config } from '../config/schema.ts'
 import type { KeyInfo } from '../keys/key-ring.ts'
 import { providerCacheKeys } from '../keys/provider-cache.ts'
@@ -59,17 +60,29 @@ function targetOf(
  * The https endpoints of the provider (issuer, JWKS, token endpoint) and the upstream, one per host:port;
  * one named by the config is `config` even when the discovery document names it too.
  */
-export function tlsTargets(config: Config, discovery: Record<string, unknown> | undefined): TLSTarget[] {
+export function tlsTargets(
+  config: Config,
+  discovery: Record<string, unknown> | undefined | ReadonlyMap<string, Record<string, unknown> | undefined>,
+): TLSTarget[] {
+  // With a providers list each is labelled by name, with its own discovery document.
+  const listed = config.providers !== undefined
+  const documents =
+    discovery instanceof Map ? discovery : new Map([[providerList(config)[0]!.name, discovery]])
   const candidates = [
-    targetOf(config.provider.issuer, 'provider', 'provider', 'config'),
+    ...providerList(config).map((p) =>
+      targetOf(p.config.issuer, 'provider', listed ? `provider ${p.name}` : 'provider', 'config'),
+    ),
     ...(config.apps === undefined
       ? [targetOf(config.upstream ?? '', 'upstream', 'upstream', 'config')]
       : config.apps.map((a) => targetOf(a.upstream, 'upstream', `upstream (app ${a.name})`, 'config'))),
-    ...['jwks_uri', 'token_endpoint'].map((k) =>
-      typeof discovery?.[k] === 'string'
-        ? targetOf(discovery[k] as string, 'provider', 'provider', 'discovery')
-        : undefined,
-    ),
+    ...providerList(config).flatMap((p) => {
+      const doc = documents.get(p.name)
+      return ['jwks_uri', 'token_endpoint'].map((k) =>
+        typeof doc?.[k] === 'string'
+          ? targetOf(doc[k] as string, 'provider', listed ? `provider ${p.name}` : 'provider', 'discovery')
+          : undefined,
+      )
+    }),
   ]
   const seen = new Map<string, TLSTarget>()
   for (const t of candidates)
@@ -165,42 +178,43 @@ export async function collectInventory(o: CollectOptions): Promise<Inventory> {
 
   entries.push(...apiTokenEntries(await store.listTokens({ now: now - 86_400 }), now, o.warnSeconds))
 
-  const keys = providerCacheKeys(config.provider.issuer)
-  const discovery = await store.getCached(keys.discovery)
-  const jwks = await store.getCached(keys.jwks)
-  const discoveryDoc = parseJSON(discovery?.value)
-  const cache = config.provider.cache
-  if (discovery !== undefined) {
-    entries.push(
-      providerCacheEntry(
-        'discovery',
-        discovery.fetchedAt,
-        now,
-        cache.refresh_after,
-        cache.stale_if_error,
-        'store (provider copies)',
-      ),
-    )
-  }
-  if (jwks !== undefined) {
-    entries.push(
-      providerCacheEntry(
-        'jwks',
-        jwks.fetchedAt,
-        now,
-        cache.refresh_after,
-        cache.stale_if_error,
-        'store (provider copies)',
-      ),
-    )
-    const set = parseJSON(jwks.value)
-    if (set !== undefined && Array.isArray(set['keys'])) {
-      const uri = typeof discoveryDoc?.['jwks_uri'] === 'string' ? discoveryDoc['jwks_uri'] : 'provider JWKS'
-      entries.push(...providerKeyEntries({ keys: set['keys'] as unknown[] }, jwks.fetchedAt, uri))
+  // Each provider's persisted copies and keys (with a providers list, named in the detail).
+  const discoveries = new Map<string, Record<string, unknown> | undefined>()
+  const listed = config.providers !== undefined
+  for (const { name, config: provider } of providerList(config)) {
+    const where = listed ? `store (provider ${name} copies)` : 'store (provider copies)'
+    const keys = providerCacheKeys(provider.issuer)
+    const discovery = await store.getCached(keys.discovery)
+    const jwks = await store.getCached(keys.jwks)
+    const discoveryDoc = parseJSON(discovery?.value)
+    discoveries.set(name, discoveryDoc)
+    const cache = provider.cache
+    if (discovery !== undefined) {
+      entries.push(
+        providerCacheEntry(
+          'discovery',
+          discovery.fetchedAt,
+          now,
+          cache.refresh_after,
+          cache.stale_if_error,
+          where,
+        ),
+      )
+    }
+    if (jwks !== undefined) {
+      entries.push(
+        providerCacheEntry('jwks', jwks.fetchedAt, now, cache.refresh_after, cache.stale_if_error, where),
+      )
+      const set = parseJSON(jwks.value)
+      if (set !== undefined && Array.isArray(set['keys'])) {
+        const uri =
+          typeof discoveryDoc?.['jwks_uri'] === 'string' ? discoveryDoc['jwks_uri'] : `provider ${name} JWKS`
+        entries.push(...providerKeyEntries({ keys: set['keys'] as unknown[] }, jwks.fetchedAt, uri))
+      }
     }
   }
 
-  for (const target of tlsTargets(config, discoveryDoc)) {
+  for (const target of tlsTargets(config, discoveries)) {
     let cert: ObservedCertificate | undefined = o.tls.observer.get(target.host, target.port)
     const mayProbe = target.source === 'config' || o.tls.observer.seenInHandshake(target.host, target.port)
     let why = mayProbe
@@ -242,8 +256,9 @@ export async function collectInventory(o: CollectOptions): Promise<Inventory> {
     }
   }
 
-  if (config.provider.client_secret_expires !== undefined) {
-    entries.push(clientSecretEntry(config.provider.client_id, config.provider.client_secret_expires, now))
+  for (const { config: provider } of providerList(config)) {
+    if (provider.client_secret_expires !== undefined)
+      entries.push(clientSecretEntry(provider.client_id, provider.client_secret_expires, now))
   }
   return { generatedAt: now, entries: soonestFirst(entries) }
 }

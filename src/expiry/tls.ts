@@ -11,6 +11,8 @@ import {
 } from 'node:tls'
 import { buildConnector } from 'undici'
 import { ConfigError } from '../config/errors.ts'
+import { providerList } from '../config/providers.ts'
+import type { Config } from '../config/schema.ts'
 
 /** A TLS certificate as a peer presented it in a handshake. Times in seconds since the epoch. */
 export interface ObservedCertificate {
@@ -236,4 +238,18 @@ export function readCAFile(file: string | undefined, baseDir: string, key: strin
   } catch (err) {
     throw new ConfigError('config', [{ path: key, message: (err as Error).message }])
   }
+}
+
+/**
+ * Every provider's `ca` (config `provider` or `providers`), read: what provider connections trust besides
+ * Node's roots. Undefined when none has one (an empty list would trust nothing at all).
+ */
+export function providerCAs(
+  config: Pick<Config, 'provider' | 'providers'>,
+  baseDir: string,
+): string[] | undefined {
+  const pems = providerList(config).flatMap(
+    ({ path, config: p }) => readCAFile(p.ca, baseDir, `${path}.ca`) ?? [],
+  )
+  return pems.length === 0 ? undefined : pems
 }

@@ -142,6 +142,7 @@ log: { level: error }
       ['sessions', 'revoke'],
       ['sessions', 'revoke', 'cli-s-9', '--user', 'alice'],
       ['sessions', 'list'],
+      ['sessions', 'revoke', 'cli-s-9', '--provider', 'corp'],
     ]) {
       const r = await cli(...args)
       assert.equal(r.status, 1, args.join(' '))
@@ -150,6 +151,10 @@ log: { level: error }
     const bad = await cli('sessions', 'revoke', 'has space')
     assert.equal(bad.status, 1)
     assert.match(bad.stderr, /SID must be 1-255 visible ASCII characters/)
+    // This config has a lone provider: --provider names nothing.
+    const noList = await cli('sessions', 'revoke', '--user', 'alice', '--provider', 'corp')
+    assert.equal(noList.status, 1)
+    assert.match(noList.stderr, /--provider corp is not in the config's providers \(it has none\)/)
     const list = await cli('sessions', 'list-revoked', '--json')
     assert.equal((JSON.parse(list.stdout) as unknown[]).length, 2)
   })

@@ -73,6 +73,14 @@ export async function createFetchHandler(
       { path: 'apps', message: 'is served by the Node gateway only: the fetch handler takes one upstream' },
     ])
   }
+  if (config.providers !== undefined) {
+    throw new ConfigError('config', [
+      {
+        path: 'providers',
+        message: 'is served by the Node gateway only: the fetch handler takes one provider',
+      },
+    ])
+  }
   const fetchImpl = options.fetch ?? fetch
   let held = 0
   const upstream = new URL(config.upstream)
