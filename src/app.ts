@@ -13,7 +13,7 @@ import { createAdminServer } from './admin/admin-server.ts'
 import { createMetrics, type Metrics } from './admin/metrics.ts'
 import { createOffenders } from './admin/offenders.ts'
 import { renderStatusPage, type StoreState } from './admin/status-page.ts'
-import { openApps } from './apps.ts'
+import { openApps, sharedSignInOf } from './apps.ts'
 import { type AssembledProvider, assembleCore, type KeptProvider } from './assemble.ts'
 import { detectExpiryCliff, effectiveLifetimes } from './config/lifetimes.ts'
 import { resolveCoreSecrets, resolveSecret } from './config/load.ts'
@@ -197,6 +197,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     resolved: ReturnType<typeof resolveCoreSecrets>,
     keep: { limiter: RateLimiter; providers?: ReadonlyMap<string, KeptProvider> },
     acceptProviders?: readonly string[],
+    sharedSignIn?: ReturnType<typeof sharedSignInOf>,
   ) =>
     assembleCore(config, {
       clock,
@@ -204,6 +205,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       log: services.log,
       secrets: resolved,
       acceptProviders,
+      sharedSignIn,
       keep: { oneTime, providers: keep.providers },
       cacheStore: services.store,
       sessionRevocations: services.sessions,
@@ -240,7 +242,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     providerGuard: guard,
     providers,
     securityHeaders,
-  } = await buildCore(config, initialSecrets, { limiter })
+  } = await buildCore(config, initialSecrets, { limiter }, undefined, sharedSignInOf(config))
   /** Each provider's copies and breaker, by name: what apps and an unchanged provider share. */
   const keptOf = (list: readonly AssembledProvider[]) =>
     new Map(list.map((p) => [p.name, { cache: p.cache, guard: p.guard }]))
@@ -281,19 +283,23 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       bodyTimeoutMs: config.upstream_timeouts.body * 1000,
     })
   // Config `apps`: a core per app sharing the long-lived parts, a pool per upstream (docs/apps.md).
+  // With session.cookie_domain, the top-level core (at public_url) is where every app's users sign in.
   const openAppsOf = (
     config: Config,
     resolved: ReturnType<typeof resolveCoreSecrets>,
     keep: Parameters<typeof buildCore>[2],
+    top: Gatehouse,
   ) =>
     config.apps === undefined
       ? undefined
       : openApps(config, {
-          core: async (c, accept) => (await buildCore(c, resolved, keep, accept)).gatehouse,
+          core: async (c, accept) =>
+            (await buildCore(c, resolved, keep, accept, sharedSignInOf(config))).gatehouse,
           upstream: openUpstream,
           log,
+          signIn: config.session.cookie_domain === undefined ? undefined : top,
         })
-  let apps = await openAppsOf(config, initialSecrets, { limiter, providers: keptOf(providers) })
+  let apps = await openAppsOf(config, initialSecrets, { limiter, providers: keptOf(providers) }, gatehouse)
   let upstream = apps === undefined ? openUpstream(config) : apps.apps[0]!.upstream
   const offenders = createOffenders(() => clock.now())
   const webhook = config.alerts.webhook
@@ -388,12 +394,20 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
           .filter(([name, settings]) => isDeepStrictEqual(settings, before.get(name)))
           .map(([name]) => [name, keptOf(providers).get(name)!]),
       )
-      const core = await buildCore(next, resolved, { limiter: nextLimiter, providers: kept })
+      const core = await buildCore(
+        next,
+        resolved,
+        { limiter: nextLimiter, providers: kept },
+        undefined,
+        sharedSignInOf(next),
+      )
       // Apps are built again on every reload (their cores depend on top-level keys too), pools included.
-      const nextApps = await openAppsOf(next, resolved, {
-        limiter: nextLimiter,
-        providers: keptOf(core.providers),
-      })
+      const nextApps = await openAppsOf(
+        next,
+        resolved,
+        { limiter: nextLimiter, providers: keptOf(core.providers) },
+        core.gatehouse,
+      )
       const sameUpstream =
         nextApps === undefined &&
         next.upstream === running.upstream &&

@@ -13,6 +13,19 @@ import type { Logger } from './core/ports.ts'
 
 type AppConfig = NonNullable<Config['apps']>[number]
 
+/**
+ * With `session.cookie_domain`: sign-in at public_url's origin for every app, and the origins it may send
+ * a browser back to (public_url's and every app's).
+ */
+export function sharedSignInOf(
+  config: Pick<Config, 'public_url' | 'session' | 'apps'>,
+): { origin: string; returnOrigins: string[] } | undefined {
+  if (config.session.cookie_domain === undefined) return undefined
+  const origin = new URL(config.public_url).origin
+  const apps = (config.apps ?? []).map((a) => appPublicUrl(config, a).origin)
+  return { origin, returnOrigins: [...new Set([origin, ...apps])] }
+}
+
 /** An app's public URL: its host, with public_url's scheme and port. */
 export function appPublicUrl(config: Pick<Config, 'public_url'>, app: Pick<AppConfig, 'host'>): URL {
   const url = new URL(config.public_url)
@@ -54,6 +67,11 @@ export interface OpenAppsOptions {
   log: Logger
   /** Prefix of Gatehouse's own endpoints. Default `/oauth2`. */
   prefix?: string
+  /**
+   * With `session.cookie_domain`: what answers Gatehouse's own endpoints at public_url's host when no app
+   * is there (the sign-in every app sends browsers to).
+   */
+  signIn?: Gatehouse | undefined
 }
 
 export interface OpenedApps {
@@ -87,9 +105,23 @@ export async function openApps(config: Config, options: OpenAppsOptions): Promis
     apps.push(served)
     entries.push({ host: app.host, pathPrefix: app.path_prefix, app: served })
   }
+  const publicHost = new URL(config.public_url).hostname
   const route = createAppRouter(createAppSelector(entries), {
     prefix: options.prefix ?? '/oauth2',
     log: options.log,
+    signInHost:
+      options.signIn === undefined || list.some((a) => a.host === publicHost)
+        ? undefined
+        : {
+            host: publicHost,
+            // Its core never passes a request upstream (it answers /oauth2 and the JWKS only).
+            app: {
+              name: 'sign-in',
+              gatehouse: options.signIn,
+              upstream: apps[0]!.upstream,
+              publicHost: new URL(config.public_url).host,
+            },
+          },
   })
   return {
     route,

@@ -57,6 +57,11 @@ export interface AssembleOptions {
   }
   /** With a providers list: the names this core (an app's) accepts and offers; default every one. */
   acceptProviders?: readonly string[] | undefined
+  /**
+   * With `session.cookie_domain`: where sign-in happens (public_url's origin, which an app's config no
+   * longer has) and the origins a browser may be sent back to (every app's). See GatehouseOptions.
+   */
+  sharedSignIn?: { origin: string; returnOrigins: readonly string[] } | undefined
   /** Where the provider's copies are kept (SQLite in the Node gateway, memory at the edge). */
   cacheStore: CacheStore
   fetch: typeof fetch
@@ -149,11 +154,16 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       },
     ])
   }
+  const domain = config.session.cookie_domain
   const codec = await createSessionCodec({
     secrets: options.secrets.session,
-    // RFC 6265bis §4.1.3.2: __Host- pins the cookie to this host, path / and Secure.
-    cookieName: secure ? `__Host-${config.session.cookie_name}` : config.session.cookie_name,
+    // RFC 6265bis §4.1.3.2: __Host- pins the cookie to this host, path / and Secure; a cookie for a whole
+    // domain (session.cookie_domain) can only be __Secure-.
+    cookieName: secure
+      ? `${domain === undefined ? '__Host-' : '__Secure-'}${config.session.cookie_name}`
+      : config.session.cookie_name,
     secure,
+    domain,
     clock,
   })
   // Each provider has its own breaker and bulkhead, copies, client and verifiers: one down leaves the
@@ -291,6 +301,10 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       providerIssuer: config.provider.issuer,
       assertion: assertion.enabled ? { audience: assertion.audience ?? publicUrl.origin } : undefined,
       providers: listed ? options.acceptProviders : undefined,
+      sharedSignIn:
+        domain === undefined
+          ? undefined
+          : (options.sharedSignIn ?? { origin: publicUrl.origin, returnOrigins: [publicUrl.origin] }),
     },
     {
       clock,

@@ -17,6 +17,7 @@ export function describeConfig(config: Config): { text: string; warnings: string
   const warnings: string[] = []
   const publicUrl = new URL(config.public_url)
   const secure = publicUrl.protocol === 'https:'
+  const domain = config.session.cookie_domain
   const listed = config.providers !== undefined
   // With a providers list, each provider has its own callback path (register each at its provider).
   const callbacks = (origin: string, only?: readonly string[]) =>
@@ -27,10 +28,17 @@ export function describeConfig(config: Config): { text: string; warnings: string
       : [`${origin}/oauth2/callback`]
   // Logout endpoints are served on every app host; public_url's own host serves none with apps.
   const logoutOrigin =
-    config.apps === undefined ? publicUrl.origin : appPublicUrl(config, config.apps[0]!).origin
+    config.apps === undefined || domain !== undefined
+      ? publicUrl.origin
+      : appPublicUrl(config, config.apps[0]!).origin
   if (config.apps === undefined) {
     lines.push(`public URL     ${publicUrl.origin}  (callback ${callbacks(publicUrl.origin).join(', ')})`)
     lines.push(`upstream       ${config.upstream}`)
+  } else if (domain !== undefined) {
+    lines.push(
+      `public URL     ${publicUrl.origin}  (sign-in for every app; callback ${callbacks(publicUrl.origin).join(', ')})`,
+    )
+    lines.push(`apps           ${config.apps.length}; one session for all of them (cookie Domain=${domain})`)
   } else {
     lines.push(`public URL     ${publicUrl.origin}  (serves no app unless one is at its host)`)
     lines.push(`apps           ${config.apps.length}; register every callback below at the provider`)
@@ -54,7 +62,7 @@ export function describeConfig(config: Config): { text: string; warnings: string
     `listen         ${config.listen.host}:${config.listen.port}   admin ${config.admin.host}:${config.admin.port}`,
   )
   lines.push(
-    `session cookie ${secure ? `__Host-${config.session.cookie_name}` : config.session.cookie_name}  (HttpOnly, SameSite=Lax${secure ? ', Secure' : ', not Secure: http only for localhost'})`,
+    `session cookie ${secure ? `${domain === undefined ? '__Host-' : '__Secure-'}${config.session.cookie_name}` : config.session.cookie_name}  (HttpOnly, SameSite=Lax${secure ? ', Secure' : ', not Secure: http only for localhost'}${domain === undefined ? ', this host only' : `, Domain=${domain}: one sign-in at ${publicUrl.origin} for every app`})`,
   )
   lines.push(
     `session        refreshed ${formatDuration(config.session.refresh_before)} before the provider's access token expires`,
@@ -86,7 +94,7 @@ export function describeConfig(config: Config): { text: string; warnings: string
     const url = appPublicUrl(config, app).origin
     lines.push('')
     lines.push(`App ${app.name}: ${url}${app.path_prefix === '/' ? '' : app.path_prefix} -> ${app.upstream}`)
-    for (const c of callbacks(url, app.providers)) lines.push(`  callback ${c}`)
+    if (domain === undefined) for (const c of callbacks(url, app.providers)) lines.push(`  callback ${c}`)
     if (app.providers !== undefined) lines.push(`  providers ${app.providers.join(', ')} (others refused)`)
     lines.push(
       `  identity: access token ${(app.identity.pass_access_token ?? config.identity.pass_access_token) ? 'passed' : 'not passed'}`,

@@ -392,6 +392,18 @@ const configObject = z.strictObject({
       .string()
       .regex(/^[A-Za-z0-9_-]{1,32}$/)
       .default('gatehouse'),
+    /**
+     * One sign-in for every app under this domain (docs/apps.md): the session cookie goes to it and every
+     * host under it (`__Secure-` over https), and signing in happens at public_url. Absent: per app host.
+     */
+    cookie_domain: z
+      .string()
+      .regex(
+        /^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/,
+        'expected a domain name with at least two labels, e.g. apps.example.com',
+      )
+      .transform((d) => d.replace(/^\./, '').toLowerCase())
+      .optional(),
   }),
   /**
    * Every credential class declares both lifetimes; there are no defaults (seed 001: a hidden 32-day

@@ -103,6 +103,23 @@ export function validateConfig(input: unknown, file = 'config'): Config {
     })
   }
   const publicUrl = new URL(config.public_url)
+  // A shared cookie reaches public_url (where sign-in happens) and every app only if all are under it.
+  const domain = config.session.cookie_domain
+  if (domain !== undefined) {
+    const under = (host: string) => host === domain || host.endsWith(`.${domain}`)
+    if (!under(publicUrl.hostname))
+      problems.push({
+        path: 'session.cookie_domain',
+        message: `expected a domain public_url's host (${publicUrl.hostname}) is in: sign-in happens there, got ${domain}`,
+      })
+    config.apps?.forEach((app, i) => {
+      if (!under(app.host))
+        problems.push({
+          path: `apps[${i}].host`,
+          message: `expected a host under session.cookie_domain ${domain}, got ${app.host}`,
+        })
+    })
+  }
   // Apps take public_url's scheme: over http, only names that are this machine (RFC 6761 §6.3).
   if (publicUrl.protocol === 'http:') {
     config.apps?.forEach((app, i) => {
@@ -113,7 +130,9 @@ export function validateConfig(input: unknown, file = 'config'): Config {
         })
     })
   }
-  if (publicUrl.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(publicUrl.hostname)) {
+  // RFC 6761 §6.3: names under .localhost are this machine too (a dev setup with app hosts under one).
+  const local = (h: string) => ['localhost', '127.0.0.1', '[::1]'].includes(h) || h.endsWith('.localhost')
+  if (publicUrl.protocol === 'http:' && !local(publicUrl.hostname)) {
     problems.push({
       path: 'public_url',
       message: `expected https (http only for localhost), got ${config.public_url}`,

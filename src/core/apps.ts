@@ -106,10 +106,15 @@ export function createAppSelector<T>(entries: readonly AppEntry<T>[]): AppSelect
 
 const JWKS_PATH = '/.well-known/jwks.json'
 
-export interface AppRouterOptions {
+export interface AppRouterOptions<T> {
   /** Prefix of Gatehouse's own endpoints (`/oauth2`); `<prefix>/auth` is forward-auth. */
   prefix: string
   log: Logger
+  /**
+   * With a shared cookie domain: the host where sign-in happens (public_url's) when no app is at it. It
+   * answers Gatehouse's own endpoints only; any other path there is 404 `no_app`.
+   */
+  signInHost?: { host: string; app: T } | undefined
 }
 
 /**
@@ -120,9 +125,13 @@ export interface AppRouterOptions {
  */
 export function createAppRouter<T>(
   selector: AppSelector<T>,
-  options: AppRouterOptions,
+  options: AppRouterOptions<T>,
 ): (facts: RequestFacts) => T | Respond {
   const { log } = options
+  const signInHost = options.signInHost
+  const ownerOf = (host: string | undefined): T | undefined =>
+    selector.ownerOf(host) ??
+    (signInHost !== undefined && appHostOf(host) === signInHost.host ? signInHost.app : undefined)
   const ownPrefix = `${options.prefix}/`
   const authPath = `${options.prefix}/auth`
 
@@ -144,7 +153,7 @@ export function createAppRouter<T>(
     const host = facts.header('host')
     const target = normalizePath(facts.url)
     // A path no app can judge: the host's owner answers it (400 bad_path).
-    if (target === undefined) return selector.ownerOf(host) ?? misdirected(facts, host)
+    if (target === undefined) return ownerOf(host) ?? misdirected(facts, host)
     const { pathname } = target
     if (pathname === authPath) {
       const forwardedHost = facts.header('x-forwarded-host')
@@ -170,12 +179,12 @@ export function createAppRouter<T>(
       })
     }
     if (pathname.startsWith(ownPrefix) || pathname === JWKS_PATH)
-      return selector.ownerOf(host) ?? misdirected(facts, host)
+      return ownerOf(host) ?? misdirected(facts, host)
     // Chosen on the form rules match (`/ops;x/y` and `/ops./y` are `/ops/y`), so a path an upstream
     // reads as under a prefix is judged by that prefix's app.
     const app = selector.select(host, matchingPath(pathname))
     if (app !== undefined) return app
-    if (selector.ownerOf(host) === undefined) return misdirected(facts, host)
+    if (ownerOf(host) === undefined) return misdirected(facts, host)
     log.info({ code: 'no_app' }, 'request refused: no app at this path')
     return problem(facts, 404, 'no_app', 'Not found', 'No app is served at this address.')
   }

@@ -119,11 +119,14 @@ export interface CookieAttributes {
   maxAgeSeconds?: number
   sameSite?: 'Lax' | 'Strict' | 'None'
   path?: string
+  /** Sent to this domain and every host under it (config `session.cookie_domain`); absent: host-only. */
+  domain?: string | undefined
 }
 
-/** A Set-Cookie value. Always HttpOnly and host-only (no Domain), Path=/ unless told otherwise. */
+/** A Set-Cookie value. Always HttpOnly, host-only unless given a Domain, Path=/ unless told otherwise. */
 export function serializeCookie(name: string, value: string, attrs: CookieAttributes): string {
   let out = `${name}=${value}; Path=${attrs.path ?? '/'}; HttpOnly; SameSite=${attrs.sameSite ?? 'Lax'}`
+  if (attrs.domain !== undefined) out += `; Domain=${attrs.domain}`
   if (attrs.secure) out += '; Secure'
   if (attrs.maxAgeSeconds !== undefined) out += `; Max-Age=${Math.max(0, Math.floor(attrs.maxAgeSeconds))}`
   return out

@@ -36,7 +36,7 @@ import type {
   SessionRevocations,
   TokenResult,
 } from './ports.ts'
-import { safeReturnPath } from './return-to.ts'
+import { safeReturnPath, safeReturnTo } from './return-to.ts'
 import {
   type Access,
   compileRoutePolicy,
@@ -104,6 +104,12 @@ export interface GatehouseOptions {
    * the chooser's order. Default: every one.
    */
   providers?: readonly string[] | undefined
+  /**
+   * Config `session.cookie_domain`: one session for every app under the domain, signed in at `origin`
+   * (public_url). A core at another origin sends a browser to `<origin><prefix>/sign_in?rd=<absolute
+   * URL>`; every core accepts an absolute return URL of `returnOrigins` (the app origins) besides paths.
+   */
+  sharedSignIn?: { origin: string; returnOrigins: readonly string[] } | undefined
 }
 
 /** One entry of a config `providers` list as the core uses it (built by src/assemble.ts). */
@@ -235,6 +241,11 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   }
   const realm = options.realm ?? 'gatehouse'
   const signOutRedirect = safeReturnPath(options.signOutRedirectPath ?? '/')
+  // A shared cookie domain: where sign-in happens, and the origins a browser may be sent back to.
+  const shared = options.sharedSignIn
+  const returnOrigins = new Set(shared?.returnOrigins ?? [])
+  const returnToOf = (candidate: string | null | undefined, fallback = '/') =>
+    safeReturnTo(candidate, returnOrigins, fallback)
   const matchRoute = compileRoutePolicy(options.routes)
   const cookieName = codec.cookieName
   const stateCookiePrefix = `${cookieName}-state-`
@@ -406,6 +417,9 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     setCookies: string[] = [],
     chosen: ActiveProvider | undefined = offered.length === 1 ? offered[0] : undefined,
   ): Promise<Respond> {
+    // A shared cookie domain: sign-in happens at public_url, which sends the browser back here.
+    if (shared !== undefined && shared.origin !== origin)
+      return signInElsewhere(returnTo, setCookies, chosen?.name ?? null)
     // Several providers and none chosen: the chooser page, at the sign-in endpoint.
     if (chosen === undefined)
       return redirect(`${endpoints.signIn}?rd=${encodeURIComponent(returnTo)}`, setCookies, 'choose_provider')
@@ -462,6 +476,16 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     )
     cookies.push(loopSet)
     return redirect(location, cookies, 'sign_in')
+  }
+
+  /** To the sign-in at the shared cookie domain's origin, with the way back as an absolute URL. */
+  function signInElsewhere(returnTo: string, setCookies: string[], provider: string | null): Respond {
+    const back = returnTo.startsWith('/') ? origin + returnTo : returnTo
+    let location = `${shared!.origin}${endpoints.signIn}?rd=${encodeURIComponent(back)}`
+    // An app that offers one provider (or a link naming one) skips the chooser there too.
+    const named = provider ?? (listed !== undefined && offered.length === 1 ? offered[0]!.name! : null)
+    if (named !== null) location += `&provider=${encodeURIComponent(named)}`
+    return redirect(location, setCookies, 'sign_in_elsewhere')
   }
 
   function providerDown(facts: RequestFacts, err: unknown, provider?: ActiveProvider): Respond {
@@ -564,7 +588,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         clearState,
       )
     }
-    const returnTo = safeReturnPath(typeof data['r'] === 'string' ? data['r'] : '/')
+    const returnTo = returnToOf(typeof data['r'] === 'string' ? data['r'] : '/')
     const providerError = query.get('error')
     if (providerError !== null) {
       // RFC 6749 §4.1.2.1: the provider refused or the user cancelled.
@@ -1117,7 +1141,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
       cookies.push(clearCookie(name, cookieAttrs))
     if (readCookie(cookieHeader, refreshWaitCookie) !== undefined)
       cookies.push(clearCookie(refreshWaitCookie, cookieAttrs))
-    const returnTo = safeReturnPath(query.get('rd'), signOutRedirect)
+    const returnTo = returnToOf(query.get('rd'), signOutRedirect)
     let location = returnTo
     if (read.ok) {
       // Server-side: this session is refused from now on, here and (once stored) on every instance, even
@@ -1157,7 +1181,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         const end = await provider?.oidc.endSessionUrl({
           idTokenHint: read.session.idToken,
           logoutHint: read.session.identity.sub,
-          postLogoutRedirectUri: origin + returnTo,
+          postLogoutRedirectUri: returnTo.startsWith('/') ? origin + returnTo : returnTo,
         })
         if (end !== undefined) location = end
       } catch (err) {
@@ -1304,10 +1328,11 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         if (!isGet) break
         // Behind forward-auth, nginx can hand over the original request URI as a header instead of
         // an rd parameter it cannot URL-encode. Either way only a same-origin path is accepted.
-        const rd = safeReturnPath(
+        const rd = returnToOf(
           query.get('rd') ?? facts.header('x-forwarded-uri') ?? facts.header('x-original-uri'),
         )
         const choice = query.get('provider')
+        if (shared !== undefined && shared.origin !== origin) return signInElsewhere(rd, [], choice)
         if (listed === undefined) return startSignIn(facts, rd)
         if (choice === null) return offered.length === 1 ? startSignIn(facts, rd) : chooser(facts, rd)
         const chosen = providerByName.get(choice)

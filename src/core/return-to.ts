@@ -53,3 +53,36 @@ function isOwnPath(path: string): boolean {
   const second = path.charCodeAt(1)
   return second !== 0x2f && second !== 0x5c
 }
+
+/**
+ * {@link safeReturnPath}, and also an absolute URL of one of `origins` (the app origins under a shared
+ * cookie domain, where the central sign-in sends a browser back to): compared exactly, scheme, host and
+ * port (no user info, no `\` in the authority, no control character), and returned as the URL parser
+ * has it. Anything else falls back.
+ *
+ * @example
+ * const apps = new Set(['https://wiki.example.com'])
+ * safeReturnTo('https://wiki.example.com/a?b', apps) // 'https://wiki.example.com/a?b'
+ * safeReturnTo('https://evil.example/a', apps) // '/'
+ */
+export function safeReturnTo(
+  candidate: string | null | undefined,
+  origins: ReadonlySet<string>,
+  fallback = '/',
+): string {
+  if (typeof candidate !== 'string' || candidate.startsWith('/') || origins.size === 0)
+    return safeReturnPath(candidate, fallback)
+  // Scheme, `//` and an authority without `\` (which URL parsers read as `/`): nothing else is a URL here.
+  if (candidate.length > 2048 || !/^https?:\/\/[^/?#\\]+(?:[/?#]|$)/i.test(candidate)) return fallback
+  let url: URL
+  try {
+    url = new URL(candidate)
+  } catch {
+    return fallback
+  }
+  if (url.username !== '' || url.password !== '' || !origins.has(url.origin)) return fallback
+  // Absolute, so no path can make it another origin's; control characters are refused as for a path.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+  if (/[\u0000-\u0020\u007f]/.test(candidate)) return fallback
+  return url.origin + url.pathname + url.search + url.hash
+}

@@ -42,6 +42,11 @@ export interface SessionCodecOptions {
   /** Base cookie name; chunks are `<name>.1`, `<name>.2`, … */
   cookieName: string
   secure: boolean
+  /**
+   * Config `session.cookie_domain`: the session cookie (and its chunks) go to every host under it, so one
+   * sign-in serves every app there. Absent: host-only (`__Host-` over https).
+   */
+  domain?: string | undefined
   clock: Clock
   /** Decrypted sessions kept in memory, keyed by the exact cookie value. Default 10,000. */
   cacheEntries?: number
@@ -150,6 +155,9 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
       throw new TypeError('session secrets: each must be at least 32 characters')
   }
   const { cookieName, secure, clock } = options
+  // RFC 6265bis §4.1.3.2: a __Host- cookie with a Domain attribute is refused by browsers.
+  if (options.domain !== undefined && cookieName.startsWith('__Host-'))
+    throw new TypeError('session cookie: a __Host- cookie cannot have a Domain (use __Secure-)')
   const cacheEntries = options.cacheEntries ?? 10_000
   const chunkSize = options.chunkSize ?? 3_800
   const maxChunks = options.maxChunks ?? 5
@@ -202,7 +210,7 @@ export async function createSessionCodec(options: SessionCodecOptions): Promise<
     cache.set(token, session)
   }
 
-  const attrs = { secure }
+  const attrs = { secure, domain: options.domain }
 
   return {
     cookieName,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import fc from 'fast-check'
-import { safeReturnPath } from '../../src/core/return-to.ts'
+import { safeReturnPath, safeReturnTo } from '../../src/core/return-to.ts'
 
 test('same-origin relative paths are kept', () => {
   for (const p of ['/', '/a', '/a/b?x=1&y=2', '/a#frag', '/caf%C3%A9', '/a/./b']) {
@@ -125,5 +125,72 @@ test('property: paths of slashes, dots and their encodings always resolve on the
       assert.equal(safeReturnPath(out), out, 'idempotent')
     }),
     { numRuns: 5000 },
+  )
+})
+
+const APPS = new Set(['https://wiki.example.com', 'https://grafana.example.com:8443'])
+
+test('safeReturnTo: an absolute URL of an app origin is kept; every other form falls back', () => {
+  assert.equal(safeReturnTo('https://wiki.example.com/a?b=1#c', APPS), 'https://wiki.example.com/a?b=1#c')
+  assert.equal(safeReturnTo('https://WIKI.example.com', APPS), 'https://wiki.example.com/')
+  assert.equal(safeReturnTo('https://grafana.example.com:8443/d', APPS), 'https://grafana.example.com:8443/d')
+  assert.equal(safeReturnTo('/reports', APPS), '/reports')
+  for (const hostile of [
+    'https://evil.example/',
+    'https://wiki.example.com.evil.example/',
+    'https://wiki.example.com@evil.example/',
+    'https://evil@wiki.example.com/',
+    'https://wiki.example.com:444/',
+    'http://wiki.example.com/',
+    'https://grafana.example.com/',
+    'https:/\\wiki.example.com/',
+    'https:\\\\wiki.example.com/',
+    'https://wiki.example.com\\@evil.example/',
+    '//wiki.example.com/',
+    'javascript://wiki.example.com/%0aalert(1)',
+    'https://wiki.example.com/\nx',
+    'https://wiki.example.com/ x',
+    ' https://wiki.example.com/',
+    `https://wiki.example.com/${'a'.repeat(2100)}`,
+  ])
+    assert.equal(safeReturnTo(hostile, APPS), '/', hostile)
+  // Without origins it is safeReturnPath.
+  assert.equal(safeReturnTo('https://wiki.example.com/', new Set()), '/')
+})
+
+test('safeReturnTo property: the result is a path of this origin or a URL of an allowed origin', () => {
+  const piece = fc.constantFrom(
+    'https://',
+    'http://',
+    '//',
+    '/',
+    '\\',
+    '@',
+    ':',
+    '.',
+    '%2f',
+    '%5c',
+    '?',
+    '#',
+    'wiki.example.com',
+    'grafana.example.com:8443',
+    'evil.example',
+    'a',
+    ' ',
+    '\t',
+    '%00',
+  )
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 8 }), (parts) => {
+      const out = safeReturnTo(parts.join(''), APPS)
+      if (out.startsWith('/')) {
+        assert.ok(!out.startsWith('//') && !out.startsWith('/\\'), out)
+        assert.equal(new URL(out, 'https://self.example').origin, 'https://self.example', out)
+      } else {
+        assert.ok(APPS.has(new URL(out).origin), out)
+        assert.ok(out.startsWith(`${new URL(out).origin}/`), out)
+      }
+    }),
+    { numRuns: 3000 },
   )
 })

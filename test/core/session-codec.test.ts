@@ -158,3 +158,40 @@ test('a cookie value refused as revoked stays refused, cheaply, even while it wo
   assert.deepEqual(await codec.read(header), { ok: false, reason: 'revoked', repeats: 1 })
   assert.deepEqual(await codec.read(header), { ok: false, reason: 'revoked', repeats: 2 })
 })
+
+test('a cookie domain (session.cookie_domain): the cookie and its chunks carry Domain; __Host- cannot', async () => {
+  const clock = createFrozenClock(Date.UTC(2026, 0, 1))
+  await assert.rejects(
+    createSessionCodec({
+      secrets: [SECRET],
+      cookieName: '__Host-gatehouse',
+      secure: true,
+      domain: 'example.com',
+      clock,
+    }),
+    /a __Host- cookie cannot have a Domain/,
+  )
+  const codec = await createSessionCodec({
+    secrets: [SECRET],
+    cookieName: '__Secure-gatehouse',
+    secure: true,
+    domain: 'example.com',
+    chunkSize: 200,
+    clock,
+  })
+  const now = Math.floor(clock.now() / 1000)
+  const set = await codec.write(
+    {
+      sid: 's1',
+      identity: { sub: 'u', user: 'u', groups: [] },
+      signedInAt: now,
+      expiresAt: now + 3600,
+      maxExpiresAt: now + 7200,
+    },
+    undefined,
+  )
+  assert.ok(set.length > 1, 'chunked')
+  for (const c of set) assert.match(c, /; Domain=example\.com; Secure/)
+  const header = set.map((c) => c.split(';')[0]).join('; ')
+  for (const c of codec.clear(header)) assert.match(c, /; Domain=example\.com; Secure; Max-Age=0/)
+})
