@@ -101,6 +101,7 @@ export async function openApps(config: Config, options: OpenAppsOptions): Promis
       gatehouse: await options.core(appConfig, app.providers),
       upstream,
       publicHost: new URL(appConfig.public_url).host,
+      stripPrefix: app.strip_prefix && app.path_prefix !== '/' ? app.path_prefix : undefined,
     }
     apps.push(served)
     entries.push({ host: app.host, pathPrefix: app.path_prefix, app: served })

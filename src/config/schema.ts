@@ -187,6 +187,11 @@ const app = z.strictObject({
     }),
   upstream: httpUrl,
   /**
+   * Take `path_prefix` off the path the upstream gets (`/board/x` → `/x`), and send it as
+   * X-Forwarded-Prefix, for an app that serves at its root. Default false: the path goes unchanged.
+   */
+  strip_prefix: z.boolean().default(false),
+  /**
    * Names from `providers` this app accepts sessions and tokens of, and offers for sign-in. Default: every
    * provider.
    */
@@ -699,6 +704,12 @@ export const configSchema = configObject
           message: `expected one app per host and path prefix: apps[${first}] is already at ${at}`,
         })
       else seen.set(at, i)
+      if (a.strip_prefix && a.path_prefix === '/')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['apps', i, 'strip_prefix'],
+          message: 'expected a path_prefix to strip: this app is at /',
+        })
       const named = names.get(a.name)
       if (named !== undefined)
         ctx.addIssue({

@@ -30,6 +30,31 @@ export interface ProxyApp {
   upstream: Upstream
   /** `host[:port]` of the app's public URL: the upstream's Host (upstream_host `public`) and X-Forwarded-Host. */
   publicHost: string
+  /**
+   * Config `apps[].strip_prefix`: the app's path prefix (`/board`), taken off the path the upstream gets
+   * and sent as X-Forwarded-Prefix. Absent: the path goes as judged.
+   */
+  stripPrefix?: string | undefined
+}
+
+/**
+ * `path` (a judged path and query) without the first segments that make `prefix`: the segments the app
+ * router matched it by, so `/board;x/y`, `/board./y` and `//board/y` (all `/board/y` to the router) lose
+ * `/board` too. `/board` and `/board?q` become `/` and `/?q`.
+ */
+export function stripPathPrefix(path: string, prefix: string): string {
+  const q = path.indexOf('?')
+  const pathname = q === -1 ? path : path.slice(0, q)
+  let count = prefix.split('/').length - 1
+  let i = 0
+  while (count > 0 && i < pathname.length) {
+    // Skip the slashes before a segment (repeated ones included), then the segment.
+    while (i < pathname.length && pathname.charCodeAt(i) === 0x2f) i++
+    while (i < pathname.length && pathname.charCodeAt(i) !== 0x2f) i++
+    count--
+  }
+  const rest = pathname.slice(i)
+  return (rest === '' ? '/' : rest) + (q === -1 ? '' : path.slice(q))
 }
 
 export interface GatewayServerOptions {
@@ -240,7 +265,13 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
   }
 
   // What the upstream is told about the request: X-Forwarded-Host from public_url, never the client.
-  function headersFor(req: IncomingMessage, decision: Allow, upgrade: boolean, host = publicHost) {
+  function headersFor(
+    req: IncomingMessage,
+    decision: Allow,
+    upgrade: boolean,
+    host = publicHost,
+    forwardedPrefix?: string,
+  ) {
     const headers = buildUpstreamHeaders(req, {
       identity: decision.upstreamHeaders,
       clientAddress: req.socket.remoteAddress ?? '',
@@ -253,6 +284,8 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
     if (upstreamHost === 'public') headers['host'] = host
     else if (upstreamHost === 'upstream') delete headers['host']
     else headers['host'] ??= host
+    // Set by Gatehouse only: a client's X-Forwarded-* never reaches the upstream.
+    if (forwardedPrefix !== undefined) headers['x-forwarded-prefix'] = forwardedPrefix
     return headers
   }
 
@@ -335,11 +368,13 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       return respond(res, decision, req.method ?? 'GET', securityHeaders)
     }
     if (draining) res.setHeader('connection', 'close')
-    const headers = headersFor(req, decision, false, app?.publicHost)
+    const headers = headersFor(req, decision, false, app?.publicHost, app?.stripPrefix)
+    const path =
+      app?.stripPrefix === undefined ? decision.path : stripPathPrefix(decision.path, app.stripPrefix)
     upstream.forward(req, res, {
-      path: decision.path,
+      path,
       headers,
-      observer: traced?.upstream(upstream.url, req.method ?? 'GET', decision.path, headers),
+      observer: traced?.upstream(upstream.url, req.method ?? 'GET', path, headers),
       responseHeaders: {
         addIfAbsent: securityHeaders as Array<[string, string]>,
         append: decision.setCookies.map((c): [string, string] => ['set-cookie', c]),
@@ -385,8 +420,10 @@ export function createGatewayServer(options: GatewayServerOptions): GatewayServe
       return
     }
     if (app !== undefined) countApp(app.name, decision)
-    const headers = headersFor(req, decision, true, app?.publicHost)
-    upstream.upgrade(req, socket, head, { path: decision.path, headers, onError: onUpstreamError })
+    const headers = headersFor(req, decision, true, app?.publicHost, app?.stripPrefix)
+    const path =
+      app?.stripPrefix === undefined ? decision.path : stripPathPrefix(decision.path, app.stripPrefix)
+    upstream.upgrade(req, socket, head, { path, headers, onError: onUpstreamError })
   }
 
   const handler = (req: IncomingMessage, res: ServerResponse) => {
