@@ -13,8 +13,8 @@ import { createAdminServer } from './admin/admin-server.ts'
 import { createMetrics, type Metrics } from './admin/metrics.ts'
 import { createOffenders } from './admin/offenders.ts'
 import { renderStatusPage, type StoreState } from './admin/status-page.ts'
-import { openApps, sharedSignInOf } from './apps.ts'
-import { type AssembledProvider, assembleCore, type KeptProvider } from './assemble.ts'
+import { allClaimHeadersOf, openApps, sharedSignInOf } from './apps.ts'
+import { type AssembledProvider, type AssembleOptions, assembleCore, type KeptProvider } from './assemble.ts'
 import { detectExpiryCliff, effectiveLifetimes } from './config/lifetimes.ts'
 import { resolveCoreSecrets, resolveSecret } from './config/load.ts'
 import { providerList } from './config/providers.ts'
@@ -189,6 +189,11 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       authEndpoint: limitOf(cfg.rate_limits.auth_endpoints),
       ...(redis ? { redis, onTripped: rateLimitTripped(services.log) } : {}),
     } as SharedRateLimitsOptions)
+  /** What every core takes from the top-level config: the shared sign-in, and every app's claims. */
+  const topLevelOf = (c: Config) => ({
+    sharedSignIn: sharedSignInOf(c),
+    otherClaimHeaders: c.apps === undefined ? undefined : allClaimHeadersOf(c),
+  })
   // Used sign-in states outlive a config reload, so a reload cannot make one usable twice.
   const oneTime = createMemoryOneTimeStore(clock)
   // What a config reload builds again; the long-lived parts (services, stores, revocations) are shared.
@@ -196,16 +201,15 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     config: Config,
     resolved: ReturnType<typeof resolveCoreSecrets>,
     keep: { limiter: RateLimiter; providers?: ReadonlyMap<string, KeptProvider> },
-    acceptProviders?: readonly string[],
-    sharedSignIn?: ReturnType<typeof sharedSignInOf>,
+    /** Per app (its providers), or from the top-level config (shared sign-in, every app's claims). */
+    extra: Pick<AssembleOptions, 'acceptProviders' | 'sharedSignIn' | 'otherClaimHeaders'> = {},
   ) =>
     assembleCore(config, {
       clock,
       // Sign-in and sign-out lines also go to the audit log.
       log: services.log,
       secrets: resolved,
-      acceptProviders,
-      sharedSignIn,
+      ...extra,
       keep: { oneTime, providers: keep.providers },
       cacheStore: services.store,
       sessionRevocations: services.sessions,
@@ -242,7 +246,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
     providerGuard: guard,
     providers,
     securityHeaders,
-  } = await buildCore(config, initialSecrets, { limiter }, undefined, sharedSignInOf(config))
+  } = await buildCore(config, initialSecrets, { limiter }, topLevelOf(config))
   /** Each provider's copies and breaker, by name: what apps and an unchanged provider share. */
   const keptOf = (list: readonly AssembledProvider[]) =>
     new Map(list.map((p) => [p.name, { cache: p.cache, guard: p.guard }]))
@@ -294,7 +298,8 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
       ? undefined
       : openApps(config, {
           core: async (c, accept) =>
-            (await buildCore(c, resolved, keep, accept, sharedSignInOf(config))).gatehouse,
+            (await buildCore(c, resolved, keep, { ...topLevelOf(config), acceptProviders: accept }))
+              .gatehouse,
           upstream: openUpstream,
           log,
           signIn: config.session.cookie_domain === undefined ? undefined : top,
@@ -398,8 +403,7 @@ export async function startGateway(config: Config, options: GatewayOptions): Pro
         next,
         resolved,
         { limiter: nextLimiter, providers: kept },
-        undefined,
-        sharedSignInOf(next),
+        topLevelOf(next),
       )
       // Apps are built again on every reload (their cores depend on top-level keys too), pools included.
       const nextApps = await openAppsOf(

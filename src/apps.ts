@@ -9,6 +9,7 @@ import type { Config } from './config/schema.ts'
 import { createAppRouter, createAppSelector } from './core/apps.ts'
 import type { RequestFacts, Respond } from './core/decisions.ts'
 import type { Gatehouse } from './core/gatehouse.ts'
+import { claimHeadersOf } from './core/identity.ts'
 import type { Logger } from './core/ports.ts'
 
 type AppConfig = NonNullable<Config['apps']>[number]
@@ -24,6 +25,22 @@ export function sharedSignInOf(
   const origin = new URL(config.public_url).origin
   const apps = (config.apps ?? []).map((a) => appPublicUrl(config, a).origin)
   return { origin, returnOrigins: [...new Set([origin, ...apps])] }
+}
+
+/**
+ * Every `headers_from_claims` pair (top level and every app's), as `[lower-case header, claim]`: each core
+ * keeps all these claims in the sessions it signs in, so the app that did not sign the user in (another
+ * prefix on the host, or any app with a shared cookie domain) still has its own; and drops clients'
+ * copies of all these headers.
+ */
+export function allClaimHeadersOf(config: Pick<Config, 'identity' | 'apps'>): Array<[string, string]> {
+  const maps = [
+    config.identity.headers_from_claims,
+    ...(config.apps ?? []).map((a) => a.identity.headers_from_claims ?? {}),
+  ]
+  const pairs = new Map<string, [string, string]>()
+  for (const m of maps) for (const [h, c] of claimHeadersOf(m)) pairs.set(`${h}\u0000${c}`, [h, c])
+  return [...pairs.values()]
 }
 
 /** An app's public URL: its host, with public_url's scheme and port. */
@@ -47,6 +64,12 @@ export function appConfigOf(config: Config, app: AppConfig): Config {
     identity: {
       ...config.identity,
       pass_access_token: app.identity.pass_access_token ?? config.identity.pass_access_token,
+      headers_from_claims: app.identity.headers_from_claims ?? config.identity.headers_from_claims,
+      assertion: {
+        ...config.identity.assertion,
+        enabled: app.identity.assertion?.enabled ?? config.identity.assertion.enabled,
+        audience: app.identity.assertion?.audience ?? config.identity.assertion.audience,
+      },
     },
     upstream_timeouts: {
       connect: app.upstream_timeouts.connect ?? config.upstream_timeouts.connect,

@@ -62,6 +62,8 @@ export interface AssembleOptions {
    * longer has) and the origins a browser may be sent back to (every app's). See GatehouseOptions.
    */
   sharedSignIn?: { origin: string; returnOrigins: readonly string[] } | undefined
+  /** With apps: every app's claim headers (see GatehouseOptions.otherClaimHeaders). */
+  otherClaimHeaders?: ReadonlyArray<readonly [string, string]> | undefined
   /** Where the provider's copies are kept (SQLite in the Node gateway, memory at the edge). */
   cacheStore: CacheStore
   fetch: typeof fetch
@@ -301,6 +303,7 @@ export async function assembleCore(config: AssembleConfig, options: AssembleOpti
       providerIssuer: config.provider.issuer,
       assertion: assertion.enabled ? { audience: assertion.audience ?? publicUrl.origin } : undefined,
       providers: listed ? options.acceptProviders : undefined,
+      otherClaimHeaders: options.otherClaimHeaders,
       sharedSignIn:
         domain === undefined
           ? undefined

@@ -158,6 +158,17 @@ const routeList = z
   )
   .default([])
 
+/** `identity.headers_from_claims`: `{ Header-Name: claim }`, names checked (see claimHeaderProblem). */
+const headersFromClaims = z.record(z.string(), z.string().min(1).max(256)).superRefine((map, ctx) => {
+  const seen = new Set<string>()
+  for (const name of Object.keys(map)) {
+    const lower = name.toLowerCase()
+    const message = seen.has(lower) ? 'named twice' : claimHeaderProblem(name)
+    if (message !== undefined) ctx.addIssue({ code: 'custom', path: [name], message })
+    seen.add(lower)
+  }
+})
+
 /**
  * One app behind the gateway (docs/apps.md): requests whose Host is `host` and whose path is
  * `path_prefix` or under it (whole segments; the longest prefix wins) go to `upstream`, judged by
@@ -201,6 +212,12 @@ const app = z.strictObject({
     .strictObject({
       /** Default: the top-level identity.pass_access_token. */
       pass_access_token: z.boolean().optional(),
+      /** This app's claim headers instead of the top-level identity.headers_from_claims (`{}`: none). */
+      headers_from_claims: headersFromClaims.optional(),
+      /** Over the top-level identity.assertion, key by key; the audience defaults to the app's origin. */
+      assertion: z
+        .strictObject({ enabled: z.boolean().optional(), audience: z.string().min(1).optional() })
+        .optional(),
     })
     .default({}),
   /** Default: the top-level upstream_timeouts, key by key. */
@@ -496,18 +513,7 @@ const configObject = z.strictObject({
       groups_claim: z.string().optional(),
       pass_access_token: z.boolean().default(false),
       /** `{ Header-Name: claim }`: each header carries that claim upstream; a client's copy is always dropped. */
-      headers_from_claims: z
-        .record(z.string(), z.string().min(1).max(256))
-        .superRefine((map, ctx) => {
-          const seen = new Set<string>()
-          for (const name of Object.keys(map)) {
-            const lower = name.toLowerCase()
-            const message = seen.has(lower) ? 'named twice' : claimHeaderProblem(name)
-            if (message !== undefined) ctx.addIssue({ code: 'custom', path: [name], message })
-            seen.add(lower)
-          }
-        })
-        .default({}),
+      headers_from_claims: headersFromClaims.default({}),
       /**
        * X-Gatehouse-Assertion: a short-lived JWT signed by Gatehouse's keys (served at /.well-known/jwks.json)
        * telling the upstream who the request is from (docs/identity-assertion.md).

@@ -110,6 +110,11 @@ export interface GatehouseOptions {
    * URL>`; every core accepts an absolute return URL of `returnOrigins` (the app origins) besides paths.
    */
   sharedSignIn?: { origin: string; returnOrigins: readonly string[] } | undefined
+  /**
+   * Other apps' `identity.headers_from_claims` pairs (lower-case header, claim): their claims are kept in
+   * the sessions this core signs in, and clients' copies of their headers dropped, but not sent.
+   */
+  otherClaimHeaders?: ReadonlyArray<readonly [header: string, claim: string]> | undefined
 }
 
 /** One entry of a config `providers` list as the core uses it (built by src/assemble.ts). */
@@ -270,6 +275,12 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     userinfo: `${prefix}/userinfo`,
   }
   const ownPrefix = `${prefix}/`
+  // What a session keeps: this app's claims and every other app's (sent only by the app that names them).
+  const otherClaimHeaders = options.otherClaimHeaders ?? []
+  const storing = (m: IdentityMapping): IdentityMapping =>
+    otherClaimHeaders.length === 0
+      ? m
+      : { ...m, claimHeaders: [...(m.claimHeaders ?? []), ...otherClaimHeaders] }
   const frameAncestorsOf = (issuer: string | undefined) =>
     issuer === undefined ? '' : `frame-ancestors ${new URL(issuer).origin}`
   // Providers (docs/providers.md): a lone one, or a named list whose sessions record their provider.
@@ -286,14 +297,14 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
             outageGraceSeconds,
             logoutToken: deps.logoutToken,
             frameAncestors: frameAncestorsOf(options.providerIssuer),
-            mapping: options.mapping,
+            mapping: storing(options.mapping),
           },
         ]
       : listed.map((p) => ({
           ...p,
           logoutToken: p.logoutToken,
           frameAncestors: frameAncestorsOf(p.issuer),
-          mapping: p.mapping ?? options.mapping,
+          mapping: storing(p.mapping ?? options.mapping),
         }))
   const providerByName = new Map(providers.map((p) => [p.name, p]))
   for (const name of options.providers ?? [])
@@ -358,7 +369,9 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   const identityHeaders = createIdentityHeaders(claimHeaders)
   // A client's copy of a claim header never reaches the upstream, whether or not the claim is there.
   const dropFromClient =
-    claimHeaders.length === 0 ? undefined : new Set(claimHeaders.map(([header]) => header))
+    claimHeaders.length + otherClaimHeaders.length === 0
+      ? undefined
+      : new Set([...claimHeaders, ...otherClaimHeaders].map(([header]) => header))
   const assertionAudience = options.assertion?.audience
   const assertionSigner = deps.assertionSigner
   if (assertionAudience !== undefined && assertionSigner === undefined)

@@ -8,6 +8,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
+import { decodeJwt } from 'jose'
 import { type Gateway, startGateway } from '../../src/app.ts'
 import { DEV_LIFETIMES } from '../../src/cli/dev-config.ts'
 import { validateConfig } from '../../src/config/load.ts'
@@ -58,8 +59,18 @@ describe('session.cookie_domain: one sign-in for every app under the domain', ()
           host: 'grafana.apps.localhost',
           upstream: grafana.url,
           routes: [{ path: '/*', allow: { groups: ['ops'] } }],
+          identity: { headers_from_claims: { 'X-User-Name': 'preferred_username' } },
         },
-        { name: 'wiki', host: 'wiki.apps.localhost', upstream: wiki.url },
+        {
+          name: 'wiki',
+          host: 'wiki.apps.localhost',
+          upstream: wiki.url,
+          // Its own claim header and an assertion for its own origin; grafana gets neither.
+          identity: {
+            headers_from_claims: { 'X-User-Groups-Claim': 'groups' },
+            assertion: { enabled: true },
+          },
+        },
       ],
     })
     gateway = await startGateway(config, {
@@ -99,13 +110,28 @@ describe('session.cookie_domain: one sign-in for every app under the domain', ()
     assert.match(set, /; HttpOnly/)
 
     const before = counts()
-    const g = await b.request(at('grafana', '/d/1?x=1'))
+    const spoof = { 'x-user-groups-claim': 'admins', 'x-user-name': 'root' }
+    const g = await b.request(at('grafana', '/d/1?x=1'), { headers: spoof })
     assert.equal(g.status, 200)
-    assert.equal(grafana.requests.at(-1)!.headers['x-auth-request-preferred-username'], 'olga')
+    const seenG = grafana.requests.at(-1)!
+    assert.equal(seenG.headers['x-auth-request-preferred-username'], 'olga')
+    // Each app's own claim headers, though the session was signed in at public_url (which names none).
+    assert.equal(seenG.headers['x-user-name'], 'olga')
+    assert.equal(seenG.headers['x-user-groups-claim'], undefined, "another app's claim header is dropped")
+    assert.equal(seenG.headers['x-gatehouse-assertion'], undefined)
     // No second sign-in: the cookie is the domain's.
-    const w = await b.request(at('wiki', '/page'), { headers: HTML })
+    const w = await b.request(at('wiki', '/page'), { headers: { ...HTML, ...spoof } })
     assert.equal(w.status, 200)
-    assert.equal(wiki.requests.at(-1)!.headers['x-auth-request-preferred-username'], 'olga')
+    const seenW = wiki.requests.at(-1)!
+    assert.equal(seenW.headers['x-auth-request-preferred-username'], 'olga')
+    assert.equal(seenW.headers['x-user-groups-claim'], 'ops')
+    assert.equal(seenW.headers['x-user-name'], undefined)
+    const assertion = decodeJwt(String(seenW.headers['x-gatehouse-assertion']))
+    assert.equal(
+      assertion.aud,
+      at('wiki', '').replace(/\/$/, ''),
+      "the assertion's audience is the wiki's origin",
+    )
     assert.deepEqual(counts(), [before[0]! + 1, before[1]! + 1])
     const copied = b.cookies(at('wiki', '/')).find((c) => c.name === 'gatehouse')!.value
 
