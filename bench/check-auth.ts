@@ -67,6 +67,18 @@ const asserting = createGatehouse(
   },
 )
 
+// The same with a providers list of two (docs/providers.md): sessions name their provider.
+const listed = createGatehouse(options, {
+  ...deps,
+  providers: ['corp', 'contractors'].map((name) => ({
+    name,
+    title: name,
+    oidc: deps.oidc,
+    issuer: `https://${name}.example`,
+    outageGraceSeconds: 3600,
+  })),
+})
+
 function session(i: number): Session {
   return {
     sid: `sid-${i}`,
@@ -87,8 +99,9 @@ function session(i: number): Session {
   }
 }
 
-async function cookieFor(i: number): Promise<string> {
-  const set = await codec.write(session(i))
+async function cookieFor(i: number, provider?: string): Promise<string> {
+  const s = session(i)
+  const set = await codec.write(provider === undefined ? s : { ...s, identity: { ...s.identity, provider } })
   codec.forget(set[0]!.split(';')[0]!.split('=').slice(1).join('='))
   // A realistic header: the app's own cookies around ours.
   return `_ga=GA1.2.123456789.1700000000; theme=dark; ${set[0]!.split(';')[0]}; lang=en-GB`
@@ -115,6 +128,8 @@ const coldCookies = await Promise.all(Array.from({ length: COLD + 1000 }, (_, i)
 const warmFacts = facts(await cookieFor(-1))
 const decided = await gatehouse.handle(warmFacts)
 if (decided.kind !== 'allow') throw new Error(`benchmark session not accepted: ${JSON.stringify(decided)}`)
+const listedFacts = facts(await cookieFor(-2, 'contractors'))
+if ((await listed.handle(listedFacts)).kind !== 'allow') throw new Error('listed session not accepted')
 
 console.log(`check_auth, one core, Node ${process.version}`)
 const baseline = await measure('baseline: read the cookie from the header', WARM, () =>
@@ -124,9 +139,10 @@ const warm = await measure('check_auth warm (cache hit)', WARM, () => gatehouse.
 const assertedWarm = await measure('check_auth warm, identity assertion on', WARM, () =>
   asserting.handle(warmFacts),
 )
+const listedWarm = await measure('check_auth warm, two providers', WARM, () => listed.handle(listedFacts))
 const cold = await measure('check_auth cold (first sight: JWE decrypt)', COLD, (i) =>
   gatehouse.handle(facts(coldCookies[i]!)),
 )
 console.log(
-  `\nwarm / baseline ${(warm / baseline).toFixed(3)}   cold / warm ${(cold / warm).toFixed(4)}   assertion on / warm ${(assertedWarm / warm).toFixed(3)}`,
+  `\nwarm / baseline ${(warm / baseline).toFixed(3)}   cold / warm ${(cold / warm).toFixed(4)}   assertion on / warm ${(assertedWarm / warm).toFixed(3)}   two providers / warm ${(listedWarm / warm).toFixed(3)}`,
 )
