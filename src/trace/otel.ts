@@ -39,6 +39,7 @@ import {
   ATTR_SERVER_ADDRESS,
   ATTR_SERVER_PORT,
   ATTR_SERVICE_NAME,
+  ATTR_SERVICE_VERSION,
   ATTR_URL_FULL,
   ATTR_URL_PATH,
   ATTR_URL_SCHEME,
@@ -61,6 +62,8 @@ export interface TracingOptions {
   sampleRatio: number
   /** The `service.name` resource attribute. */
   serviceName: string
+  /** The `service.version` resource attribute: Gatehouse's version. Absent: not sent. */
+  serviceVersion?: string | undefined
   /**
    * Continue a client's `traceparent` (and follow its sampled flag). When false, every request starts a new
    * trace, sampled by `sampleRatio` alone, with a link to the client's span context.
@@ -161,7 +164,10 @@ export function createTracing(options: TracingOptions): Tracing {
     forceFlush: () => inner.forceFlush(),
   }
   const provider = new TracerProvider({
-    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: options.serviceName }),
+    resource: resourceFromAttributes({
+      [ATTR_SERVICE_NAME]: options.serviceName,
+      ...(options.serviceVersion === undefined ? {} : { [ATTR_SERVICE_VERSION]: options.serviceVersion }),
+    }),
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(options.sampleRatio) }),
     spanLimits: { attributeValueLengthLimit: 1024 },
     spanProcessors: [new BatchSpanProcessor({ exporter })],

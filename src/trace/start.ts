@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import type { Config } from '../config/schema.ts'
 import type { Logger } from '../core/ports.ts'
 import type { Tracing } from './tracing.ts'
@@ -17,6 +18,7 @@ export async function startTracing(
     endpoint: traces.otlp_endpoint,
     sampleRatio: traces.sample_ratio,
     serviceName: traces.service_name,
+    serviceVersion: gatehouseVersion(),
     trustIncoming: traces.trust_incoming_trace,
     recordClientAddress: traces.record_client_address,
     publicUrl,
@@ -31,4 +33,17 @@ export async function startTracing(
     'tracing on',
   )
   return tracing
+}
+
+/** The `version` of Gatehouse's package.json (two levels up from src/trace and from dist/trace alike). */
+function gatehouseVersion(): string | undefined {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      name?: unknown
+      version?: unknown
+    }
+    return pkg.name === 'gatehouse' && typeof pkg.version === 'string' ? pkg.version : undefined
+  } catch {
+    return undefined
+  }
 }

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, readFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -59,6 +59,20 @@ async function startReceiver() {
   return {
     url: `http://127.0.0.1:${port}`,
     bodies,
+    /** The resource attributes of every batch, as `key=value`. */
+    resources(): string[] {
+      const out = new Set<string>()
+      for (const body of bodies) {
+        const parsed = JSON.parse(body) as {
+          resourceSpans: Array<{
+            resource: { attributes: Array<{ key: string; value: { stringValue?: string } }> }
+          }>
+        }
+        for (const rs of parsed.resourceSpans)
+          for (const a of rs.resource.attributes) out.add(`${a.key}=${a.value.stringValue}`)
+      }
+      return [...out]
+    },
     spans(): OTLPSpan[] {
       const all: OTLPSpan[] = []
       for (const body of bodies) {
@@ -233,6 +247,15 @@ describe('OpenTelemetry traces', () => {
     }
 
     const spans = receiver.spans()
+    // The resource names the service and Gatehouse's version (package.json).
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      version: string
+    }
+    assert.ok(receiver.resources().includes('service.name=gatehouse'), receiver.resources().join(', '))
+    assert.ok(
+      receiver.resources().includes(`service.version=${pkg.version}`),
+      receiver.resources().join(', '),
+    )
     // The proxied request: request (server) → check, request → upstream (client), under the client's span.
     assert.deepEqual(
       spans.filter((s) => s.traceId === quietTrace),
