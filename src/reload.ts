@@ -98,7 +98,11 @@ export function restartOnlyChanges(running: Config, next: Config): string[] {
 /** `next` with the running value of every restart-only key: what a reload applies. */
 export function withRunningRestartOnly(running: Config, next: Config): Config {
   let out = next as unknown as Obj
-  for (const path of restartOnlyChanges(running, next)) {
+  const pending = restartOnlyChanges(running, next)
+  // Turning apps on or off changes what `upstream` and `routes` mean: until the restart, all three keep
+  // their running values together (never apps with a top-level upstream, or neither).
+  const kept = pending.includes('apps') ? [...pending, 'upstream', 'routes'] : pending
+  for (const path of kept) {
     const keys = path.split('.')
     out = setIn(out, keys, getIn(running, keys))
   }

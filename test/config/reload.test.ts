@@ -68,6 +68,23 @@ test("the provider's issuer and client id wait for a restart (sessions belong to
   assert.equal(effective.provider.timeout, 9)
 })
 
+test('turning apps on or off waits for a restart, upstream and routes with it (never both, never neither)', () => {
+  const single = config({ routes: [{ path: '/x', allow: 'anonymous' }] })
+  const withApps = config({
+    upstream: undefined,
+    apps: [{ name: 'wiki', host: 'wiki.localhost', upstream: 'http://127.0.0.1:4000' }],
+  })
+  assert.deepEqual(restartOnlyChanges(single, withApps), ['apps'])
+  const on = withRunningRestartOnly(single, withApps)
+  assert.equal(on.apps, undefined)
+  assert.equal(on.upstream, single.upstream, 'the running upstream keeps serving')
+  assert.deepEqual(on.routes, single.routes)
+  const off = withRunningRestartOnly(withApps, single)
+  assert.deepEqual(off.apps, withApps.apps)
+  assert.equal(off.upstream, undefined, 'no top-level upstream beside the running apps')
+  assert.deepEqual(off.routes, [])
+})
+
 test('a session ttl above the running max_ttl (a new max_ttl waits for a restart) is refused', () => {
   const running = config({ lifetimes: { ...DEV_LIFETIMES, session: { ttl: '1h', max_ttl: '1d' } } })
   const next = config({ lifetimes: { ...DEV_LIFETIMES, session: { ttl: '2d', max_ttl: '7d' } } })
