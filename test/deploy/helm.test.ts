@@ -175,6 +175,11 @@ describe('Helm chart', { skip }, () => {
     ])
     const config = configOf(objects)
     assert.deepEqual(config.store.postgres, { env: 'GATEHOUSE_POSTGRES_URL' })
+    // `provider: null` takes the default values' provider out: a providers list alone.
+    assert.deepEqual(
+      config.providers?.map((p) => p.name),
+      ['corp', 'partners'],
+    )
     // The HPA owns the replica count.
     assert.equal(one(objects, 'Deployment').spec.replicas, undefined)
     assert.deepEqual(one(objects, 'HorizontalPodAutoscaler').spec.scaleTargetRef, {
