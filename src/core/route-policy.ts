@@ -232,6 +232,10 @@ export function normalizePath(rawPath: string): { pathname: string; search: stri
   // `/..//x` resolves to `//x`, which some upstreams would parse as an authority.
   const resolved = url.pathname.startsWith('//') ? url.pathname.replace(/^\/+/, '/') : url.pathname
   if (hasDotSegmentLeft(resolved)) return undefined
+  // Look-alikes of `/`, `\` and `.` that Unicode normalisation (NFKC) or Windows' best-fit mapping turn
+  // into the real ones in some upstreams: `/admin／x` would be `/admin/x` there, after the policy judged
+  // another path. Raw or escaped, they are percent-encoded UTF-8 here.
+  if (LOOK_ALIKE.test(resolved)) return undefined
   return { pathname: resolved, search: url.search }
 }
 
@@ -240,6 +244,9 @@ const SLOW_PATH = /[^\w\-/?=&+,:@!$'()*;~]|\/\//
 // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
 const RAW_CONTROL = /[\u0000-\u0020\u007f]/
 const BROKEN_ESCAPE = /%(?![0-9A-Fa-f]{2})/
+// U+FF0F ／, U+FF3C ＼, U+FF0E ．, U+2215 ∕, U+2216 ∖, U+2044 ⁄, U+29F8 ⧸, U+29F9 ⧹, U+FE68 ﹨, U+2024 ․
+const LOOK_ALIKE =
+  /%EF%BC%8F|%EF%BC%BC|%EF%BC%8E|%E2%88%95|%E2%88%96|%E2%81%84|%E2%A7%B8|%E2%A7%B9|%EF%B9%A8|%E2%80%A4/i
 // An encoded `/`, `\`, `;`, control character or double-encoded escape; or a `%` without two hex digits.
 const REFUSED_ESCAPE = /%(?:2F|5C|3B|[01][0-9A-F]|7F|25[0-9A-Fa-f]{2})|%(?![0-9A-F]{2})/i
 // A segment of dots and encoded spaces, bare or with parameters, that the URL parser did not resolve.

@@ -61,6 +61,25 @@ describe('normalizePath refuses what upstreams disagree on', () => {
       assert.equal(normalizePath(p), undefined, p)
   })
 
+  test('look-alikes of / \\ and . that NFKC or best-fit mapping turn into the real ones, raw or escaped', () => {
+    for (const p of [
+      '/admin%EF%BC%8Fx',
+      '/admin%ef%bc%8fx',
+      '/admin\uFF0Fx',
+      '/public/\uFF0E\uFF0E/admin',
+      '/public%EF%BC%BC..%EF%BC%BCadmin',
+      '/a\u2215b',
+      '/a\u2216b',
+      '/a\u2044b',
+      '/a\u29F8b',
+      '/a\uFE68b',
+      '/a\u2024\u2024/b',
+    ])
+      assert.equal(normalizePath(p), undefined, p)
+    // Other characters past ASCII are fine.
+    assert.equal(normalizePath('/caf\u00e9/\u65e5\u672c')?.pathname, '/caf%C3%A9/%E6%97%A5%E6%9C%AC')
+  })
+
   test('raw spaces and control characters', () => {
     for (const p of ['/a b', '/a\tb', '/a\u0000', '/a\u007f']) assert.equal(normalizePath(p), undefined, p)
   })
