@@ -498,6 +498,10 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     // An app that offers one provider (or a link naming one) skips the chooser there too.
     const named = provider ?? (listed !== undefined && offered.length === 1 ? offered[0]!.name! : null)
     if (named !== null) location += `&provider=${encodeURIComponent(named)}`
+    // Some of several: the chooser there offers only these (a hint for the page; this app still refuses
+    // the others' sessions).
+    else if (listed !== undefined && offered.length < providers.length)
+      location += `&providers=${encodeURIComponent(offered.map((p) => p.name).join(','))}`
     return redirect(location, setCookies, 'sign_in_elsewhere')
   }
 
@@ -531,9 +535,15 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
   }
 
   /** The chooser page: a link per provider this app offers, each starting sign-in with it. */
-  function chooser(facts: RequestFacts, returnTo: string, status = 200, message?: string): Respond {
+  function chooser(
+    facts: RequestFacts,
+    returnTo: string,
+    status = 200,
+    message?: string,
+    choices: readonly ActiveProvider[] = offered,
+  ): Respond {
     const rd = encodeURIComponent(returnTo)
-    const links = offered.map((p) => ({
+    const links = choices.map((p) => ({
       href: `${endpoints.signIn}?provider=${encodeURIComponent(p.name!)}&rd=${rd}`,
       text: p.title,
     }))
@@ -542,7 +552,7 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
     const text = message ?? 'Choose how to sign in.'
     if (wantsHtml(facts)) return page(status, code, 'Sign in', text, links)
     // A script is told the same in JSON: which providers there are, and where each sign-in starts.
-    const list = offered.map((p, i) => ({ name: p.name, title: p.title, sign_in: links[i]!.href }))
+    const list = choices.map((p, i) => ({ name: p.name, title: p.title, sign_in: links[i]!.href }))
     return json(
       status,
       code,
@@ -1347,7 +1357,15 @@ export function createGatehouse(options: GatehouseOptions, deps: GatehouseDeps):
         const choice = query.get('provider')
         if (shared !== undefined && shared.origin !== origin) return signInElsewhere(rd, [], choice)
         if (listed === undefined) return startSignIn(facts, rd)
-        if (choice === null) return offered.length === 1 ? startSignIn(facts, rd) : chooser(facts, rd)
+        if (choice === null) {
+          // `providers=a,b` (from an app offering some of them): only those, when any is offered here.
+          const hint = query.get('providers')?.split(',')
+          const hinted = hint === undefined ? [] : offered.filter((p) => hint.includes(p.name!))
+          const choices = hinted.length === 0 ? offered : hinted
+          return choices.length === 1
+            ? startSignIn(facts, rd, [], choices[0])
+            : chooser(facts, rd, 200, undefined, choices)
+        }
         const chosen = providerByName.get(choice)
         if (chosen === undefined || !accepts(chosen))
           return chooser(facts, rd, 400, 'There is no such way to sign in here. Choose one of these.')

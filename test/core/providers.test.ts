@@ -8,7 +8,7 @@ import { describe, test } from 'node:test'
 import { type BearerResult, type BearerVerifier, createBearerByIssuer } from '../../src/core/bearer.ts'
 import { createFrozenClock } from '../../src/core/clock.ts'
 import type { Decision, RequestFacts } from '../../src/core/decisions.ts'
-import { type CoreProvider, createGatehouse } from '../../src/core/gatehouse.ts'
+import { type CoreProvider, createGatehouse, type GatehouseOptions } from '../../src/core/gatehouse.ts'
 import type { Identity } from '../../src/core/identity.ts'
 import { createMemoryOneTimeStore } from '../../src/core/one-time-store.ts'
 import { silentLogger } from '../../src/core/ports.ts'
@@ -31,8 +31,8 @@ async function world() {
   const providers = (names: string[]): CoreProvider[] =>
     names.map((name) => ({
       name,
-      title: name === 'corp' ? 'Company account' : 'Contractor account',
-      oidc: name === 'corp' ? corp.port : contractors.port,
+      title: name === 'corp' ? 'Company account' : name === 'contractors' ? 'Contractor account' : name,
+      oidc: name === 'contractors' ? contractors.port : corp.port,
       issuer: `https://${name}.example`,
       outageGraceSeconds: 3600,
       logoutToken: async () => ({
@@ -45,7 +45,11 @@ async function world() {
     }))
   const revocations = createSessionRevocationList({ clock, log: silentLogger, maxTtlSeconds: 7 * 86400 })
   const oneTime = createMemoryOneTimeStore(clock)
-  const core = (configured: string[] | undefined, accepted?: string[]) =>
+  const core = (
+    configured: string[] | undefined,
+    accepted?: string[],
+    extra: Partial<GatehouseOptions> = {},
+  ) =>
     createGatehouse(
       {
         publicUrl: 'http://localhost:8080',
@@ -55,6 +59,7 @@ async function world() {
         mapping: MAPPING,
         passAccessToken: false,
         providers: accepted,
+        ...extra,
       },
       {
         clock,
@@ -230,6 +235,34 @@ describe('providers in the core', () => {
       respond(await listed.handle(facts('/page', { headers: { ...API, cookie } }))).code,
       'session_revoked',
     )
+  })
+
+  test('a shared sign-in: an app sends a browser to it naming its providers; the chooser there offers only those', async () => {
+    const w = await world()
+    const all = ['corp', 'contractors', 'partners']
+    const shared = { origin: 'http://gate.localhost:8080', returnOrigins: ['http://localhost:8080'] }
+    const app = w.core(all, ['contractors', 'partners'], { sharedSignIn: shared })
+    const nav = respond(await app.handle(facts('/page?x=1', { headers: NAV })))
+    assert.equal(nav.status, 302)
+    assert.equal(
+      nav.headers['location'],
+      `http://gate.localhost:8080/oauth2/sign_in?rd=${encodeURIComponent('http://localhost:8080/page?x=1')}&providers=contractors%2Cpartners`,
+    )
+    // One of several: named, so the sign-in host skips its chooser.
+    const one = w.core(all, ['partners'], { sharedSignIn: shared })
+    const direct = respond(await one.handle(facts('/page', { headers: NAV })))
+    assert.match(direct.headers['location']!, /&provider=partners$/)
+    // The sign-in host (its own origin is the shared one) reads the hint; an unknown one offers all.
+    const gate = w.core(all, undefined, { publicUrl: 'http://gate.localhost:8080', sharedSignIn: shared })
+    const offered = async (query: string) => {
+      const r = respond(await gate.handle(facts(`/oauth2/sign_in?rd=/&${query}`, { headers: API })))
+      return r.status === 200
+        ? (JSON.parse(r.body) as { providers: Array<{ name: string }> }).providers.map((p) => p.name)
+        : r.status
+    }
+    assert.deepEqual(await offered('providers=contractors,partners'), ['contractors', 'partners'])
+    assert.deepEqual(await offered('providers=evil'), all)
+    assert.deepEqual(await offered('providers=partners,evil'), 302, 'one left: straight to it')
   })
 
   test('the forward-auth answer names the provider of the session', async () => {
