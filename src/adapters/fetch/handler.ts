@@ -6,6 +6,7 @@
 
 import { assembleCore } from '../../assemble.ts'
 import { ConfigError } from '../../config/errors.ts'
+import { providerList } from '../../config/providers.ts'
 import type { Config } from '../../config/schema.ts'
 import { type Clock, systemClock } from '../../core/clock.ts'
 import type { RequestFacts } from '../../core/decisions.ts'
@@ -59,11 +60,12 @@ export async function createFetchHandler(
 ): Promise<(request: Request) => Promise<Response>> {
   const clock = options.clock ?? systemClock
   const log = options.log ?? silentLogger
-  if (config.provider.ca !== undefined) {
+  for (const { path, config: p } of providerList(config)) {
+    if (p.ca === undefined) continue
     // The runtime's fetch uses its own trust store; give the runtime the CA instead (e.g. Deno's --cert).
     throw new ConfigError('config', [
       {
-        path: 'provider.ca',
+        path: `${path}.ca`,
         message: "is not supported by the fetch handler (the runtime's own trust applies)",
       },
     ])
@@ -71,14 +73,6 @@ export async function createFetchHandler(
   if (config.upstream === undefined) {
     throw new ConfigError('config', [
       { path: 'apps', message: 'is served by the Node gateway only: the fetch handler takes one upstream' },
-    ])
-  }
-  if (config.providers !== undefined) {
-    throw new ConfigError('config', [
-      {
-        path: 'providers',
-        message: 'is served by the Node gateway only: the fetch handler takes one provider',
-      },
     ])
   }
   const fetchImpl = options.fetch ?? fetch
@@ -92,18 +86,17 @@ export async function createFetchHandler(
     log,
     secrets: {
       session: config.session.secrets.map((ref, i) => secret(ref, `session.secrets[${i}]`, options.env)),
-      clientSecret:
-        config.provider.client_secret &&
-        secret(config.provider.client_secret, 'provider.client_secret', options.env),
-      clientKey:
-        config.provider.client_key &&
-        secret(
-          'env' in config.provider.client_key
-            ? { env: config.provider.client_key.env }
-            : { file: config.provider.client_key.file },
-          'provider.client_key',
-          options.env,
-        ),
+      // Each provider's (a lone `provider` is the only one): with a providers list, every entry's.
+      providers: providerList(config).map(({ path, config: p }) => ({
+        clientSecret: p.client_secret && secret(p.client_secret, `${path}.client_secret`, options.env),
+        clientKey:
+          p.client_key &&
+          secret(
+            'env' in p.client_key ? { env: p.client_key.env } : { file: p.client_key.file },
+            `${path}.client_key`,
+            options.env,
+          ),
+      })),
     },
     cacheStore: createMemoryStore({ clock }),
     fetch: fetchImpl,
