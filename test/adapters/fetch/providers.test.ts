@@ -37,23 +37,21 @@ describe('createFetchHandler with two providers', () => {
   }
 
   before(async () => {
-    ;[corp, contractors] = await Promise.all(
-      ['corp', 'contractors'].map((name) =>
-        startTestIdP({ redirectUris: [`${BASE}/oauth2/callback/${name}`], clientId: `gh-${name}` }),
-      ),
-    )
-    await contractors!.users.add('carl', 'contractor password 1', { groups: ['contractors'] })
+    const idpFor = (name: string) =>
+      startTestIdP({ redirectUris: [`${BASE}/oauth2/callback/${name}`], clientId: `gh-${name}` })
+    ;[corp, contractors] = await Promise.all([idpFor('corp'), idpFor('contractors')])
+    await contractors.users.add('carl', 'contractor password 1', { groups: ['contractors'] })
     upstream = await startRecordingUpstream()
     config = validateConfig({
       public_url: BASE,
       upstream: upstream.url,
       providers: [
-        { name: 'corp', issuer: corp!.issuer, client_id: corp!.clientId, client_secret: { env: 'CORP' } },
+        { name: 'corp', issuer: corp.issuer, client_id: corp.clientId, client_secret: { env: 'CORP' } },
         {
           name: 'contractors',
           title: 'Contractor account',
-          issuer: contractors!.issuer,
-          client_id: contractors!.clientId,
+          issuer: contractors.issuer,
+          client_id: contractors.clientId,
           client_secret: { env: 'CONTRACTORS' },
         },
       ],
@@ -62,8 +60,8 @@ describe('createFetchHandler with two providers', () => {
     })
     handle = await createFetchHandler(config, {
       env: {
-        CORP: corp!.clientSecret,
-        CONTRACTORS: contractors!.clientSecret,
+        CORP: corp.clientSecret,
+        CONTRACTORS: contractors.clientSecret,
         SESSION_SECRET: 'fetch-providers-session-secret-0123456789',
       },
     })

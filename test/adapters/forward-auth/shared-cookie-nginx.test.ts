@@ -5,8 +5,8 @@
  * auth_request pass on both app hosts. Skips loudly when nginx is missing locally; under CI=true it must run.
  */
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import type { ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -18,52 +18,14 @@ import { browserFetch } from '../../helpers/browser-fetch.ts'
 import { createCookieClient } from '../../helpers/cookie-client.ts'
 import { installTestHosts } from '../../helpers/localhost-names.ts'
 import { freePort, type RecordingUpstream, startRecordingUpstream } from '../../helpers/net.ts'
+import { appServerBlock, NGINX, startNginx } from '../../helpers/nginx.ts'
 import { signIn, startTestIdP, type TestIdP } from '../../helpers/test-idp.ts'
 
-const NGINX = process.env['NGINX_PATH'] ?? '/usr/sbin/nginx'
 const missing = !existsSync(NGINX)
 if (missing && process.env['CI'] === 'true')
   throw new Error(`nginx is required under CI but ${NGINX} is missing`)
 if (missing)
   console.warn(`\n*** SKIPPING the nginx shared-cookie forward-auth test: no nginx at ${NGINX} ***\n`)
-
-/** One server block per app, as docs/apps.md shows it; both send X-Forwarded-Host $host to the check. */
-function server(name: string, port: number, gatehouse: string, app: string): string {
-  return `
-  server {
-    listen 127.0.0.1:${port};
-    server_name ${name};
-    location /oauth2/ {
-      proxy_pass ${gatehouse};
-      proxy_set_header Host $host;
-    }
-    location = /oauth2/auth {
-      internal;
-      proxy_pass ${gatehouse};
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Forwarded-Uri $request_uri;
-      proxy_set_header X-Original-URI "";
-      proxy_set_header X-Forwarded-Method $request_method;
-      proxy_set_header X-Forwarded-Host $host;
-    }
-    location / {
-      auth_request /oauth2/auth;
-      error_page 401 = @sign_in;
-      auth_request_set $auth_user $upstream_http_x_auth_request_preferred_username;
-      auth_request_set $auth_cookie $upstream_http_set_cookie;
-      add_header Set-Cookie $auth_cookie;
-      proxy_set_header X-Auth-Request-Preferred-Username $auth_user;
-      proxy_pass ${app};
-    }
-    location @sign_in {
-      rewrite ^ /oauth2/sign_in? break;
-      proxy_pass ${gatehouse};
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-Uri $request_uri;
-    }
-  }`
-}
 
 const OLGA = { username: 'olga', password: 'ops password 1', groups: ['ops'] }
 
@@ -120,19 +82,7 @@ describe('forward-auth behind nginx: one sign-in at public_url for two app hosts
         env: { CS: idp.clientSecret, SS: 'forward-auth-shared-secret-0123456789ab' },
       },
     )
-    const dir = mkdtempSync(join(tmpdir(), 'gh-nginx-shared-'))
-    for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d))
-    writeFileSync(
-      join(dir, 'nginx.conf'),
-      `worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events {}
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+    const gate = `
   server {
     listen 127.0.0.1:${port};
     server_name gate.apps.localhost;
@@ -140,24 +90,15 @@ http {
       proxy_pass ${gateway.url};
       proxy_set_header Host $host:$server_port;
     }
-  }
-${server('grafana.apps.localhost', port, gateway.url, grafana.url)}
-${server('wiki.apps.localhost', port, gateway.url, wiki.url)}
-}
-`,
+  }`
+    nginx = await startNginx(
+      [
+        gate,
+        appServerBlock('grafana.apps.localhost', port, gateway.url, grafana.url),
+        appServerBlock('wiki.apps.localhost', port, gateway.url, wiki.url),
+      ],
+      at('grafana', '/'),
     )
-    nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] })
-    let stderr = ''
-    nginx.stderr!.on('data', (d) => (stderr += d))
-    for (let i = 0; i < 200; i++) {
-      const up = await browserFetch(at('grafana', '/')).then(
-        () => true,
-        () => false,
-      )
-      if (up) break
-      if (nginx.exitCode !== null) throw new Error(`nginx exited: ${stderr}`)
-      await new Promise((r) => setTimeout(r, 25))
-    }
   })
 
   after(async () => {
