@@ -622,6 +622,26 @@ const configObject = z.strictObject({
     .default({}),
 })
 
+/** Each entry of a named list (`apps`, `providers`) has a name of its own; returns the names and their index. */
+function uniqueNames(
+  list: ReadonlyArray<{ name: string }> | undefined,
+  key: 'apps' | 'providers',
+  ctx: z.RefinementCtx,
+): Map<string, number> {
+  const names = new Map<string, number>()
+  list?.forEach((entry, i) => {
+    const first = names.get(entry.name)
+    if (first !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        path: [key, i, 'name'],
+        message: `expected a name of its own: ${key}[${first}] is already called ${entry.name}`,
+      })
+    else names.set(entry.name, i)
+  })
+  return names
+}
+
 /** The config file's schema: the keys above, and what only the whole can tell (an upstream, or apps). */
 export const configSchema = configObject
   // Said with the other missing keys, not only once everything else is valid.
@@ -644,17 +664,7 @@ export const configSchema = configObject
         path: ['providers'],
         message: 'expected either provider or providers, not both (give this provider a name in providers)',
       })
-    const names = new Map<string, number>()
-    c.providers?.forEach((p, i) => {
-      const first = names.get(p.name)
-      if (first !== undefined)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['providers', i, 'name'],
-          message: `expected a name of its own: providers[${first}] is already called ${p.name}`,
-        })
-      else names.set(p.name, i)
-    })
+    const names = uniqueNames(c.providers, 'providers', ctx)
     c.apps?.forEach((a, i) => {
       if (a.providers === undefined) return
       if (c.providers === undefined) {
@@ -699,7 +709,7 @@ export const configSchema = configObject
         message: 'expected no top-level routes with apps: each app has its own routes',
       })
     const seen = new Map<string, number>()
-    const names = new Map<string, number>()
+    uniqueNames(c.apps, 'apps', ctx)
     c.apps.forEach((a, i) => {
       const at = `${a.host}${a.path_prefix === '/' ? '' : a.path_prefix}`
       const first = seen.get(at)
@@ -716,14 +726,6 @@ export const configSchema = configObject
           path: ['apps', i, 'strip_prefix'],
           message: 'expected a path_prefix to strip: this app is at /',
         })
-      const named = names.get(a.name)
-      if (named !== undefined)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['apps', i, 'name'],
-          message: `expected a name of its own: apps[${named}] is already called ${a.name}`,
-        })
-      else names.set(a.name, i)
       // Gatehouse's own endpoints are under /oauth2 on every app host.
       if (underPrefix('/oauth2', a.path_prefix) || underPrefix('/.well-known', a.path_prefix))
         ctx.addIssue({
