@@ -208,7 +208,11 @@ export async function collectInventory(o: CollectOptions): Promise<Inventory> {
       const set = parseJSON(jwks.value)
       if (set !== undefined && Array.isArray(set['keys'])) {
         const uri =
-          typeof discoveryDoc?.['jwks_uri'] === 'string' ? discoveryDoc['jwks_uri'] : `provider ${name} JWKS`
+          typeof discoveryDoc?.['jwks_uri'] === 'string'
+            ? discoveryDoc['jwks_uri']
+            : listed
+              ? `provider ${name} JWKS`
+              : 'provider JWKS'
         entries.push(...providerKeyEntries({ keys: set['keys'] as unknown[] }, jwks.fetchedAt, uri))
       }
     }
