@@ -212,15 +212,23 @@ export function createBearerByIssuer(
     }
     return out
   }
+  // Which providers a token seen before is for: a repeat costs a lookup, not a base64 and JSON decode.
+  const seen = createTokenCache<Array<{ name: string; verifier: BearerVerifier }>>(10_000, {
+    maxBytes: 8_000_000,
+  })
   return {
     async verify(token) {
-      let iss: unknown
-      try {
-        iss = decodeJwt(token).iss
-      } catch {
-        return { ok: false, code: 'invalid_token', reason: 'not a JWT' }
+      let candidates = seen.get(token)
+      if (candidates === undefined) {
+        let iss: unknown
+        try {
+          iss = decodeJwt(token).iss
+        } catch {
+          return { ok: false, code: 'invalid_token', reason: 'not a JWT' }
+        }
+        candidates = typeof iss === 'string' ? byIssuer.get(iss) : undefined
+        if (candidates !== undefined) seen.set(token, candidates)
       }
-      const candidates = typeof iss === 'string' ? byIssuer.get(iss) : undefined
       if (candidates === undefined)
         return { ok: false, code: 'invalid_token', reason: 'issuer is not a provider accepted here' }
       let last: BearerResult | undefined
@@ -232,6 +240,7 @@ export function createBearerByIssuer(
       return last!
     },
     forget(token) {
+      seen.delete(token)
       for (const list of byIssuer.values()) for (const { verifier } of list) verifier.forget(token)
     },
   }
