@@ -3,25 +3,18 @@
  * demo page, reloads, signs out. Skips loudly when Chromium is missing locally; under CI=true it must run.
  */
 import assert from 'node:assert/strict'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { startDev } from '../../src/cli/dev.ts'
+import { chromiumMissing, launchChromium } from '../helpers/chromium.ts'
 
-const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium'
-const missing = !existsSync(CHROMIUM)
-if (missing && process.env['CI'] === 'true')
-  throw new Error(`Chromium is required under CI but ${CHROMIUM} is missing`)
-if (missing)
-  console.warn(
-    `\n*** SKIPPING the browser test: no Chromium at ${CHROMIUM} (apt-get install -y chromium) ***\n`,
-  )
+const skip = chromiumMissing('the browser test')
 
 test('sign in, reload and sign out in Chromium on gatehouse dev', {
-  skip: missing ? `no Chromium at ${CHROMIUM}` : false,
+  skip: skip ?? false,
 }, async () => {
-  const { chromium } = await import('playwright-core')
   const dataDir = mkdtempSync(join(tmpdir(), 'gh-dev-'))
   const dev = await startDev({
     port: 0,
@@ -30,18 +23,7 @@ test('sign in, reload and sign out in Chromium on gatehouse dev', {
     adminPort: false,
     logLevel: 'warn',
   })
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-      '--disable-sync',
-    ],
-  })
+  const browser = await launchChromium()
   const errors: string[] = []
   try {
     const page = await browser.newPage()

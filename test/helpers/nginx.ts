@@ -49,12 +49,9 @@ export function appServerBlock(name: string, port: number, gatehouse: string, ap
 }
 
 /** Starts nginx with these server blocks in its `http {}`, and waits until `probe` answers. */
-export async function startNginx(servers: readonly string[], probe: string): Promise<ChildProcess> {
-  const dir = mkdtempSync(join(tmpdir(), 'gh-nginx-'))
-  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d))
-  writeFileSync(
-    join(dir, 'nginx.conf'),
-    `worker_processes 1;
+export function startNginx(servers: readonly string[], probe: string): Promise<ChildProcess> {
+  return runNginx(
+    (dir) => `worker_processes 1;
 daemon off;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
@@ -66,7 +63,18 @@ http {
 ${servers.join('\n')}
 }
 `,
+    probe,
   )
+}
+
+/**
+ * Starts nginx on the whole config `conf` writes for a fresh prefix directory (its temp paths and pid
+ * file go under it), and waits until `probe` answers.
+ */
+export async function runNginx(conf: (dir: string) => string, probe: string): Promise<ChildProcess> {
+  const dir = mkdtempSync(join(tmpdir(), 'gh-nginx-'))
+  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d))
+  writeFileSync(join(dir, 'nginx.conf'), conf(dir))
   const nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf')], {
     stdio: ['ignore', 'ignore', 'pipe'],
   })

@@ -4,8 +4,8 @@
  * headers to the app. Skips loudly when nginx is missing locally; under CI=true it must run.
  */
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import type { ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -16,9 +16,9 @@ import { silentLogger } from '../../../src/core/ports.ts'
 import { browserFetch } from '../../helpers/browser-fetch.ts'
 import { createCookieClient } from '../../helpers/cookie-client.ts'
 import { freePort, type RecordingUpstream, startRecordingUpstream } from '../../helpers/net.ts'
+import { NGINX, runNginx } from '../../helpers/nginx.ts'
 import { DEMO_USER, signIn, startTestIdP, type TestIdP } from '../../helpers/test-idp.ts'
 
-const NGINX = process.env['NGINX_PATH'] ?? '/usr/sbin/nginx'
 const missing = !existsSync(NGINX)
 if (missing && process.env['CI'] === 'true')
   throw new Error(`nginx is required under CI but ${NGINX} is missing`)
@@ -154,21 +154,10 @@ describe('forward-auth behind nginx', { skip: missing ? `no nginx at ${NGINX}` :
       admin: false,
       env: { CS: idp.clientSecret, SS: 'forward-auth-session-secret-0123456789ab' },
     })
-    const dir = mkdtempSync(join(tmpdir(), 'gh-nginx-'))
-    for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d))
-    writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, port, originalPort, gateway.url, upstream.url))
-    nginx = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'pipe'] })
-    let stderr = ''
-    nginx.stderr!.on('data', (d) => (stderr += d))
-    for (let i = 0; i < 200; i++) {
-      const up = await fetch(`${base}/public/ping`).then(
-        () => true,
-        () => false,
-      )
-      if (up) break
-      if (nginx.exitCode !== null) throw new Error(`nginx exited: ${stderr}`)
-      await new Promise((r) => setTimeout(r, 25))
-    }
+    nginx = await runNginx(
+      (dir) => nginxConf(dir, port, originalPort, gateway.url, upstream.url),
+      `${base}/public/ping`,
+    )
   })
 
   after(async () => {
