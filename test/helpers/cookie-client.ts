@@ -237,3 +237,24 @@ function defaultPath(requestPath: string): string {
   const last = requestPath.lastIndexOf('/')
   return last <= 0 ? '/' : requestPath.slice(0, last)
 }
+
+/**
+ * A browser whose requests to `base` go to a Web fetch handler (as an edge runtime would hand them over),
+ * the rest to the network; a GET asking for HTML is marked a navigation, as browsers mark them.
+ */
+export function fetchHandlerBrowser(
+  base: string,
+  handle: (request: Request) => Promise<Response>,
+  network: typeof fetch,
+): CookieClient {
+  return createCookieClient({
+    fetch: (async (input, init) => {
+      const url = String(input instanceof Request ? input.url : input)
+      if (!url.startsWith(base)) return network(input, init)
+      const headers = new Headers(init?.headers)
+      if ((init?.method ?? 'GET') === 'GET' && (headers.get('accept') ?? '').includes('text/html'))
+        headers.set('sec-fetch-mode', 'navigate')
+      return handle(new Request(url, { ...init, headers, redirect: 'manual' }))
+    }) as typeof fetch,
+  })
+}

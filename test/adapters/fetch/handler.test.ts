@@ -9,7 +9,7 @@ import { createFetchHandler } from '../../../src/adapters/fetch/handler.ts'
 import { DEV_LIFETIMES } from '../../../src/cli/dev-config.ts'
 import { validateConfig } from '../../../src/config/validate.ts'
 import { browserFetch } from '../../helpers/browser-fetch.ts'
-import { createCookieClient } from '../../helpers/cookie-client.ts'
+import { fetchHandlerBrowser } from '../../helpers/cookie-client.ts'
 import { type RecordingUpstream, startRecordingUpstream } from '../../helpers/net.ts'
 import { DEMO_USER, signIn, startTestIdP, type TestIdP } from '../../helpers/test-idp.ts'
 
@@ -21,19 +21,7 @@ describe('createFetchHandler under Node Request/Response', () => {
   let handle: (request: Request) => Promise<Response>
 
   /** A browser whose requests to BASE go to the handler (as an edge runtime would), the rest to the network. */
-  function browser() {
-    return createCookieClient({
-      fetch: (async (input, init) => {
-        const url = String(input instanceof Request ? input.url : input)
-        if (!url.startsWith(BASE)) return browserFetch(input, init)
-        const headers = new Headers(init?.headers)
-        if ((init?.method ?? 'GET') === 'GET' && (headers.get('accept') ?? '').includes('text/html')) {
-          headers.set('sec-fetch-mode', 'navigate')
-        }
-        return handle(new Request(url, { ...init, headers, redirect: 'manual' }))
-      }) as typeof fetch,
-    })
-  }
+  const browser = () => fetchHandlerBrowser(BASE, (request) => handle(request), browserFetch)
 
   before(async () => {
     idp = await startTestIdP({ redirectUris: [`${BASE}/oauth2/callback`] })

@@ -8,7 +8,7 @@ import { createFetchHandler } from '../../../src/adapters/fetch/handler.ts'
 import { DEV_LIFETIMES } from '../../../src/cli/dev-config.ts'
 import { ConfigError, validateConfig } from '../../../src/config/validate.ts'
 import { browserFetch } from '../../helpers/browser-fetch.ts'
-import { createCookieClient } from '../../helpers/cookie-client.ts'
+import { fetchHandlerBrowser } from '../../helpers/cookie-client.ts'
 import { type RecordingUpstream, startRecordingUpstream } from '../../helpers/net.ts'
 import { signIn, startTestIdP, type TestIdP } from '../../helpers/test-idp.ts'
 
@@ -23,18 +23,7 @@ describe('createFetchHandler with two providers', () => {
   let config: ReturnType<typeof validateConfig>
 
   /** A browser whose requests to BASE go to the handler (as an edge runtime would), the rest to the network. */
-  function browser() {
-    return createCookieClient({
-      fetch: (async (input, init) => {
-        const url = String(input instanceof Request ? input.url : input)
-        if (!url.startsWith(BASE)) return browserFetch(input, init)
-        const headers = new Headers(init?.headers)
-        if ((init?.method ?? 'GET') === 'GET' && (headers.get('accept') ?? '').includes('text/html'))
-          headers.set('sec-fetch-mode', 'navigate')
-        return handle(new Request(url, { ...init, headers, redirect: 'manual' }))
-      }) as typeof fetch,
-    })
-  }
+  const browser = () => fetchHandlerBrowser(BASE, (request) => handle(request), browserFetch)
 
   before(async () => {
     const idpFor = (name: string) =>
